@@ -1,0 +1,126 @@
+//! `edgegate`: the edge gateway binary.
+
+mod demo_upstream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use edgegate_gateway::runtime::{KvStore, Runtime, RuntimeConfig};
+use edgegate_gateway::{Gateway, GatewayState, Metrics};
+
+/// A WebAssembly-policy edge gateway.
+#[derive(Parser)]
+#[command(name = "edgegate", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Gateway config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a config: parse, compile every policy, run each policy's `init`.
+    CheckConfig {
+        /// Gateway config file (TOML).
+        file: PathBuf,
+    },
+    /// Run a small local upstream for demos and benchmarks (echoes requests as JSON).
+    DemoUpstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::DemoUpstream { listen } => demo_upstream::run(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgegate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = edgegate_config::load(file)?;
+    let runtime = Runtime::new(&RuntimeConfig::default())?;
+    let state = GatewayState::build(&config, &runtime, &KvStore::default(), &Metrics::new(), 1)
+        .with_context(|| format!("{}", file.display()))?;
+    drop(state);
+    println!(
+        "{}: ok ({} routes, {} policies, {} upstreams)",
+        file.display(),
+        config.routes.len(),
+        config.policies.len(),
+        config.upstreams.len()
+    );
+    Ok(())
+}
+
+fn serve(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = edgegate_config::load(file)?;
+    let gateway = Gateway::new(config).with_context(|| format!("{}", file.display()))?;
+    let handle = gateway.start().context("binding listeners")?;
+    // Tests and scripts read this line to learn the ports.
+    println!(
+        "edgegate listening on http://{} (admin http://{})",
+        handle.proxy_addr, handle.admin_addr
+    );
+    wait_for_shutdown_signal()?;
+    tracing::info!("shutting down: draining in-flight requests");
+    handle.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}

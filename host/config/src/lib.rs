@@ -1,0 +1,10 @@
+//! The gateway's TOML config: the model (whose doc comments document each key),
+//! loading with errors that name file, line and key, and validation.
+
+mod error;
+mod model;
+mod validate;
+
+pub use error::ConfigError;
+pub use model::*;
+pub use validate::load;

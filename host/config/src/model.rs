@@ -1,0 +1,305 @@
+//! The config model. Each field's doc comment is the documentation of its key;
+//! defaults live in the `default_*` functions next to it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The config format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// `policies/gateway.toml`: the whole gateway config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Config format version; must be 1.
+    pub version: Spanned<u32>,
+    /// The proxy listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The admin listener (health, metrics).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Upstream clusters by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Policy instances by name; routes refer to them in order.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyConfig>,
+    /// Routes, matched in order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Folder of the config file; relative paths resolve against it (set by `load`).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file it was loaded from (set by `load`).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[server]`: the proxy listener and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to accept client traffic on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own listener socket (SO_REUSEPORT); 0 = one per CPU.
+    #[serde(default)]
+    pub workers: usize,
+    /// Largest total size of request headers (names + values); larger → 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request headers.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// How long SIGTERM waits for in-flight requests before closing.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Value of the `Via` header added to requests and responses.
+    #[serde(default = "default_via")]
+    pub via: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_header_bytes() -> usize {
+    16 << 10
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    30_000
+}
+fn default_via() -> String {
+    "edgegate".into()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            workers: 0,
+            max_header_bytes: default_max_header_bytes(),
+            header_timeout_ms: default_header_timeout_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            via: default_via(),
+        }
+    }
+}
+
+/// `[admin]`: the admin listener (`/healthz`, `/readyz`, `/metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener; keep it on loopback or a private network.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// How a cluster spreads requests over its endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest requests in flight.
+    LeastRequests,
+}
+
+/// `[upstreams.NAME]`: a cluster of endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` endpoints (plain HTTP/1.1).
+    pub endpoints: Vec<Spanned<String>>,
+    /// `round_robin` (default) or `least_requests`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Time to establish a TCP connection; past it → 502.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time from sending the request to the response headers; past it → 504.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Idle keep-alive connections kept per endpoint and worker.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_endpoint: usize,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_upstream_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_idle() -> usize {
+    64
+}
+
+/// What a policy does to the request when it fails (trap, timeout, out of memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Fail closed: answer 503, never contact the upstream.
+    Deny,
+    /// Fail open: skip the policy.
+    Allow,
+}
+
+/// What kind of policy a component is (drives defaults, and signing rules later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// Authentication / authorization.
+    Auth,
+    /// Upstream choice.
+    Routing,
+    /// PII and secret redaction.
+    Redaction,
+    /// Response caching.
+    Caching,
+    /// Anything else.
+    #[default]
+    Custom,
+}
+
+impl PolicyKind {
+    /// `on_error` when the config does not say: caching fails open, the rest fail closed.
+    pub fn default_on_error(self) -> OnError {
+        match self {
+            PolicyKind::Caching => OnError::Allow,
+            _ => OnError::Deny,
+        }
+    }
+}
+
+/// Whether a policy sees a body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyMode {
+    /// The body streams past the policy untouched (it sees no body).
+    #[default]
+    Stream,
+    /// The body is buffered up to `body_limit_bytes` and handed to the policy.
+    Buffer,
+}
+
+/// A capability a policy may be granted (`log` and `context` are always granted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapabilityName {
+    /// Wall and monotonic clocks.
+    Clock,
+    /// The namespaced key/value store.
+    Kv,
+    /// Read-only upstream health.
+    Health,
+    /// Native sha256 / HMAC / signature checks.
+    Crypto,
+}
+
+/// `[policies.NAME]`: one policy instance: a component plus its config and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Path to the `.wasm` component, relative to the config file.
+    pub component: Spanned<PathBuf>,
+    /// What the policy is; `caching` defaults to `on_error = "allow"`, the rest to `deny`.
+    #[serde(default)]
+    pub kind: PolicyKind,
+    /// `deny` (503, upstream not contacted) or `allow` (skip the policy) when it fails.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+    /// Host capabilities granted; everything not listed is denied.
+    #[serde(default)]
+    pub capabilities: Vec<CapabilityName>,
+    /// Linear memory limit per instance.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_bytes: usize,
+    /// Wall-time budget per call (epoch deadline).
+    #[serde(default = "default_policy_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `stream` (default) or `buffer`: hand the request body to the policy.
+    #[serde(default)]
+    pub request_body: BodyMode,
+    /// `stream` (default) or `buffer`: hand the response body to the policy.
+    #[serde(default)]
+    pub response_body: BodyMode,
+    /// Largest body buffered for this policy; a larger request body → 413.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Byte budget of the policy's key/value namespace.
+    #[serde(default = "default_kv_budget")]
+    pub kv_budget_bytes: usize,
+    /// Key/value namespace; defaults to the policy name.
+    #[serde(default)]
+    pub kv_namespace: Option<String>,
+    /// The policy's own settings, handed to its `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn default_memory_limit() -> usize {
+    16 << 20
+}
+fn default_policy_timeout_ms() -> u64 {
+    100
+}
+fn default_body_limit() -> usize {
+    1 << 20
+}
+fn default_kv_budget() -> usize {
+    16 << 20
+}
+
+impl PolicyConfig {
+    /// The effective `on_error`.
+    pub fn on_error(&self) -> OnError {
+        self.on_error.unwrap_or(self.kind.default_on_error())
+    }
+}
+
+/// `[[routes]]`: which requests take which policies to which upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Route name, used in metrics and logs.
+    pub name: String,
+    /// Host to match (without port); `*.example.com` matches subdomains; absent = any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix to match, on segment boundaries (`/api` matches `/api` and `/api/x`, not `/apix`).
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// Methods to match; empty = any method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Upstream cluster name.
+    pub upstream: Spanned<String>,
+    /// Policy names, run in this order in the request phase and reverse in the response phase.
+    #[serde(default)]
+    pub policies: Vec<Spanned<String>>,
+}
+
+fn default_path_prefix() -> String {
+    "/".into()
+}

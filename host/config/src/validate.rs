@@ -1,0 +1,202 @@
+//! Loading and checking a config file.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::ConfigError;
+use crate::model::{GatewayConfig, CONFIG_VERSION};
+
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Read, parse and validate a config file; relative paths resolve against its folder.
+pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::new(path, "", format!("cannot read config: {e}")))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            path,
+            "",
+            format!("config is {} bytes; the limit is {MAX_CONFIG_BYTES}", meta.len()),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "", format!("cannot read config: {e}")))?;
+    parse(path, &text)
+}
+
+/// Parse and validate config text that came from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    let mut config: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::new(path, if key == "." { String::new() } else { key }, inner.message().to_string())
+            .at(text, inner.span().map(|s| s.start))
+    })?;
+    config.source = path.to_path_buf();
+    config.base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    validate(&config, text)?;
+    for policy in config.policies.values_mut() {
+        let p = policy.component.get_mut();
+        if p.is_relative() {
+            *p = config.base_dir.join(&*p);
+        }
+    }
+    Ok(config)
+}
+
+fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
+    let file = &c.source;
+    let err = |key: String, msg: String, at: Option<usize>| ConfigError::new(file, key, msg).at(text, at);
+
+    if *c.version.get_ref() != CONFIG_VERSION {
+        return Err(err(
+            "version".into(),
+            format!("unsupported config version {}; this build reads version {CONFIG_VERSION}", c.version.get_ref()),
+            Some(c.version.span().start),
+        ));
+    }
+    if c.server.max_header_bytes < 1024 {
+        return Err(err("server.max_header_bytes".into(), "must be at least 1024".into(), None));
+    }
+    if c.server.listen == c.admin.listen {
+        return Err(err("admin.listen".into(), "must differ from server.listen".into(), None));
+    }
+    for (name, u) in &c.upstreams {
+        if u.endpoints.is_empty() {
+            return Err(err(format!("upstreams.{name}.endpoints"), "needs at least one endpoint".into(), None));
+        }
+        for (i, ep) in u.endpoints.iter().enumerate() {
+            let s = ep.get_ref();
+            let ok = s
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+            if !ok || s.contains('/') {
+                return Err(err(
+                    format!("upstreams.{name}.endpoints[{i}]"),
+                    format!("`{s}` is not host:port"),
+                    Some(ep.span().start),
+                ));
+            }
+        }
+        if u.timeout_ms == 0 || u.connect_timeout_ms == 0 {
+            return Err(err(format!("upstreams.{name}"), "timeouts must be positive".into(), None));
+        }
+    }
+    for (name, p) in &c.policies {
+        if p.timeout_ms == 0 {
+            return Err(err(format!("policies.{name}.timeout_ms"), "must be positive".into(), None));
+        }
+        if p.memory_limit_bytes < (1 << 16) || p.memory_limit_bytes > (1 << 30) {
+            return Err(err(
+                format!("policies.{name}.memory_limit_bytes"),
+                "must be between 65536 (one wasm page) and 1073741824".into(),
+                None,
+            ));
+        }
+        if p.component.get_ref().as_os_str().is_empty() {
+            return Err(err(format!("policies.{name}.component"), "must not be empty".into(), Some(p.component.span().start)));
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        if !names.insert(r.name.as_str()) {
+            return Err(err(format!("routes[{i}].name"), format!("duplicate route name `{}`", r.name), None));
+        }
+        if !r.path_prefix.starts_with('/') {
+            return Err(err(format!("routes[{i}].path_prefix"), "must start with `/`".into(), None));
+        }
+        if !c.upstreams.contains_key(r.upstream.get_ref()) {
+            return Err(err(
+                format!("routes[{i}].upstream"),
+                format!("unknown upstream `{}`", r.upstream.get_ref()),
+                Some(r.upstream.span().start),
+            ));
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            if http_method_ok(m.get_ref()).is_none() {
+                return Err(err(
+                    format!("routes[{i}].methods[{j}]"),
+                    format!("`{}` is not an HTTP method", m.get_ref()),
+                    Some(m.span().start),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (j, p) in r.policies.iter().enumerate() {
+            if !c.policies.contains_key(p.get_ref()) {
+                return Err(err(
+                    format!("routes[{i}].policies[{j}]"),
+                    format!("unknown policy `{}`", p.get_ref()),
+                    Some(p.span().start),
+                ));
+            }
+            if !seen.insert(p.get_ref()) {
+                return Err(err(
+                    format!("routes[{i}].policies[{j}]"),
+                    format!("policy `{}` listed twice", p.get_ref()),
+                    Some(p.span().start),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn http_method_ok(m: &str) -> Option<()> {
+    (!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())).then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+version = 1
+[upstreams.backend]
+endpoints = ["127.0.0.1:9000"]
+[policies.h]
+component = "h.wasm"
+[[routes]]
+name = "api"
+upstream = "backend"
+policies = ["h"]
+"#;
+
+    #[test]
+    fn good_config_resolves_paths() {
+        let c = parse(Path::new("/etc/edgegate/gateway.toml"), GOOD).unwrap();
+        assert_eq!(
+            c.policies["h"].component.get_ref(),
+            Path::new("/etc/edgegate/h.wasm")
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = GOOD.replace("upstream = \"backend\"", "upstream = \"backend\"\nupstrem = 1");
+        let e = parse(Path::new("g.toml"), &text).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("g.toml:11:"), "{msg}");
+        assert!(msg.contains("key `routes[0].upstrem`"), "{msg}");
+        assert!(msg.contains("unknown field `upstrem`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_policy_reference_is_located() {
+        let text = GOOD.replace("policies = [\"h\"]", "policies = [\"h\", \"nope\"]");
+        let e = parse(Path::new("g.toml"), &text).unwrap_err();
+        assert_eq!(e.to_string(), "g.toml:10:18: key `routes[0].policies[1]`: unknown policy `nope`");
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let e = parse(Path::new("g.toml"), &GOOD.replace("version = 1", "version = 2")).unwrap_err();
+        assert_eq!(e.key, "version");
+        assert_eq!(e.position.map(|p| p.0), Some(2));
+    }
+}

@@ -1,0 +1,246 @@
+//! Prometheus metrics: per route, per policy, per upstream. Handles are resolved
+//! once when a route table is built, so the request path only touches atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteCode {
+    route: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyPhase {
+    policy: String,
+    digest: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyFailure {
+    policy: String,
+    digest: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamOutcome {
+    upstream: String,
+    endpoint: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Upstream {
+    upstream: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. ~20 s
+    Histogram::new(exponential_buckets(0.000_01, 2.5, 17))
+}
+
+/// The process's metrics registry and families.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteCode, Counter>,
+    request_duration: HistogramFamily<Route>,
+    policy_calls: Family<PolicyPhase, Counter>,
+    policy_failures: Family<PolicyFailure, Counter>,
+    policy_duration: HistogramFamily<PolicyPhase>,
+    upstream_requests: Family<UpstreamOutcome, Counter>,
+    upstream_duration: HistogramFamily<Upstream>,
+    in_flight: Gauge,
+    config_reloads: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every edgegate family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("edgegate");
+        let requests = Family::<RouteCode, Counter>::default();
+        registry.register("requests", "Requests answered, by route and status class", requests.clone());
+        let request_duration: HistogramFamily<Route> = Family::new_with_constructor(latency_histogram);
+        registry.register("request_duration_seconds", "Time from request to response headers, by route", request_duration.clone());
+        let policy_calls = Family::<PolicyPhase, Counter>::default();
+        registry.register("policy_calls", "Policy calls, by policy version and phase", policy_calls.clone());
+        let policy_failures = Family::<PolicyFailure, Counter>::default();
+        registry.register(
+            "policy_failures",
+            "Policy calls that trapped, timed out, ran out of memory or returned an error",
+            policy_failures.clone(),
+        );
+        let policy_duration: HistogramFamily<PolicyPhase> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "policy_duration_seconds",
+            "Time of one policy call including instantiation",
+            policy_duration.clone(),
+        );
+        let upstream_requests = Family::<UpstreamOutcome, Counter>::default();
+        registry.register("upstream_requests", "Upstream attempts, by endpoint and outcome", upstream_requests.clone());
+        let upstream_duration: HistogramFamily<Upstream> = Family::new_with_constructor(latency_histogram);
+        registry.register("upstream_duration_seconds", "Time to upstream response headers", upstream_duration.clone());
+        let in_flight = Gauge::default();
+        registry.register("requests_in_flight", "Requests being handled", in_flight.clone());
+        let config_reloads = Counter::default();
+        registry.register("config_loads", "Route tables built from config", config_reloads.clone());
+        Self {
+            registry,
+            requests,
+            request_duration,
+            policy_calls,
+            policy_failures,
+            policy_duration,
+            upstream_requests,
+            upstream_duration,
+            in_flight,
+            config_reloads,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub(crate) fn route(&self, route: &str) -> RouteMetrics {
+        let code = |c: &str| {
+            self.requests
+                .get_or_create(&RouteCode { route: route.into(), code: c.into() })
+                .clone()
+        };
+        RouteMetrics {
+            by_class: [code("1xx"), code("2xx"), code("3xx"), code("4xx"), code("5xx")],
+            duration: self.request_duration.get_or_create(&Route { route: route.into() }).clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+
+    pub(crate) fn policy(&self, policy: &str, digest: &str) -> PolicyMetrics {
+        let labels = |phase: &str| PolicyPhase {
+            policy: policy.into(),
+            digest: digest.into(),
+            phase: phase.into(),
+        };
+        PolicyMetrics {
+            calls: [
+                self.policy_calls.get_or_create(&labels("request")).clone(),
+                self.policy_calls.get_or_create(&labels("response")).clone(),
+            ],
+            duration: [
+                self.policy_duration.get_or_create(&labels("request")).clone(),
+                self.policy_duration.get_or_create(&labels("response")).clone(),
+            ],
+            failures: self.policy_failures.clone(),
+            policy: policy.into(),
+            digest: digest.into(),
+        }
+    }
+
+    pub(crate) fn upstream(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
+        let outcome = |o: &str| {
+            self.upstream_requests
+                .get_or_create(&UpstreamOutcome {
+                    upstream: upstream.into(),
+                    endpoint: endpoint.into(),
+                    outcome: o.into(),
+                })
+                .clone()
+        };
+        EndpointMetrics {
+            ok: outcome("ok"),
+            connect_error: outcome("connect_error"),
+            timeout: outcome("timeout"),
+            error: outcome("error"),
+            duration: self
+                .upstream_duration
+                .get_or_create(&Upstream { upstream: upstream.into() })
+                .clone(),
+        }
+    }
+
+    pub(crate) fn count_config_load(&self) {
+        self.config_reloads.inc();
+    }
+}
+
+/// Pre-resolved handles of one route.
+#[derive(Clone)]
+pub(crate) struct RouteMetrics {
+    by_class: [Counter; 5],
+    duration: Histogram,
+    pub(crate) in_flight: Gauge,
+}
+
+impl RouteMetrics {
+    pub(crate) fn record(&self, status: u16, seconds: f64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+/// Which hook of a policy ran.
+#[derive(Clone, Copy)]
+pub(crate) enum Phase {
+    Request = 0,
+    Response = 1,
+}
+
+/// Pre-resolved handles of one policy version.
+#[derive(Clone)]
+pub(crate) struct PolicyMetrics {
+    calls: [Counter; 2],
+    duration: [Histogram; 2],
+    failures: Family<PolicyFailure, Counter>,
+    policy: String,
+    digest: String,
+}
+
+impl PolicyMetrics {
+    pub(crate) fn record_call(&self, phase: Phase, seconds: f64) {
+        self.calls[phase as usize].inc();
+        self.duration[phase as usize].observe(seconds);
+    }
+
+    pub(crate) fn record_failure(&self, kind: &str) {
+        self.failures
+            .get_or_create(&PolicyFailure {
+                policy: self.policy.clone(),
+                digest: self.digest.clone(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+}
+
+/// Pre-resolved handles of one upstream endpoint.
+#[derive(Clone)]
+pub(crate) struct EndpointMetrics {
+    pub(crate) ok: Counter,
+    pub(crate) connect_error: Counter,
+    pub(crate) timeout: Counter,
+    pub(crate) error: Counter,
+    pub(crate) duration: Histogram,
+}

@@ -1,0 +1,621 @@
+//! The request path, one function per phase (see docs/phases.md):
+//! limits → route match → request phase → upstream → response phase.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use edgegate_config::{BodyMode, OnError};
+use edgegate_runtime::bindings::types;
+use edgegate_runtime::{ContextBag, PolicyFailure};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{self, BoxError, BufferError, ProxyBody};
+use crate::forwarding;
+use crate::metrics::Phase;
+use crate::routes::{ChainEntry, Route};
+use crate::state::GatewayState;
+use crate::upstream::Cluster;
+
+/// Most attempts per cluster a routing decision may ask for.
+const MAX_RETRIES: u32 = 3;
+/// Most fallback clusters a routing decision may name.
+const MAX_FALLBACKS: usize = 4;
+
+fn box_error(e: hyper::Error) -> BoxError {
+    Box::new(e)
+}
+
+/// Facts about the connection a request arrived on.
+#[derive(Clone, Copy)]
+pub(crate) struct Peer {
+    pub(crate) ip: IpAddr,
+    pub(crate) worker: usize,
+}
+
+/// A JSON error response: `{"error": code, "message": ...}`.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut resp = Response::new(body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Counts a request in flight for as long as it is alive (also when the client goes away).
+struct InFlight<'a>(&'a Route);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
+}
+
+/// Entry point of the request path.
+pub(crate) async fn handle(
+    state: Arc<GatewayState>,
+    peer: Peer,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    if let Some(resp) = check_limits(&state, &req) {
+        return resp;
+    }
+    let authority = authority_of(&req).to_string();
+    let Some(route) = state
+        .routes
+        .find(&authority, req.uri().path(), req.method())
+    else {
+        return error_response(StatusCode::NOT_FOUND, "no_route", "no route matches this request");
+    };
+    route.metrics.in_flight.inc();
+    let _guard = InFlight(route);
+    let mut resp = proxy(&state, route, peer, authority, req).await;
+    resp.headers_mut().append(header::VIA, state.via.clone());
+    route
+        .metrics
+        .record(resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Limits checked before anything else: header size.
+fn check_limits(state: &GatewayState, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    (header_bytes > state.max_header_bytes).then(|| {
+        error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            &format!("request headers exceed {} bytes", state.max_header_bytes),
+        )
+    })
+}
+
+fn authority_of(req: &Request<Incoming>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
+/// The request body as it travels: untouched stream, or buffered for policies.
+enum RequestBody {
+    Stream(Incoming),
+    Buffered(Bytes),
+}
+
+impl RequestBody {
+    fn replayable(&self) -> Option<Bytes> {
+        match self {
+            RequestBody::Buffered(b) => Some(b.clone()),
+            RequestBody::Stream(_) => None,
+        }
+    }
+}
+
+/// Where the request phase sends the request.
+struct Target<'a> {
+    clusters: Vec<&'a Arc<Cluster>>,
+    retries: u32,
+}
+
+async fn proxy(
+    state: &GatewayState,
+    route: &Route,
+    peer: Peer,
+    authority: String,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, incoming) = req.into_parts();
+    let mut body = match route.buffer_request {
+        None => RequestBody::Stream(incoming),
+        Some(limit) => match buffer_request(&parts, incoming, limit).await {
+            Ok(b) => RequestBody::Buffered(b),
+            Err(resp) => return resp,
+        },
+    };
+
+    let mut ctx = ContextBag::default();
+    let mut target = Target {
+        clusters: vec![&route.cluster],
+        retries: 0,
+    };
+    let ran = if route.chain.is_empty() {
+        0
+    } else {
+        match request_phase(state, route, peer, &authority, &mut parts, &mut body, &mut ctx, &mut target) {
+            RequestOutcome::Forward(ran) => ran,
+            RequestOutcome::Respond(resp, ran) => {
+                return response_phase(route, &parts, &authority, "", ran, resp, &mut ctx)
+                    .await;
+            }
+        }
+    };
+
+    prepare_upstream_request(state, peer, &mut parts);
+    let upstream = match forward(peer, &target, parts.clone(), body).await {
+        Ok((resp, cluster)) => (resp.map(|b| b.map_err(box_error).boxed_unsync()), cluster),
+        Err(resp) => return resp,
+    };
+    let (mut resp, cluster) = upstream;
+    forwarding::strip_hop_by_hop(resp.headers_mut());
+    if ran == 0 {
+        return resp;
+    }
+    response_phase(route, &parts, &authority, &cluster.name, ran, resp, &mut ctx).await
+}
+
+async fn buffer_request(
+    parts: &Parts,
+    incoming: Incoming,
+    limit: usize,
+) -> Result<Bytes, Response<ProxyBody>> {
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match body::buffer(incoming.map_err(box_error).boxed_unsync(), limit).await {
+        Ok(b) => Ok(b),
+        Err(BufferError::TooLarge) => Err(too_large()),
+        Err(BufferError::Read(e)) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "body_read_failed",
+            &format!("reading the request body failed: {e}"),
+        )),
+    }
+}
+
+enum RequestOutcome {
+    /// Go to the upstream; the first `n` policies ran their request phase.
+    Forward(usize),
+    /// A policy answered; the policies before it (the first `n`) get the response phase.
+    Respond(Response<ProxyBody>, usize),
+}
+
+/// Request phase: each policy's `on-request`, in config order.
+#[allow(clippy::too_many_arguments)]
+fn request_phase<'a>(
+    state: &'a GatewayState,
+    route: &Route,
+    peer: Peer,
+    authority: &str,
+    parts: &mut Parts,
+    body: &mut RequestBody,
+    ctx: &mut ContextBag,
+    target: &mut Target<'a>,
+) -> RequestOutcome {
+    let mut wit = types::Request {
+        method: parts.method.as_str().to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        authority: authority.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: None,
+        client_ip: peer.ip.to_string(),
+        route: route.name.clone(),
+    };
+    let mut ran = 0;
+    for entry in &route.chain {
+        wit.body = match (entry.request_body, &*body) {
+            (BodyMode::Buffer, RequestBody::Buffered(b)) => Some(b.to_vec()),
+            _ => None,
+        };
+        let started = Instant::now();
+        let result = entry.policy.on_request(&wit, ctx);
+        entry.metrics.record_call(Phase::Request, started.elapsed().as_secs_f64());
+        let result = result.and_then(|verdict| match verdict {
+            types::RequestVerdict::Continue(m) => {
+                apply_request_mutations(&m, &mut wit, parts, body).map(|()| None)
+            }
+            types::RequestVerdict::Route(d) => {
+                apply_request_mutations(&d.mutations, &mut wit, parts, body)?;
+                let mut clusters = Vec::with_capacity(1 + d.fallbacks.len().min(MAX_FALLBACKS));
+                for name in std::iter::once(&d.upstream).chain(d.fallbacks.iter().take(MAX_FALLBACKS)) {
+                    let c = state.upstreams.clusters.get(name).ok_or_else(|| {
+                        PolicyFailure::Guest(format!("route decision names unknown upstream `{name}`"))
+                    })?;
+                    clusters.push(c);
+                }
+                *target = Target {
+                    clusters,
+                    retries: d.retries.min(MAX_RETRIES),
+                };
+                Ok(None)
+            }
+            types::RequestVerdict::Respond(r) => build_response(r).map(Some),
+        });
+        match result {
+            Ok(None) => ran += 1,
+            Ok(Some(resp)) => return RequestOutcome::Respond(resp, ran),
+            Err(failure) => {
+                if let Some(resp) = policy_failed(entry, Phase::Request, &failure) {
+                    return RequestOutcome::Respond(resp, ran);
+                }
+            }
+        }
+    }
+    RequestOutcome::Forward(ran)
+}
+
+/// Apply `on_error`: `Some(503)` for deny, `None` (skip) for allow.
+fn policy_failed(entry: &ChainEntry, phase: Phase, failure: &PolicyFailure) -> Option<Response<ProxyBody>> {
+    entry.metrics.record_failure(failure.kind());
+    let policy = entry.policy.name();
+    let phase_name = match phase {
+        Phase::Request => "request",
+        Phase::Response => "response",
+    };
+    match entry.on_error {
+        OnError::Deny => {
+            tracing::warn!(policy, phase = phase_name, %failure, "policy failed; denying (on_error = deny)");
+            Some(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "policy_failed",
+                &format!("policy `{policy}` failed"),
+            ))
+        }
+        OnError::Allow => {
+            tracing::warn!(policy, phase = phase_name, %failure, "policy failed; skipping it (on_error = allow)");
+            None
+        }
+    }
+}
+
+fn header_name(name: &str) -> Result<HeaderName, PolicyFailure> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| PolicyFailure::Guest(format!("invalid header name `{name}`")))
+}
+
+fn header_value(name: &str, value: &str) -> Result<HeaderValue, PolicyFailure> {
+    HeaderValue::from_str(value)
+        .map_err(|_| PolicyFailure::Guest(format!("invalid value for header `{name}`")))
+}
+
+/// Apply header operations to a header map, and mirror them into a WIT header list when given.
+fn apply_header_ops(
+    ops: &[types::HeaderOp],
+    map: &mut HeaderMap,
+    mut mirror: Option<&mut Vec<(String, String)>>,
+) -> Result<(), PolicyFailure> {
+    for op in ops {
+        match op {
+            types::HeaderOp::Set((n, v)) => {
+                let name = header_name(n)?;
+                map.insert(name.clone(), header_value(n, v)?);
+                if let Some(m) = mirror.as_deref_mut() {
+                    m.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_str()));
+                    m.push((name.as_str().to_string(), v.clone()));
+                }
+            }
+            types::HeaderOp::Append((n, v)) => {
+                let name = header_name(n)?;
+                map.append(name.clone(), header_value(n, v)?);
+                if let Some(m) = mirror.as_deref_mut() {
+                    m.push((name.as_str().to_string(), v.clone()));
+                }
+            }
+            types::HeaderOp::Remove(n) => {
+                let name = header_name(n)?;
+                map.remove(&name);
+                if let Some(m) = mirror.as_deref_mut() {
+                    m.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_str()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_request_mutations(
+    m: &types::RequestMutations,
+    wit: &mut types::Request,
+    parts: &mut Parts,
+    body: &mut RequestBody,
+) -> Result<(), PolicyFailure> {
+    apply_header_ops(&m.headers, &mut parts.headers, Some(&mut wit.headers))?;
+    if let Some(path) = &m.path {
+        let pq: PathAndQuery = path
+            .parse()
+            .map_err(|_| PolicyFailure::Guest(format!("invalid path `{path}`")))?;
+        if !pq.path().starts_with('/') {
+            return Err(PolicyFailure::Guest(format!("path `{path}` must start with `/`")));
+        }
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = Some(pq);
+        parts.uri = Uri::from_parts(uri).map_err(|e| PolicyFailure::Guest(format!("invalid path: {e}")))?;
+        wit.path = path.clone();
+    }
+    if let Some(new_body) = &m.body {
+        match body {
+            RequestBody::Buffered(b) => {
+                *b = Bytes::from(new_body.clone());
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            RequestBody::Stream(_) => {
+                return Err(PolicyFailure::Guest(
+                    "policy replaced the request body, but its config does not buffer it (request_body = \"buffer\")".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn build_response(r: types::Response) -> Result<Response<ProxyBody>, PolicyFailure> {
+    let status = StatusCode::from_u16(r.status)
+        .map_err(|_| PolicyFailure::Guest(format!("invalid status {}", r.status)))?;
+    let mut resp = Response::new(body::full(r.body.unwrap_or_default()));
+    *resp.status_mut() = status;
+    for (n, v) in &r.headers {
+        resp.headers_mut().append(header_name(n)?, header_value(n, v)?);
+    }
+    Ok(resp)
+}
+
+/// Set what the upstream sees: origin headers without hop-by-hop ones, plus forwarding headers.
+fn prepare_upstream_request(state: &GatewayState, peer: Peer, parts: &mut Parts) {
+    forwarding::strip_hop_by_hop(&mut parts.headers);
+    forwarding::append_forwarded_for(&mut parts.headers, peer.ip);
+    forwarding::append_via(&mut parts.headers, &state.via);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    parts.version = Version::HTTP_11;
+}
+
+/// Upstream phase: pick an endpoint, send, retry or fall back when the body allows it.
+async fn forward<'a>(
+    peer: Peer,
+    target: &Target<'a>,
+    parts: Parts,
+    body: RequestBody,
+) -> Result<(Response<Incoming>, &'a Arc<Cluster>), Response<ProxyBody>> {
+    let replay = body.replayable();
+    let mut body = Some(body);
+    let mut last_error = None;
+    let attempts_per_cluster = 1 + target.retries as usize;
+    let total = target.clusters.len() * attempts_per_cluster;
+    for attempt in 0..total {
+        let cluster = target.clusters[attempt / attempts_per_cluster];
+        let last = attempt + 1 == total;
+        let attempt_body = match (body.take(), &replay) {
+            (_, Some(bytes)) => body::full(bytes.clone()),
+            (Some(RequestBody::Stream(s)), None) => s.map_err(box_error).boxed_unsync(),
+            (Some(RequestBody::Buffered(b)), None) => body::full(b),
+            (None, None) => break, // a streamed body cannot be sent twice
+        };
+        let endpoint = cluster.pick().clone();
+        let mut uri = parts.uri.clone().into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(endpoint.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        let mut req = Request::from_parts(parts.clone(), attempt_body);
+        match Uri::from_parts(uri) {
+            Ok(u) => *req.uri_mut() = u,
+            Err(e) => {
+                return Err(error_response(StatusCode::BAD_REQUEST, "bad_uri", &e.to_string()));
+            }
+        }
+        let started = Instant::now();
+        endpoint.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = tokio::time::timeout(cluster.timeout, cluster.client(peer.worker).request(req)).await;
+        endpoint.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        endpoint.metrics.duration.observe(elapsed.as_secs_f64());
+        match sent {
+            Ok(Ok(resp)) => {
+                let failed = resp.status().is_server_error();
+                endpoint.observe(elapsed, failed);
+                endpoint.metrics.ok.inc();
+                if !failed || last || replay.is_none() {
+                    return Ok((resp, cluster));
+                }
+                last_error = Some(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    &format!("upstream `{}` answered {}", cluster.name, resp.status()),
+                ));
+            }
+            Ok(Err(e)) => {
+                endpoint.observe(elapsed, true);
+                let resp = if e.is_connect() {
+                    endpoint.metrics.connect_error.inc();
+                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %e, "upstream unreachable");
+                    error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        &format!("upstream `{}` is unreachable", cluster.name),
+                    )
+                } else {
+                    endpoint.metrics.error.inc();
+                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %e, "upstream request failed");
+                    error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        &format!("upstream `{}` failed", cluster.name),
+                    )
+                };
+                last_error = Some(resp);
+            }
+            Err(_) => {
+                endpoint.observe(elapsed, true);
+                endpoint.metrics.timeout.inc();
+                last_error = Some(error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    &format!(
+                        "upstream `{}` did not answer within {} ms",
+                        cluster.name,
+                        cluster.timeout.as_millis()
+                    ),
+                ));
+            }
+        }
+        if replay.is_none() {
+            break;
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        error_response(StatusCode::BAD_GATEWAY, "upstream_error", "no upstream attempt was possible")
+    }))
+}
+
+/// Response phase: `on-response` of the policies that ran, in reverse order.
+async fn response_phase(
+    route: &Route,
+    parts: &Parts,
+    authority: &str,
+    upstream: &str,
+    ran: usize,
+    resp: Response<ProxyBody>,
+    ctx: &mut ContextBag,
+) -> Response<ProxyBody> {
+    if ran == 0 {
+        return resp;
+    }
+    let (mut rparts, rbody) = resp.into_parts();
+    let mut buffered = None;
+    let mut stream = Some(rbody);
+    if let Some(limit) = route.buffer_response {
+        if let Some(b) = stream.take() {
+            match body::buffer(b, limit).await {
+                Ok(bytes) => buffered = Some(bytes),
+                Err(BufferError::TooLarge) => {
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "response_too_large",
+                        &format!("upstream response body exceeds the {limit}-byte buffering limit"),
+                    )
+                }
+                Err(BufferError::Read(e)) => {
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        &format!("reading the upstream response failed: {e}"),
+                    )
+                }
+            }
+        }
+    }
+    let summary = types::RequestSummary {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        authority: authority.to_string(),
+        route: route.name.clone(),
+        upstream: upstream.to_string(),
+    };
+    for entry in route.chain[..ran].iter().rev() {
+        let wit = types::Response {
+            status: rparts.status.as_u16(),
+            headers: rparts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body: match entry.response_body {
+                BodyMode::Buffer => buffered.as_ref().map(|b| b.to_vec()),
+                BodyMode::Stream => None,
+            },
+        };
+        let started = Instant::now();
+        let result = entry.policy.on_response(&summary, &wit, ctx);
+        entry.metrics.record_call(Phase::Response, started.elapsed().as_secs_f64());
+        let applied = result.and_then(|verdict| match verdict {
+            types::ResponseVerdict::Continue(m) => {
+                if let Some(s) = m.status {
+                    rparts.status = StatusCode::from_u16(s)
+                        .map_err(|_| PolicyFailure::Guest(format!("invalid status {s}")))?;
+                }
+                apply_header_ops(&m.headers, &mut rparts.headers, None)?;
+                if let Some(b) = m.body {
+                    if buffered.is_none() {
+                        return Err(PolicyFailure::Guest(
+                            "policy replaced the response body, but its config does not buffer it (response_body = \"buffer\")".into(),
+                        ));
+                    }
+                    rparts.headers.remove(header::CONTENT_LENGTH);
+                    buffered = Some(Bytes::from(b));
+                }
+                Ok(())
+            }
+            types::ResponseVerdict::Replace(r) => {
+                let (p, _) = build_response(types::Response { body: None, ..r.clone() })?.into_parts();
+                rparts = p;
+                buffered = Some(Bytes::from(r.body.unwrap_or_default()));
+                stream = None;
+                Ok(())
+            }
+        });
+        if let Err(failure) = applied {
+            if let Some(resp) = policy_failed(entry, Phase::Response, &failure) {
+                return resp;
+            }
+        }
+    }
+    let body = match (buffered, stream) {
+        (Some(b), _) => {
+            rparts.headers.remove(header::TRANSFER_ENCODING);
+            rparts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+            body::full(b)
+        }
+        (None, Some(s)) => s,
+        (None, None) => body::empty(),
+    };
+    Response::from_parts(rparts, body)
+}

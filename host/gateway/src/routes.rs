@@ -1,0 +1,138 @@
+//! The route table: match by host, path prefix and method; each route holds its policy chain.
+
+use std::sync::Arc;
+
+use edgegate_config::{BodyMode, OnError};
+use edgegate_runtime::PolicyInstance;
+use http::Method;
+
+use crate::metrics::{PolicyMetrics, RouteMetrics};
+use crate::upstream::Cluster;
+
+/// One policy in a route's chain.
+pub(crate) struct ChainEntry {
+    pub(crate) policy: Arc<PolicyInstance>,
+    pub(crate) on_error: OnError,
+    pub(crate) request_body: BodyMode,
+    pub(crate) response_body: BodyMode,
+    pub(crate) body_limit: usize,
+    pub(crate) metrics: PolicyMetrics,
+}
+
+/// Which hosts a route accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostMatch {
+    Exact(String),
+    /// `*.example.com` → suffix `.example.com`.
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub(crate) fn parse(pattern: &str) -> Self {
+        let p = pattern.to_ascii_lowercase();
+        match p.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
+            _ => HostMatch::Exact(p),
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
+        }
+    }
+}
+
+/// A route as the request path uses it.
+pub(crate) struct Route {
+    pub(crate) name: String,
+    pub(crate) host: Option<HostMatch>,
+    pub(crate) path_prefix: String,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) chain: Vec<ChainEntry>,
+    pub(crate) metrics: RouteMetrics,
+    /// Request body limit when a policy of the chain buffers it (the smallest of their limits).
+    pub(crate) buffer_request: Option<usize>,
+    /// Response body limit when a policy of the chain buffers it (the smallest of their limits).
+    pub(crate) buffer_response: Option<usize>,
+}
+
+impl Route {
+    fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
+        if let Some(h) = &self.host {
+            if !h.matches(host) {
+                return false;
+            }
+        }
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
+        prefix_matches(&self.path_prefix, path)
+    }
+}
+
+/// `/api` matches `/api`, `/api/x` and `/api?q`, but not `/apix`.
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if !path.starts_with(prefix) {
+        return false;
+    }
+    if prefix.ends_with('/') || path.len() == prefix.len() {
+        return true;
+    }
+    matches!(path.as_bytes()[prefix.len()], b'/' | b'?')
+}
+
+/// Routes in config order; the first match wins.
+pub(crate) struct RouteTable {
+    pub(crate) routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// The route for a request, if any. `authority` may carry a port.
+    pub(crate) fn find(&self, authority: &str, path: &str, method: &Method) -> Option<&Route> {
+        let host = strip_port(authority);
+        self.routes.iter().find(|r| r.matches(host, path, method))
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        // [v6]:port
+        return authority.split_once(']').map_or(authority, |(h, _)| &h[1..]);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(prefix_matches("/api", "/api?x=1"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api/", "/api/x"));
+    }
+
+    #[test]
+    fn hosts_match_exact_and_wildcard_without_port() {
+        assert!(HostMatch::parse("Example.com").matches(strip_port("example.COM:8080")));
+        let w = HostMatch::parse("*.example.com");
+        assert!(w.matches("a.example.com"));
+        assert!(!w.matches("example.com"));
+        assert!(!w.matches("a.example.org"));
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("h"), "h");
+    }
+}

@@ -1,0 +1,235 @@
+//! Listeners and worker threads: one current-thread runtime per worker, each with its
+//! own `SO_REUSEPORT` listener and upstream pools; graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use edgegate_config::GatewayConfig;
+use edgegate_runtime::{KvStore, Runtime, RuntimeConfig};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Socket, Type};
+use tokio::sync::watch;
+
+use crate::admin;
+use crate::body::ProxyBody;
+use http::Response;
+use crate::metrics::Metrics;
+use crate::phases::{self, Peer};
+use crate::state::{BuildError, GatewayState};
+
+/// A gateway built from a config, ready to start.
+pub struct Gateway {
+    config: GatewayConfig,
+    runtime: Arc<Runtime>,
+    kv: Arc<KvStore>,
+    metrics: Arc<Metrics>,
+    state: Arc<ArcSwap<GatewayState>>,
+    workers: usize,
+}
+
+impl Gateway {
+    /// Compile and admit every policy of the config; nothing listens yet.
+    pub fn new(config: GatewayConfig) -> Result<Self, BuildError> {
+        let runtime = Arc::new(
+            Runtime::new(&RuntimeConfig::default()).map_err(|e| BuildError::Invalid(e.to_string()))?,
+        );
+        let kv = Arc::new(KvStore::default());
+        let metrics = Arc::new(Metrics::new());
+        let workers = match config.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let state = GatewayState::build(&config, &runtime, &kv, &metrics, workers)?;
+        Ok(Self {
+            config,
+            runtime,
+            kv,
+            metrics,
+            state: Arc::new(ArcSwap::from_pointee(state)),
+            workers,
+        })
+    }
+
+    /// Bind the proxy and admin listeners and start serving.
+    pub fn start(self) -> std::io::Result<GatewayHandle> {
+        let listeners = bind_reuseport(self.config.server.listen, self.workers)?;
+        let proxy_addr = listeners[0].local_addr()?;
+        let admin_listener = StdListener::bind(self.config.admin.listen)?;
+        admin_listener.set_nonblocking(true)?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(true));
+        let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+        let mut threads = Vec::with_capacity(self.workers + 1);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let worker = Worker {
+                id,
+                state: self.state.clone(),
+                header_timeout: Duration::from_millis(self.config.server.header_timeout_ms),
+                max_header_bytes: self.config.server.max_header_bytes,
+                grace,
+            };
+            let rx = shutdown_rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("edgegate-worker-{id}"))
+                    .spawn(move || worker.run(listener, rx))?,
+            );
+        }
+        let admin = admin::Admin {
+            metrics: self.metrics.clone(),
+            ready: ready.clone(),
+        };
+        let rx = shutdown_rx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("edgegate-admin".into())
+                .spawn(move || admin.run(admin_listener, rx))?,
+        );
+        tracing::info!(%proxy_addr, %admin_addr, workers = self.workers, "edgegate serving");
+        Ok(GatewayHandle {
+            proxy_addr,
+            admin_addr,
+            shutdown: shutdown_tx,
+            ready,
+            threads,
+            _runtime: self.runtime,
+            _kv: self.kv,
+        })
+    }
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin listener listens.
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    _runtime: Arc<Runtime>,
+    _kv: Arc<KvStore>,
+}
+
+impl GatewayHandle {
+    /// Stop accepting, let in-flight requests finish (up to the grace period), then return.
+    pub fn shutdown(self) {
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `n` listeners on one address with `SO_REUSEPORT`, so the kernel spreads connections.
+fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<StdListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut bound = addr;
+    for _ in 0..n.max(1) {
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nodelay(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(4096)?;
+        let l: StdListener = socket.into();
+        // With port 0 the first bind picks the port; the rest share it.
+        bound = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+struct Worker {
+    id: usize,
+    state: Arc<ArcSwap<GatewayState>>,
+    header_timeout: Duration,
+    max_header_bytes: usize,
+    grace: Duration,
+}
+
+impl Worker {
+    fn run(self, listener: StdListener, mut shutdown: watch::Receiver<bool>) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(worker = self.id, error = %e, "cannot start worker runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(worker = self.id, error = %e, "cannot register listener");
+                    return;
+                }
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.header_timeout)
+                .max_buf_size((self.max_header_bytes + 4096).max(8192))
+                .keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
+            let graceful = GracefulShutdown::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let (stream, peer) = match accepted {
+                            Ok(a) => a,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let state = self.state.clone();
+                        let peer = Peer { ip: peer.ip(), worker: self.id };
+                        let service = service_fn(move |req| {
+                            let state = state.load_full();
+                            // Boxing pins the future's type down, which lets the compiler
+                            // see it is Send (it cannot across the generic hyper layers).
+                            let fut: std::pin::Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
+                                Box::pin(phases::handle(state, peer, req));
+                            async move { Ok::<_, Infallible>(fut.await) }
+                        });
+                        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                    _ = shutdown.changed() => break,
+                }
+            }
+            drop(listener);
+            tokio::select! {
+                _ = graceful.shutdown() => {}
+                _ = tokio::time::sleep(self.grace) => {
+                    tracing::warn!(worker = self.id, "grace period over; closing remaining connections");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,151 @@
+//! The process-wide wasmtime engine, its linker and the epoch ticker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::Policy;
+use crate::error::RuntimeError;
+use crate::host::HostState;
+use crate::policy::CompiledComponent;
+
+/// Engine-wide settings; per-policy limits live in [`crate::PolicySettings`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How many policy instances may be alive at once across all requests.
+    pub max_instances: u32,
+    /// The largest linear memory any policy may be granted, in bytes.
+    pub max_memory_bytes: usize,
+    /// Wasm stack limit per call, in bytes.
+    pub max_wasm_stack: usize,
+    /// Epoch tick: the resolution of policy time budgets.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 1000,
+            max_memory_bytes: 64 << 20,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// One per process: compiles components and runs calls.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) epoch_tick: Duration,
+    ticker: Option<EpochTicker>,
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator, epoch interruption) and start the epoch ticker.
+    pub fn new(cfg: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(cfg.max_instances)
+            .total_core_instances(cfg.max_instances.saturating_mul(4))
+            .total_memories(cfg.max_instances.saturating_mul(2))
+            .total_tables(cfg.max_instances.saturating_mul(4))
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_memory_size(cfg.max_memory_bytes)
+            .table_elements(20_000);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .max_wasm_stack(cfg.max_wasm_stack)
+            .memory_init_cow(true)
+            .memory_reservation(cfg.max_memory_bytes as u64)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let ticker = EpochTicker::start(engine.clone(), cfg.epoch_tick);
+        Ok(Self {
+            engine,
+            linker,
+            epoch_tick: cfg.epoch_tick,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// Compile a component once and pre-link it; the result is cheap to instantiate per call.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Arc<CompiledComponent>, RuntimeError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::Link {
+                name: name.to_string(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = crate::bindings::PolicyPre::new(pre).map_err(|e| RuntimeError::Link {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Arc::new(CompiledComponent::new(
+            name,
+            bytes,
+            pre,
+            self.engine.clone(),
+            self.epoch_tick,
+        )))
+    }
+
+    /// The underlying engine (for benchmarks and tools).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.stop();
+        }
+    }
+}
+
+/// One thread advancing the engine's epoch; stores compare against it for their deadlines.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("edgegate-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self { stop, handle }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}

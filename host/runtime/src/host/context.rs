@@ -1,0 +1,87 @@
+//! `context`: the per-request key/value bag shared by the policies of one request.
+
+use crate::bindings::context::Host;
+use crate::host::HostState;
+
+/// Most entries one request's context may hold.
+pub const MAX_CONTEXT_ENTRIES: usize = 64;
+/// Most bytes (keys + values) one request's context may hold.
+pub const MAX_CONTEXT_BYTES: usize = 16 << 10;
+
+/// Facts policies pass along one request; bounded in entries and bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextBag {
+    entries: Vec<(String, String)>,
+    bytes: usize,
+}
+
+impl ContextBag {
+    /// Read a value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Set a value; refused (false) when the bag would pass its bounds.
+    pub fn set(&mut self, key: String, value: String) -> bool {
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+            let new_bytes = self.bytes - slot.1.len() + value.len();
+            if new_bytes > MAX_CONTEXT_BYTES {
+                return false;
+            }
+            self.bytes = new_bytes;
+            slot.1 = value;
+            return true;
+        }
+        let new_bytes = self.bytes + key.len() + value.len();
+        if self.entries.len() >= MAX_CONTEXT_ENTRIES || new_bytes > MAX_CONTEXT_BYTES {
+            return false;
+        }
+        self.bytes = new_bytes;
+        self.entries.push((key, value));
+        true
+    }
+
+    /// All entries in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// True when nothing was set.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.ctx.get(&key).map(str::to_string))
+    }
+
+    fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        if !self.ctx.set(key, value) {
+            tracing::warn!(policy = &*self.policy, "request context full; value dropped");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bag_replaces_and_bounds() {
+        let mut bag = ContextBag::default();
+        assert!(bag.set("a".into(), "1".into()));
+        assert!(bag.set("a".into(), "2".into()));
+        assert_eq!(bag.get("a"), Some("2"));
+        assert!(!bag.set("big".into(), "x".repeat(MAX_CONTEXT_BYTES)));
+        for i in 1..MAX_CONTEXT_ENTRIES {
+            assert!(bag.set(format!("k{i}"), String::new()));
+        }
+        assert!(!bag.set("one-too-many".into(), String::new()));
+    }
+}

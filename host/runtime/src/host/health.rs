@@ -1,0 +1,69 @@
+//! `health`: a read-only view of upstream health, fed by the gateway.
+
+use crate::bindings::health::{CircuitState, EndpointHealth as WitEndpoint, Host};
+use crate::host::{Capability, HostState};
+
+/// Health of one endpoint as the gateway sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// `host:port`.
+    pub address: String,
+    /// Whether the gateway would send traffic to it now.
+    pub healthy: bool,
+    /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
+    pub circuit: u8,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// EWMA latency in microseconds.
+    pub ewma_latency_us: u64,
+    /// EWMA error ratio in parts per million.
+    pub error_rate_ppm: u32,
+}
+
+/// Where the health view comes from (the gateway's upstream pools).
+pub trait HealthSource: Send + Sync {
+    /// Endpoints of cluster `name`, empty when unknown.
+    fn upstream(&self, name: &str) -> Vec<EndpointHealth>;
+    /// All cluster names.
+    fn upstreams(&self) -> Vec<String>;
+}
+
+/// A health source that knows nothing (tools and tests).
+pub struct NoHealth;
+
+impl HealthSource for NoHealth {
+    fn upstream(&self, _name: &str) -> Vec<EndpointHealth> {
+        Vec::new()
+    }
+    fn upstreams(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl Host for HostState {
+    fn upstream(&mut self, name: String) -> wasmtime::Result<Vec<WitEndpoint>> {
+        self.require(Capability::Health)?;
+        Ok(self
+            .health
+            .upstream(&name)
+            .into_iter()
+            .map(|e| WitEndpoint {
+                address: e.address,
+                healthy: e.healthy,
+                circuit: match e.circuit {
+                    1 => CircuitState::Open,
+                    2 => CircuitState::HalfOpen,
+                    _ => CircuitState::Closed,
+                },
+                in_flight: e.in_flight,
+                ewma_latency_us: e.ewma_latency_us,
+                error_rate_ppm: e.error_rate_ppm,
+            })
+            .collect())
+    }
+
+    fn upstreams(&mut self) -> wasmtime::Result<Vec<String>> {
+        self.require(Capability::Health)?;
+        Ok(self.health.upstreams())
+    }
+}

@@ -1,0 +1,13 @@
+//! The wasmtime side of edgegate: one engine, compiled policy components,
+//! a fresh limited store per call, and the host capabilities policies may be granted.
+
+pub mod bindings;
+mod engine;
+mod error;
+pub mod host;
+mod policy;
+
+pub use engine::{Runtime, RuntimeConfig};
+pub use error::{PolicyFailure, RuntimeError};
+pub use host::{Capabilities, Capability, ContextBag, HealthSource, KvStore};
+pub use policy::{CompiledComponent, PolicyInstance, PolicySettings};

@@ -1,0 +1,266 @@
+//! A compiled component version and a configured policy instance that runs calls on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use crate::bindings::{types, Policy, PolicyPre};
+use crate::error::PolicyFailure;
+use crate::host::{Capabilities, ContextBag, HealthSource, HostState, KvNamespace};
+
+/// One component version, compiled once and pre-linked.
+pub struct CompiledComponent {
+    name: String,
+    digest: String,
+    size: usize,
+    pre: PolicyPre<HostState>,
+    engine: Engine,
+    epoch_tick: Duration,
+}
+
+impl CompiledComponent {
+    pub(crate) fn new(
+        name: &str,
+        bytes: &[u8],
+        pre: PolicyPre<HostState>,
+        engine: Engine,
+        epoch_tick: Duration,
+    ) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let digest = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            name: name.to_string(),
+            digest,
+            size: bytes.len(),
+            pre,
+            engine,
+            epoch_tick,
+        }
+    }
+
+    /// The name it was compiled under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hex sha256 of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// How one policy of a route runs: its config and limits.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// Policy name from the gateway config.
+    pub name: String,
+    /// The policy's `config` table as JSON, handed to `init`.
+    pub config_json: String,
+    /// Granted capabilities.
+    pub capabilities: Capabilities,
+    /// Linear memory limit per instance.
+    pub memory_limit_bytes: usize,
+    /// Wall-time budget per call (init + the hook).
+    pub timeout: Duration,
+}
+
+/// A policy ready to run: a compiled component plus its settings and shared host state.
+pub struct PolicyInstance {
+    component: Arc<CompiledComponent>,
+    name: Arc<str>,
+    config_json: String,
+    caps: Capabilities,
+    memory_limit: usize,
+    timeout: Duration,
+    deadline_ticks: u64,
+    kv: Option<Arc<KvNamespace>>,
+    health: Arc<dyn HealthSource>,
+}
+
+/// Limits of one store, remembering whether the memory limit was hit.
+pub(crate) struct PolicyLimiter {
+    limits: StoreLimits,
+    pub(crate) memory_denied: bool,
+}
+
+impl ResourceLimiter for PolicyLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.limits.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.memory_denied = true;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl PolicyInstance {
+    /// Bind a compiled component to its settings.
+    pub fn new(
+        component: Arc<CompiledComponent>,
+        settings: PolicySettings,
+        kv: Option<Arc<KvNamespace>>,
+        health: Arc<dyn HealthSource>,
+    ) -> Self {
+        let tick = component.epoch_tick.as_micros().max(1);
+        // One extra tick: the deadline may land right after the store starts.
+        let deadline_ticks = (settings.timeout.as_micros() / tick) as u64 + 1;
+        Self {
+            name: settings.name.into(),
+            config_json: settings.config_json,
+            caps: settings.capabilities,
+            memory_limit: settings.memory_limit_bytes,
+            timeout: settings.timeout,
+            deadline_ticks,
+            kv,
+            health,
+            component,
+        }
+    }
+
+    /// The policy name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The component version it runs.
+    pub fn component(&self) -> &Arc<CompiledComponent> {
+        &self.component
+    }
+
+    /// Admission check: instantiate and run `init` with the config.
+    pub fn check_init(&self) -> Result<(), PolicyFailure> {
+        let mut ctx = ContextBag::default();
+        self.call(&mut ctx, |_, _| Ok(Ok(())))
+    }
+
+    /// Run the request phase on a fresh instance.
+    pub fn on_request(
+        &self,
+        req: &types::Request,
+        ctx: &mut ContextBag,
+    ) -> Result<types::RequestVerdict, PolicyFailure> {
+        self.call(ctx, |p, store| {
+            p.edgegate_policy_hooks().call_on_request(store, req)
+        })
+    }
+
+    /// Run the response phase on a fresh instance.
+    pub fn on_response(
+        &self,
+        summary: &types::RequestSummary,
+        resp: &types::Response,
+        ctx: &mut ContextBag,
+    ) -> Result<types::ResponseVerdict, PolicyFailure> {
+        self.call(ctx, |p, store| {
+            p.edgegate_policy_hooks()
+                .call_on_response(store, summary, resp)
+        })
+    }
+
+    fn call<R>(
+        &self,
+        ctx: &mut ContextBag,
+        hook: impl FnOnce(
+            &Policy,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<R, types::Error>>,
+    ) -> Result<R, PolicyFailure> {
+        let limiter = PolicyLimiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.memory_limit)
+                .instances(64)
+                .tables(64)
+                .memories(8)
+                .table_elements(100_000)
+                .build(),
+            memory_denied: false,
+        };
+        // A failed call must not leave half-written facts behind, so the
+        // context goes in as a copy and comes back only on success.
+        let state = HostState::new(
+            self.name.clone(),
+            limiter,
+            self.caps,
+            self.kv.clone(),
+            self.health.clone(),
+            ctx.clone(),
+        );
+        let mut store = Store::new(&self.component.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_trap();
+
+        let outcome = (|| {
+            let policy = self.component.pre.instantiate(&mut store).map_err(Outcome::Instantiate)?;
+            policy
+                .edgegate_policy_hooks()
+                .call_init(&mut store, &self.config_json)
+                .map_err(Outcome::Wasm)?
+                .map_err(Outcome::Guest)?;
+            hook(&policy, &mut store)
+                .map_err(Outcome::Wasm)?
+                .map_err(Outcome::Guest)
+        })();
+        match outcome {
+            Ok(r) => {
+                *ctx = std::mem::take(&mut store.data_mut().ctx);
+                Ok(r)
+            }
+            Err(Outcome::Guest(e)) => Err(e.into()),
+            Err(Outcome::Instantiate(e)) if e.downcast_ref::<Trap>().is_none() => {
+                Err(PolicyFailure::Instantiate(format!("{e:#}")))
+            }
+            Err(Outcome::Instantiate(e) | Outcome::Wasm(e)) => {
+                Err(self.classify(e, store.data().limiter.memory_denied))
+            }
+        }
+    }
+
+    fn classify(&self, e: wasmtime::Error, memory_denied: bool) -> PolicyFailure {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyFailure::Timeout(self.timeout.as_millis() as u64),
+            Some(Trap::StackOverflow) => PolicyFailure::StackOverflow,
+            _ if memory_denied => PolicyFailure::OutOfMemory(self.memory_limit),
+            Some(t) => PolicyFailure::Trap(t.to_string()),
+            None => PolicyFailure::Trap(format!("{e:#}")),
+        }
+    }
+}
+
+enum Outcome {
+    Instantiate(wasmtime::Error),
+    Wasm(wasmtime::Error),
+    Guest(types::Error),
+}
