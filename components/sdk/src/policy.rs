@@ -1,0 +1,178 @@
+//! The [`Policy`] trait and the glue that exports it through the WIT world.
+
+use crate::{Error, Request, RequestSummary, RequestVerdict, Response, ResponseVerdict};
+
+/// A policy: built once per instance from its config, then asked about one
+/// request or one response.
+///
+/// The host creates a fresh instance for every call and calls `init` on it
+/// first, so a policy value lives for exactly one hook call. State that must
+/// outlive a call belongs in the [`context`](crate::context) bag (same request)
+/// or in [`kv`](crate::kv) (across requests), never in globals.
+pub trait Policy: 'static {
+    /// Builds the policy from its config table, given as JSON text
+    /// (parse it with [`config`](crate::config())).
+    fn init(config: &str) -> Result<Self, Error>
+    where
+        Self: Sized;
+
+    /// The request phase; policies run in config order.
+    fn on_request(&self, req: Request) -> Result<RequestVerdict, Error>;
+
+    /// The response phase; policies run in reverse config order.
+    /// By default the response passes on unchanged.
+    fn on_response(&self, req: RequestSummary, resp: Response) -> Result<ResponseVerdict, Error> {
+        let _ = (req, resp);
+        Ok(ResponseVerdict::continue_())
+    }
+}
+
+/// Connects a [`Policy`] type to the component's exports.
+///
+/// Use it once per component crate, at the crate root:
+/// `edgegate_policy_sdk::export_policy!(MyPolicy);`
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        // The generated export glue is unsafe FFI by nature; it is the SDK's, not yours.
+        #[allow(unsafe_code)]
+        const _: () = {
+            ::std::thread_local! {
+                static EDGEGATE_POLICY: $crate::__private::Slot<$policy> =
+                    const { $crate::__private::Slot::new(::core::option::Option::None) };
+            }
+
+            struct EdgegatePolicyExport;
+
+            impl $crate::bindings::exports::edgegate::policy::hooks::Guest for EdgegatePolicyExport {
+                fn init(config: ::std::string::String) -> ::core::result::Result<(), $crate::Error> {
+                    $crate::__private::init(&EDGEGATE_POLICY, &config)
+                }
+
+                fn on_request(
+                    req: $crate::Request,
+                ) -> ::core::result::Result<$crate::RequestVerdict, $crate::Error> {
+                    $crate::__private::on_request(&EDGEGATE_POLICY, req)
+                }
+
+                fn on_response(
+                    req: $crate::RequestSummary,
+                    resp: $crate::Response,
+                ) -> ::core::result::Result<$crate::ResponseVerdict, $crate::Error> {
+                    $crate::__private::on_response(&EDGEGATE_POLICY, req, resp)
+                }
+            }
+
+            $crate::bindings::export!(EdgegatePolicyExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// What [`export_policy!`] expands to calls; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    /// Where an instance keeps its initialized policy.
+    pub type Slot<P> = RefCell<Option<P>>;
+
+    /// `init` export: builds the policy, replacing (or clearing, on error) any earlier one.
+    pub fn init<P: Policy>(slot: &'static LocalKey<Slot<P>>, config: &str) -> Result<(), Error> {
+        slot.with(|s| s.replace(None));
+        let policy = P::init(config)?;
+        slot.with(|s| s.replace(Some(policy)));
+        Ok(())
+    }
+
+    /// `on-request` export.
+    pub fn on_request<P: Policy>(
+        slot: &'static LocalKey<Slot<P>>,
+        req: Request,
+    ) -> Result<RequestVerdict, Error> {
+        slot.with(|s| match s.borrow().as_ref() {
+            Some(policy) => policy.on_request(req),
+            None => Err(not_initialized()),
+        })
+    }
+
+    /// `on-response` export.
+    pub fn on_response<P: Policy>(
+        slot: &'static LocalKey<Slot<P>>,
+        req: RequestSummary,
+        resp: Response,
+    ) -> Result<ResponseVerdict, Error> {
+        slot.with(|s| match s.borrow().as_ref() {
+            Some(policy) => policy.on_response(req, resp),
+            None => Err(not_initialized()),
+        })
+    }
+
+    fn not_initialized() -> Error {
+        Error::Internal("policy called before init".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::__private::{self, Slot};
+    use super::*;
+    use crate::ConfigError;
+
+    struct Counter(u32);
+
+    impl Policy for Counter {
+        fn init(config: &str) -> Result<Self, Error> {
+            config.parse().map(Counter).map_err(|_| {
+                Error::InvalidConfig(ConfigError {
+                    key: String::new(),
+                    reason: "not a number".into(),
+                })
+            })
+        }
+
+        fn on_request(&self, _req: Request) -> Result<RequestVerdict, Error> {
+            let mut changes = crate::RequestMutations::default();
+            changes.set_header("x-n", &self.0.to_string());
+            Ok(RequestVerdict::continue_with(changes))
+        }
+    }
+
+    thread_local! {
+        static SLOT: Slot<Counter> = const { Slot::new(None) };
+    }
+
+    #[test]
+    fn calls_before_init_are_internal_errors_and_init_failure_clears_the_slot() {
+        let req = Request::new("GET", "/");
+        assert!(matches!(
+            __private::on_request(&SLOT, req.clone()),
+            Err(Error::Internal(_))
+        ));
+
+        __private::init(&SLOT, "7").expect("valid config");
+        let verdict = __private::on_request(&SLOT, req.clone()).expect("initialized");
+        let mut expected = crate::RequestMutations::default();
+        expected.set_header("x-n", "7");
+        assert_eq!(verdict, RequestVerdict::continue_with(expected));
+
+        let summary = RequestSummary::from_request(&req, "backend");
+        assert_eq!(
+            __private::on_response(&SLOT, summary, Response::new(200)),
+            Ok(ResponseVerdict::continue_())
+        );
+
+        assert!(matches!(
+            __private::init(&SLOT, "x"),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            __private::on_request(&SLOT, req),
+            Err(Error::Internal(_))
+        ));
+    }
+
+    // The macro must expand and type-check natively too.
+    export_policy!(Counter);
+}

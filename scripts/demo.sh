@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run edgegate on the demo config with a local upstream, on a fresh machine:
+# installs the wasm target, builds the components and the gateway, starts the
+# demo upstream on 127.0.0.1:9000 and the gateway on 127.0.0.1:8080 (admin 9901).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+bash scripts/build-components.sh
+cargo build --release -p edgegate-cli
+bin=target/release/edgegate
+
+"$bin" check-config policies/gateway.toml
+"$bin" demo-upstream --listen 127.0.0.1:9000 &
+upstream=$!
+trap 'kill $upstream 2>/dev/null || true' EXIT
+echo "try: curl -i http://127.0.0.1:8080/hello   and   curl http://127.0.0.1:9901/metrics"
+"$bin" serve --config policies/gateway.toml

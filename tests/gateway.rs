@@ -1,0 +1,275 @@
+//! The proxy path through the real `edgegate` binary with real loopback upstreams:
+//! policy chains, short circuits, limits, upstream failures, HTTP/2, metrics, drain.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{base_config, policy, route, Gateway, Upstream};
+
+fn headers_policy(name: &str, config: &str) -> String {
+    policy(name, "headers", &format!("config = {config}"))
+}
+
+#[tokio::test]
+async fn chain_applies_mutations_both_ways_and_adds_forwarding_headers() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + &headers_policy(
+            "first",
+            r#"{ request_set = { "x-first" = "1" }, request_remove = ["x-secret"], response_set = { "x-order" = "first" }, context_set = { "principal" = "alice" } }"#,
+        )
+        + &headers_policy(
+            "second",
+            r#"{ request_set = { "x-second" = "2" }, response_set = { "x-order" = "second" }, response_remove = ["server"], echo_context = ["principal"] }"#,
+        )
+        + &route("api", "/", &["first", "second"]);
+    let gw = Gateway::start(&config);
+
+    let resp = reqwest::Client::new()
+        .get(gw.url("/hello?q=1"))
+        .header("x-secret", "s3cr3t")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Response phase runs in reverse: `second` first, then `first` overwrites x-order.
+    assert_eq!(resp.headers()["x-order"], "first");
+    assert!(resp.headers().get("server").is_none(), "second removed `server`");
+    assert_eq!(resp.headers()["x-ctx-principal"], "alice", "context crossed policies and phases");
+    assert_eq!(resp.headers()["via"], "1.1 edgegate");
+    assert_eq!(resp.text().await.unwrap(), "upstream-ok");
+
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(req.path, "/hello?q=1");
+    assert_eq!(req.header("x-first"), Some("1"));
+    assert_eq!(req.header("x-second"), Some("2"));
+    assert_eq!(req.header("x-secret"), None);
+    assert_eq!(req.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(req.header("via"), Some("1.1 edgegate"));
+}
+
+#[tokio::test]
+async fn policy_short_circuits_without_contacting_upstream() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + &headers_policy(
+            "guard",
+            r#"{ deny = [{ path_prefix = "/admin", status = 403, body = "forbidden" }] }"#,
+        )
+        + &route("api", "/", &["guard"]);
+    let gw = Gateway::start(&config);
+    let resp = reqwest::get(gw.url("/admin/users")).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.text().await.unwrap(), "forbidden");
+    assert_eq!(upstream.count(), 0);
+    let ok = reqwest::get(gw.url("/public")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn routes_match_host_path_and_method() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + "[[routes]]\nname = \"posts\"\nhost = \"api.example.com\"\npath_prefix = \"/v1\"\nmethods = [\"POST\"]\nupstream = \"backend\"\n";
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let ok = client
+        .post(gw.url("/v1/items"))
+        .header("host", "api.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    for (method, host, path) in [
+        ("GET", "api.example.com", "/v1/items"),
+        ("POST", "other.example.com", "/v1/items"),
+        ("POST", "api.example.com", "/v10"),
+    ] {
+        let r = client
+            .request(method.parse().unwrap(), gw.url(path))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method} {host}{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "no_route");
+    }
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr).replace("workers = 2", "workers = 2\nmax_header_bytes = 4096")
+        + &route("api", "/", &[]);
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    // Over our limit but inside hyper's read buffer: our check answers.
+    let r = client.get(gw.url("/")).header("x-big", "a".repeat(6000)).send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    // Far over: hyper's parser refuses it.
+    let r = client.get(gw.url("/")).header("x-big", "a".repeat(64 * 1024)).send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn buffered_body_over_limit_gets_413_and_within_limit_reaches_policy() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + &policy("echo", "body-echo", "request_body = \"buffer\"\nbody_limit_bytes = 1024")
+        + &route("api", "/", &["echo"]);
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let r = client.post(gw.url("/")).body("x".repeat(2048)).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    // Chunked (no content-length) is cut off while reading.
+    let stream = futures_body(vec![vec![b'y'; 800], vec![b'y'; 800]]);
+    let r = client.post(gw.url("/")).body(stream).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = client.post(gw.url("/")).body("hello body").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello body");
+    assert_eq!(upstream.count(), 0);
+}
+
+fn futures_body(chunks: Vec<Vec<u8>>) -> reqwest::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    tokio::spawn(async move {
+        for c in chunks {
+            if tx.send(bytes::Bytes::from(c)).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    reqwest::Body::wrap(ChannelBody(rx))
+}
+
+/// A streamed (chunked, no content-length) request body fed from a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn upstream_unreachable_is_502_and_slow_is_504() {
+    let mut dead = Upstream::start();
+    let dead_addr = dead.addr;
+    dead.stop();
+    let config = base_config(dead_addr) + &route("api", "/", &[]);
+    let gw = Gateway::start(&config);
+    let r = reqwest::get(gw.url("/")).await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unreachable");
+
+    let slow = Upstream::start();
+    let config = base_config(slow.addr).replace("timeout_ms = 2000", "timeout_ms = 200") + &route("api", "/", &[]);
+    let gw = Gateway::start(&config);
+    let r = reqwest::get(gw.url("/slow/3000")).await.unwrap();
+    assert_eq!(r.status(), 504);
+    let fast = reqwest::get(gw.url("/fast")).await.unwrap();
+    assert_eq!(fast.status(), 200);
+}
+
+#[tokio::test]
+async fn http2_cleartext_and_keepalive_reuse() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + &headers_policy("h", r#"{ request_set = { "x-h" = "1" } }"#)
+        + &route("api", "/", &["h"]);
+    let gw = Gateway::start(&config);
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for _ in 0..5 {
+        let r = h2.get(gw.url("/h2")).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+    }
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|s| s.header("x-h") == Some("1")));
+    // The upstream gets a Host header even though HTTP/2 carries :authority.
+    assert_eq!(seen[0].header("host"), Some(gw.proxy.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn round_robin_spreads_over_endpoints() {
+    let a = Upstream::start_named("a");
+    let b = Upstream::start_named("b");
+    let config = base_config(a.addr).replace(
+        &format!("endpoints = [\"{}\"]", a.addr),
+        &format!("endpoints = [\"{}\", \"{}\"]", a.addr, b.addr),
+    ) + &route("api", "/", &[]);
+    let gw = Gateway::start(&config);
+    for _ in 0..10 {
+        assert_eq!(reqwest::get(gw.url("/")).await.unwrap().status(), 200);
+    }
+    assert_eq!(a.count() + b.count(), 10);
+    assert!(a.count() >= 4 && b.count() >= 4, "a={} b={}", a.count(), b.count());
+}
+
+#[tokio::test]
+async fn metrics_count_routes_and_policies() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + &headers_policy("h", r#"{ request_set = { "x-h" = "1" } }"#)
+        + &route("api", "/", &["h"]);
+    let gw = Gateway::start(&config);
+    for _ in 0..3 {
+        reqwest::get(gw.url("/")).await.unwrap();
+    }
+    let health = reqwest::get(gw.admin_url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(reqwest::get(gw.admin_url("/readyz")).await.unwrap().status(), 200);
+    let m = gw.metrics().await;
+    assert!(m.contains(r#"edgegate_requests_total{route="api",code="2xx"} 3"#), "{m}");
+    let calls = m
+        .lines()
+        .find(|l| l.starts_with("edgegate_policy_calls_total{policy=\"h\"") && l.contains("phase=\"request\""))
+        .unwrap_or_else(|| panic!("no policy call counter in\n{m}"));
+    assert!(calls.ends_with(" 3"), "{calls}");
+    assert!(m.contains("edgegate_policy_duration_seconds_bucket{policy=\"h\""), "{m}");
+    assert!(m.contains("# EOF"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_request() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr) + &route("api", "/", &[]);
+    let mut gw = Gateway::start(&config);
+    let url = gw.url("/slow/1500");
+    let in_flight = tokio::spawn(async move { reqwest::get(url).await });
+    // Wait until the upstream has the request, so it is truly in flight.
+    for _ in 0..100 {
+        if upstream.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.count(), 1, "request never reached the upstream");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gw.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let resp = in_flight.await.unwrap().expect("in-flight request survived SIGTERM");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "upstream-ok");
+    let status = tokio::task::spawn_blocking(move || gw.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status}");
+}

@@ -1,0 +1,281 @@
+//! Test support shared by the integration test binaries: guest components built once,
+//! a recording upstream on loopback, and the real `edgegate` binary run as a process.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Folder of built guest components; builds them (once per test binary) with the
+/// same script the README uses.
+pub fn components() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let status = Command::new("bash")
+            .arg(root.join("scripts/build-components.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("running scripts/build-components.sh");
+        assert!(status.success(), "scripts/build-components.sh failed");
+        root.join("target/components")
+    })
+    .clone()
+}
+
+/// Path of one built component, e.g. `component("headers")`.
+pub fn component(name: &str) -> PathBuf {
+    let p = components().join(format!("{name}.wasm"));
+    assert!(p.exists(), "component {} was not built", p.display());
+    p
+}
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An upstream on 127.0.0.1 that records every request and answers 200 with
+/// `upstream-ok` (`/slow/MS` waits MS ms first; `/status/N` answers status N).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<VecDeque<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        Self::start_named("upstream-ok")
+    }
+
+    /// An upstream whose body says `name` (to tell several apart).
+    pub fn start_named(name: &'static str) -> Self {
+        let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let record = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let record = record.clone();
+                            tokio::spawn(async move {
+                                let service = service_fn(move |req: Request<Incoming>| {
+                                    let record = record.clone();
+                                    async move { Ok::<_, Infallible>(answer(name, req, record).await) }
+                                });
+                                let _ = auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            });
+                        }
+                        _ = &mut stop_rx => break,
+                    }
+                }
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Self { addr, seen, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// Requests received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().cloned().collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Stop listening (later connections are refused).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn answer(
+    name: &'static str,
+    req: Request<Incoming>,
+    record: Arc<Mutex<VecDeque<Seen>>>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    record.lock().unwrap().push_back(Seen {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        headers: parts.headers.clone(),
+        body,
+    });
+    if let Some(ms) = path.strip_prefix("/slow/").and_then(|s| s.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(name)));
+    if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()) {
+        *resp.status_mut() = http::StatusCode::from_u16(code).unwrap();
+    }
+    resp.headers_mut().insert("server", http::HeaderValue::from_static("test-upstream"));
+    resp
+}
+
+/// The `edgegate` binary running `serve` on a config written to a temp dir.
+pub struct Gateway {
+    pub child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// The config text shared by most tests: loopback listeners on OS-chosen ports.
+pub fn base_config(upstream: SocketAddr) -> String {
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+shutdown_grace_ms = 10000
+[admin]
+listen = "127.0.0.1:0"
+[upstreams.backend]
+endpoints = ["{upstream}"]
+timeout_ms = 2000
+"#
+    )
+}
+
+impl Gateway {
+    /// Write `config` to `gateway.toml` in a temp dir and run `edgegate serve` on it.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgegate"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        let (proxy, admin) = parse_listening(&line).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gateway did not start: {line:?}\nstderr:\n{}", stderr.lock().unwrap())
+        });
+        Self { child, proxy, admin, dir, stderr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// What the gateway logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics")).await.unwrap().text().await.unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    // "edgegate listening on http://A (admin http://B)"
+    let rest = line.strip_prefix("edgegate listening on http://")?;
+    let (proxy, rest) = rest.split_once(' ')?;
+    let admin = rest.strip_prefix("(admin http://")?.trim_end().strip_suffix(')')?;
+    Some((proxy.parse().ok()?, admin.parse().ok()?))
+}
+
+/// A policy table for `name` running component `component` with extra TOML lines.
+pub fn policy(name: &str, component: &str, extra: &str) -> String {
+    format!(
+        "[policies.{name}]\ncomponent = {:?}\n{extra}\n",
+        self::component(component).display().to_string()
+    )
+}
+
+/// A route over `backend` with the given policies.
+pub fn route(name: &str, prefix: &str, policies: &[&str]) -> String {
+    let list: Vec<String> = policies.iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "[[routes]]\nname = {name:?}\npath_prefix = {prefix:?}\nupstream = \"backend\"\npolicies = [{}]\n",
+        list.join(", ")
+    )
+}
