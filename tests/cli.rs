@@ -16,8 +16,13 @@ fn check(config: &str) -> (bool, String, String) {
         .arg(&path)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).replace(&*path.to_string_lossy(), "gateway.toml");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&*path.to_string_lossy(), "gateway.toml");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
 }
 
 #[test]
@@ -29,7 +34,11 @@ fn check_config_accepts_the_shipped_demo_config() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
 }
 
@@ -40,7 +49,9 @@ fn unknown_key_fails_check_config_naming_file_line_and_key() {
     let (ok, _, stderr) = check(&config);
     assert!(!ok);
     assert!(
-        stderr.starts_with("edgegate: error: gateway.toml:16:1: key `routes[0].upstrem`: unknown field `upstrem`"),
+        stderr.starts_with(
+            "edgegate: error: gateway.toml:16:1: key `routes[0].upstrem`: unknown field `upstrem`"
+        ),
         "{stderr}"
     );
 }
@@ -69,14 +80,20 @@ fn missing_component_and_bad_reference_are_named() {
         + &route("api", "/", &["ghost"]);
     let (ok, _, stderr) = check(&config);
     assert!(!ok);
-    assert!(stderr.contains("policy `ghost`: cannot read component"), "{stderr}");
+    assert!(
+        stderr.contains("policy `ghost`: cannot read component"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nowhere/ghost.wasm"), "{stderr}");
 
     let config = base_config(upstream.addr).replace("[upstreams.backend]", "[upstreams.other]")
         + &route("api", "/", &[]);
     let (ok, _, stderr) = check(&config);
     assert!(!ok);
-    assert!(stderr.contains("key `routes[0].upstream`: unknown upstream `backend`"), "{stderr}");
+    assert!(
+        stderr.contains("key `routes[0].upstream`: unknown upstream `backend`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -91,5 +108,8 @@ fn serve_refuses_a_bad_config_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(":1:11: key `version`: unsupported config version 7"), "{stderr}");
+    assert!(
+        stderr.contains(":1:11: key `version`: unsupported config version 7"),
+        "{stderr}"
+    );
 }

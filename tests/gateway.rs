@@ -36,8 +36,15 @@ async fn chain_applies_mutations_both_ways_and_adds_forwarding_headers() {
     assert_eq!(resp.status(), 200);
     // Response phase runs in reverse: `second` first, then `first` overwrites x-order.
     assert_eq!(resp.headers()["x-order"], "first");
-    assert!(resp.headers().get("server").is_none(), "second removed `server`");
-    assert_eq!(resp.headers()["x-ctx-principal"], "alice", "context crossed policies and phases");
+    assert!(
+        resp.headers().get("server").is_none(),
+        "second removed `server`"
+    );
+    assert_eq!(
+        resp.headers()["x-ctx-principal"],
+        "alice",
+        "context crossed policies and phases"
+    );
     assert_eq!(resp.headers()["via"], "1.1 edgegate");
     assert_eq!(resp.text().await.unwrap(), "upstream-ok");
 
@@ -48,7 +55,10 @@ async fn chain_applies_mutations_both_ways_and_adds_forwarding_headers() {
     assert_eq!(req.header("x-first"), Some("1"));
     assert_eq!(req.header("x-second"), Some("2"));
     assert_eq!(req.header("x-secret"), None);
-    assert_eq!(req.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(
+        req.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
     assert_eq!(req.header("via"), Some("1.1 edgegate"));
 }
 
@@ -106,15 +116,26 @@ async fn routes_match_host_path_and_method() {
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let upstream = Upstream::start();
-    let config = base_config(upstream.addr).replace("workers = 2", "workers = 2\nmax_header_bytes = 4096")
+    let config = base_config(upstream.addr)
+        .replace("workers = 2", "workers = 2\nmax_header_bytes = 4096")
         + &route("api", "/", &[]);
     let gw = Gateway::start(&config);
     let client = reqwest::Client::new();
     // Over our limit but inside hyper's read buffer: our check answers.
-    let r = client.get(gw.url("/")).header("x-big", "a".repeat(6000)).send().await.unwrap();
+    let r = client
+        .get(gw.url("/"))
+        .header("x-big", "a".repeat(6000))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 431);
     // Far over: hyper's parser refuses it.
-    let r = client.get(gw.url("/")).header("x-big", "a".repeat(64 * 1024)).send().await.unwrap();
+    let r = client
+        .get(gw.url("/"))
+        .header("x-big", "a".repeat(64 * 1024))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 431);
     assert_eq!(upstream.count(), 0);
 }
@@ -123,17 +144,31 @@ async fn oversized_headers_get_431() {
 async fn buffered_body_over_limit_gets_413_and_within_limit_reaches_policy() {
     let upstream = Upstream::start();
     let config = base_config(upstream.addr)
-        + &policy("echo", "body-echo", "request_body = \"buffer\"\nbody_limit_bytes = 1024")
+        + &policy(
+            "echo",
+            "body-echo",
+            "request_body = \"buffer\"\nbody_limit_bytes = 1024",
+        )
         + &route("api", "/", &["echo"]);
     let gw = Gateway::start(&config);
     let client = reqwest::Client::new();
-    let r = client.post(gw.url("/")).body("x".repeat(2048)).send().await.unwrap();
+    let r = client
+        .post(gw.url("/"))
+        .body("x".repeat(2048))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     // Chunked (no content-length) is cut off while reading.
     let stream = futures_body(vec![vec![b'y'; 800], vec![b'y'; 800]]);
     let r = client.post(gw.url("/")).body(stream).send().await.unwrap();
     assert_eq!(r.status(), 413);
-    let r = client.post(gw.url("/")).body("hello body").send().await.unwrap();
+    let r = client
+        .post(gw.url("/"))
+        .body("hello body")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "hello body");
     assert_eq!(upstream.count(), 0);
@@ -162,7 +197,9 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
 
@@ -179,7 +216,8 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
     assert_eq!(body["error"], "upstream_unreachable");
 
     let slow = Upstream::start();
-    let config = base_config(slow.addr).replace("timeout_ms = 2000", "timeout_ms = 200") + &route("api", "/", &[]);
+    let config = base_config(slow.addr).replace("timeout_ms = 2000", "timeout_ms = 200")
+        + &route("api", "/", &[]);
     let gw = Gateway::start(&config);
     let r = reqwest::get(gw.url("/slow/3000")).await.unwrap();
     assert_eq!(r.status(), 504);
@@ -194,7 +232,10 @@ async fn http2_cleartext_and_keepalive_reuse() {
         + &headers_policy("h", r#"{ request_set = { "x-h" = "1" } }"#)
         + &route("api", "/", &["h"]);
     let gw = Gateway::start(&config);
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     for _ in 0..5 {
         let r = h2.get(gw.url("/h2")).send().await.unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
@@ -220,7 +261,12 @@ async fn round_robin_spreads_over_endpoints() {
         assert_eq!(reqwest::get(gw.url("/")).await.unwrap().status(), 200);
     }
     assert_eq!(a.count() + b.count(), 10);
-    assert!(a.count() >= 4 && b.count() >= 4, "a={} b={}", a.count(), b.count());
+    assert!(
+        a.count() >= 4 && b.count() >= 4,
+        "a={} b={}",
+        a.count(),
+        b.count()
+    );
 }
 
 #[tokio::test]
@@ -235,15 +281,34 @@ async fn metrics_count_routes_and_policies() {
     }
     let health = reqwest::get(gw.admin_url("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
-    assert_eq!(reqwest::get(gw.admin_url("/readyz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let m = gw.metrics().await;
-    assert!(m.contains(r#"edgegate_requests_total{route="api",code="2xx"} 3"#), "{m}");
+    assert!(
+        m.contains(r#"edgegate_requests_total{route="api",code="2xx"} 3"#),
+        "{m}"
+    );
     let calls = m
         .lines()
-        .find(|l| l.starts_with("edgegate_policy_calls_total{policy=\"h\"") && l.contains("phase=\"request\""))
+        .find(|l| {
+            l.starts_with("edgegate_policy_calls_total{policy=\"h\"")
+                && l.contains("phase=\"request\"")
+        })
         .unwrap_or_else(|| panic!("no policy call counter in\n{m}"));
     assert!(calls.ends_with(" 3"), "{calls}");
-    assert!(m.contains("edgegate_policy_duration_seconds_bucket{policy=\"h\""), "{m}");
+    let timed = m
+        .lines()
+        .find(|l| {
+            l.starts_with("edgegate_policy_duration_seconds_count{policy=\"h\"")
+                && l.contains("phase=\"request\"")
+        })
+        .unwrap_or_else(|| panic!("no policy duration histogram in\n{m}"));
+    assert!(timed.ends_with(" 3"), "{timed}");
     assert!(m.contains("# EOF"));
 }
 
@@ -267,9 +332,15 @@ async fn sigterm_drains_in_flight_request() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let resp = in_flight.await.unwrap().expect("in-flight request survived SIGTERM");
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request survived SIGTERM");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "upstream-ok");
-    let status = tokio::task::spawn_blocking(move || gw.child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status}");
 }

@@ -52,7 +52,10 @@ async fn trap_with_deny_is_503_and_upstream_untouched_with_allow_passes() {
 
     // The process and other requests are unharmed by traps.
     for _ in 0..20 {
-        assert_eq!(reqwest::get(gw.url("/trapallow")).await.unwrap().status(), 200);
+        assert_eq!(
+            reqwest::get(gw.url("/trapallow")).await.unwrap().status(),
+            200
+        );
     }
 }
 
@@ -90,7 +93,13 @@ async fn memory_and_stack_exhaustion_are_contained() {
     assert_eq!(failure_count(&gw, "oom", "oom").await, 1);
     assert_eq!(failure_count(&gw, "stack", "stack_overflow").await, 1);
     assert_eq!(upstream.count(), 0);
-    assert_eq!(reqwest::get(gw.admin_url("/healthz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(gw.admin_url("/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]

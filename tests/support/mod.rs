@@ -22,7 +22,10 @@ use hyper_util::server::conn::auto;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Folder of built guest components; builds them (once per test binary) with the
@@ -114,7 +117,12 @@ impl Upstream {
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Self { addr, seen, stop: Some(stop_tx), thread: Some(thread) }
+        Self {
+            addr,
+            seen,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     /// Requests received so far.
@@ -149,22 +157,37 @@ async fn answer(
     record: Arc<Mutex<VecDeque<Seen>>>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     record.lock().unwrap().push_back(Seen {
         method: parts.method.to_string(),
         path: path.clone(),
         headers: parts.headers.clone(),
         body,
     });
-    if let Some(ms) = path.strip_prefix("/slow/").and_then(|s| s.parse::<u64>().ok()) {
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let mut resp = Response::new(Full::new(Bytes::from(name)));
-    if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()) {
+    if let Some(code) = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+    {
         *resp.status_mut() = http::StatusCode::from_u16(code).unwrap();
     }
-    resp.headers_mut().insert("server", http::HeaderValue::from_static("test-upstream"));
+    resp.headers_mut()
+        .insert("server", http::HeaderValue::from_static("test-upstream"));
     resp
 }
 
@@ -224,9 +247,18 @@ impl Gateway {
         let (proxy, admin) = parse_listening(&line).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("gateway did not start: {line:?}\nstderr:\n{}", stderr.lock().unwrap())
+            panic!(
+                "gateway did not start: {line:?}\nstderr:\n{}",
+                stderr.lock().unwrap()
+            )
         });
-        Self { child, proxy, admin, dir, stderr }
+        Self {
+            child,
+            proxy,
+            admin,
+            dir,
+            stderr,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -244,7 +276,12 @@ impl Gateway {
 
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.admin_url("/metrics")).await.unwrap().text().await.unwrap()
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -259,7 +296,10 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     // "edgegate listening on http://A (admin http://B)"
     let rest = line.strip_prefix("edgegate listening on http://")?;
     let (proxy, rest) = rest.split_once(' ')?;
-    let admin = rest.strip_prefix("(admin http://")?.trim_end().strip_suffix(')')?;
+    let admin = rest
+        .strip_prefix("(admin http://")?
+        .trim_end()
+        .strip_suffix(')')?;
     Some((proxy.parse().ok()?, admin.parse().ok()?))
 }
 

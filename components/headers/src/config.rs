@@ -77,11 +77,11 @@ impl HeadersConfig {
                 ));
             }
         }
-        for (key, value) in &self.context_set {
-            if key.is_empty() {
-                return Err(Error::invalid_config("context_set", "keys must not be empty"));
-            }
-            let _ = value;
+        if self.context_set.keys().any(String::is_empty) {
+            return Err(Error::invalid_config(
+                "context_set",
+                "keys must not be empty",
+            ));
         }
         for (i, key) in self.echo_context.iter().enumerate() {
             if key.is_empty() || !key.bytes().all(is_token_byte) {
@@ -176,7 +176,10 @@ mod tests {
 
     #[test]
     fn empty_config_does_nothing() {
-        assert_eq!(HeadersConfig::parse("{}").expect("valid"), HeadersConfig::default());
+        assert_eq!(
+            HeadersConfig::parse("{}").expect("valid"),
+            HeadersConfig::default()
+        );
     }
 
     #[test]
@@ -189,15 +192,36 @@ mod tests {
     fn refusals_name_the_key() {
         let cases = [
             (r#"{"request_sett": {}}"#, "request_sett"),
-            (r#"{"deny": [{"path_prefix": "/a", "stat": 1}]}"#, "deny[0].stat"),
+            (
+                r#"{"deny": [{"path_prefix": "/a", "stat": 1}]}"#,
+                "deny[0].stat",
+            ),
             (r#"{"deny": [{"status": 403}]}"#, "deny[0].path_prefix"),
-            (r#"{"deny": [{"path_prefix": "/a", "status": 700}]}"#, "deny[0].status"),
-            (r#"{"deny": [{"path_prefix": "/a", "status": "x"}]}"#, "deny[0].status"),
-            (r#"{"deny": [{"path_prefix": "admin"}]}"#, "deny[0].path_prefix"),
-            (r#"{"request_set": {"bad name": "1"}}"#, "request_set.bad name"),
-            (r#"{"response_set": {"x-a": "1\r\nx-b: 2"}}"#, "response_set.x-a"),
+            (
+                r#"{"deny": [{"path_prefix": "/a", "status": 700}]}"#,
+                "deny[0].status",
+            ),
+            (
+                r#"{"deny": [{"path_prefix": "/a", "status": "x"}]}"#,
+                "deny[0].status",
+            ),
+            (
+                r#"{"deny": [{"path_prefix": "admin"}]}"#,
+                "deny[0].path_prefix",
+            ),
+            (
+                r#"{"request_set": {"bad name": "1"}}"#,
+                "request_set.bad name",
+            ),
+            (
+                r#"{"response_set": {"x-a": "1\r\nx-b: 2"}}"#,
+                "response_set.x-a",
+            ),
             (r#"{"request_remove": ["ok", ""]}"#, "request_remove[1]"),
-            (r#"{"response_remove": ["Content-Length"]}"#, "response_remove[0]"),
+            (
+                r#"{"response_remove": ["Content-Length"]}"#,
+                "response_remove[0]",
+            ),
             (r#"{"require_header": "a:b"}"#, "require_header"),
             (r#"{"echo_context": ["a b"]}"#, "echo_context[0]"),
             (r#"{"context_set": {"": "v"}}"#, "context_set"),

@@ -63,7 +63,20 @@ macro_rules! export_policy {
                 }
             }
 
+            // The export symbols are named like `edgegate:policy/hooks@0.1.0#init`, which
+            // only a wasm linker accepts. Natively the glue above still type-checks, and
+            // naming it here keeps the policy type from counting as dead code.
+            #[cfg(target_arch = "wasm32")]
             $crate::bindings::export!(EdgegatePolicyExport with_types_in $crate::bindings);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                use $crate::bindings::exports::edgegate::policy::hooks::Guest;
+                let _ = (
+                    <EdgegatePolicyExport as Guest>::init,
+                    <EdgegatePolicyExport as Guest>::on_request,
+                    <EdgegatePolicyExport as Guest>::on_response,
+                );
+            }
         };
     };
 }

@@ -21,10 +21,15 @@ const MAX_BYTES: usize = 64 << 20;
 const MAX_ECHO_BODY: usize = 16 << 20;
 
 pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        println!("demo upstream listening on http://{}", listener.local_addr()?);
+        println!(
+            "demo upstream listening on http://{}",
+            listener.local_addr()?
+        );
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
@@ -39,10 +44,19 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
-        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n.min(MAX_BYTES)]))));
+    if let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return Ok(Response::new(Full::new(Bytes::from(vec![
+            b'x';
+            n.min(MAX_BYTES)
+        ]))));
     }
-    if let Some(ms) = path.strip_prefix("/slow/").and_then(|n| n.parse::<u64>().ok()) {
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
     }
     let method = req.method().to_string();

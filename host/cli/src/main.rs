@@ -80,7 +80,17 @@ fn init_logging(format: LogFormat) {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = edgegate_config::load(file)?;
     let runtime = Runtime::new(&RuntimeConfig::default())?;
-    let state = GatewayState::build(&config, &runtime, &KvStore::default(), &Metrics::new(), 1)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let state = rt
+        .block_on(GatewayState::build(
+            &config,
+            &runtime,
+            &KvStore::default(),
+            &Metrics::new(),
+            1,
+        ))
         .with_context(|| format!("{}", file.display()))?;
     drop(state);
     println!(

@@ -17,7 +17,10 @@ pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         return Err(ConfigError::new(
             path,
             "",
-            format!("config is {} bytes; the limit is {MAX_CONFIG_BYTES}", meta.len()),
+            format!(
+                "config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+                meta.len()
+            ),
         ));
     }
     let text = std::fs::read_to_string(path)
@@ -31,14 +34,15 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
     let mut config: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        ConfigError::new(path, if key == "." { String::new() } else { key }, inner.message().to_string())
-            .at(text, inner.span().map(|s| s.start))
+        ConfigError::new(
+            path,
+            if key == "." { String::new() } else { key },
+            inner.message().to_string(),
+        )
+        .at(text, inner.span().map(|s| s.start))
     })?;
     config.source = path.to_path_buf();
-    config.base_dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     validate(&config, text)?;
     for policy in config.policies.values_mut() {
         let p = policy.component.get_mut();
@@ -51,24 +55,40 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
 
 fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
     let file = &c.source;
-    let err = |key: String, msg: String, at: Option<usize>| ConfigError::new(file, key, msg).at(text, at);
+    let err =
+        |key: String, msg: String, at: Option<usize>| ConfigError::new(file, key, msg).at(text, at);
 
     if *c.version.get_ref() != CONFIG_VERSION {
         return Err(err(
             "version".into(),
-            format!("unsupported config version {}; this build reads version {CONFIG_VERSION}", c.version.get_ref()),
+            format!(
+                "unsupported config version {}; this build reads version {CONFIG_VERSION}",
+                c.version.get_ref()
+            ),
             Some(c.version.span().start),
         ));
     }
     if c.server.max_header_bytes < 1024 {
-        return Err(err("server.max_header_bytes".into(), "must be at least 1024".into(), None));
+        return Err(err(
+            "server.max_header_bytes".into(),
+            "must be at least 1024".into(),
+            None,
+        ));
     }
-    if c.server.listen == c.admin.listen {
-        return Err(err("admin.listen".into(), "must differ from server.listen".into(), None));
+    if c.server.listen == c.admin.listen && c.server.listen.port() != 0 {
+        return Err(err(
+            "admin.listen".into(),
+            "must differ from server.listen".into(),
+            None,
+        ));
     }
     for (name, u) in &c.upstreams {
         if u.endpoints.is_empty() {
-            return Err(err(format!("upstreams.{name}.endpoints"), "needs at least one endpoint".into(), None));
+            return Err(err(
+                format!("upstreams.{name}.endpoints"),
+                "needs at least one endpoint".into(),
+                None,
+            ));
         }
         for (i, ep) in u.endpoints.iter().enumerate() {
             let s = ep.get_ref();
@@ -84,12 +104,20 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             }
         }
         if u.timeout_ms == 0 || u.connect_timeout_ms == 0 {
-            return Err(err(format!("upstreams.{name}"), "timeouts must be positive".into(), None));
+            return Err(err(
+                format!("upstreams.{name}"),
+                "timeouts must be positive".into(),
+                None,
+            ));
         }
     }
     for (name, p) in &c.policies {
         if p.timeout_ms == 0 {
-            return Err(err(format!("policies.{name}.timeout_ms"), "must be positive".into(), None));
+            return Err(err(
+                format!("policies.{name}.timeout_ms"),
+                "must be positive".into(),
+                None,
+            ));
         }
         if p.memory_limit_bytes < (1 << 16) || p.memory_limit_bytes > (1 << 30) {
             return Err(err(
@@ -99,16 +127,28 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             ));
         }
         if p.component.get_ref().as_os_str().is_empty() {
-            return Err(err(format!("policies.{name}.component"), "must not be empty".into(), Some(p.component.span().start)));
+            return Err(err(
+                format!("policies.{name}.component"),
+                "must not be empty".into(),
+                Some(p.component.span().start),
+            ));
         }
     }
     let mut names = HashSet::new();
     for (i, r) in c.routes.iter().enumerate() {
         if !names.insert(r.name.as_str()) {
-            return Err(err(format!("routes[{i}].name"), format!("duplicate route name `{}`", r.name), None));
+            return Err(err(
+                format!("routes[{i}].name"),
+                format!("duplicate route name `{}`", r.name),
+                None,
+            ));
         }
         if !r.path_prefix.starts_with('/') {
-            return Err(err(format!("routes[{i}].path_prefix"), "must start with `/`".into(), None));
+            return Err(err(
+                format!("routes[{i}].path_prefix"),
+                "must start with `/`".into(),
+                None,
+            ));
         }
         if !c.upstreams.contains_key(r.upstream.get_ref()) {
             return Err(err(
@@ -178,7 +218,10 @@ policies = ["h"]
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let text = GOOD.replace("upstream = \"backend\"", "upstream = \"backend\"\nupstrem = 1");
+        let text = GOOD.replace(
+            "upstream = \"backend\"",
+            "upstream = \"backend\"\nupstrem = 1",
+        );
         let e = parse(Path::new("g.toml"), &text).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("g.toml:11:"), "{msg}");
@@ -190,12 +233,19 @@ policies = ["h"]
     fn unknown_policy_reference_is_located() {
         let text = GOOD.replace("policies = [\"h\"]", "policies = [\"h\", \"nope\"]");
         let e = parse(Path::new("g.toml"), &text).unwrap_err();
-        assert_eq!(e.to_string(), "g.toml:10:18: key `routes[0].policies[1]`: unknown policy `nope`");
+        assert_eq!(
+            e.to_string(),
+            "g.toml:10:18: key `routes[0].policies[1]`: unknown policy `nope`"
+        );
     }
 
     #[test]
     fn wrong_version_is_refused() {
-        let e = parse(Path::new("g.toml"), &GOOD.replace("version = 1", "version = 2")).unwrap_err();
+        let e = parse(
+            Path::new("g.toml"),
+            &GOOD.replace("version = 1", "version = 2"),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "version");
         assert_eq!(e.position.map(|p| p.0), Some(2));
     }

@@ -23,7 +23,10 @@ pub(crate) struct Admin {
 
 impl Admin {
     pub(crate) fn run(self, listener: StdListener, mut shutdown: watch::Receiver<bool>) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start admin runtime");
@@ -64,8 +67,10 @@ impl Admin {
         let text = |status: StatusCode, content_type: &'static str, body: String| {
             let mut r = Response::new(body::full(body));
             *r.status_mut() = status;
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(content_type),
+            );
             r
         };
         match (req.method(), req.uri().path()) {
@@ -74,7 +79,11 @@ impl Admin {
                 if self.ready.load(Ordering::SeqCst) {
                     text(StatusCode::OK, "text/plain", "ready\n".into())
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "draining\n".into(),
+                    )
                 }
             }
             (&Method::GET, "/metrics") => text(

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn strips_connection_named_headers_and_appends_xff() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));

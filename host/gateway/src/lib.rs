@@ -3,15 +3,15 @@
 
 mod admin;
 mod body;
-mod state;
 mod forwarding;
 mod metrics;
 mod phases;
 mod routes;
 mod server;
+mod state;
 mod upstream;
 
-pub use state::{BuildError, GatewayState};
+pub use edgegate_runtime as runtime;
 pub use metrics::Metrics;
 pub use server::{Gateway, GatewayHandle};
-pub use edgegate_runtime as runtime;
+pub use state::{BuildError, GatewayState};

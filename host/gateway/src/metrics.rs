@@ -47,6 +47,18 @@ struct Upstream {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Look up (or create) one labelled metric and return a handle to it. Going through
+/// a function drops the family's read guard before the next lookup, which may
+/// need the write lock: two lookups in one expression would deadlock.
+fn handle<L, M, C>(family: &Family<L, M, C>, labels: &L) -> M
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    family.get_or_create(labels).clone()
+}
+
 fn latency_histogram() -> Histogram {
     // 10 µs .. ~20 s
     Histogram::new(exponential_buckets(0.000_01, 2.5, 17))
@@ -77,31 +89,62 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("edgegate");
         let requests = Family::<RouteCode, Counter>::default();
-        registry.register("requests", "Requests answered, by route and status class", requests.clone());
-        let request_duration: HistogramFamily<Route> = Family::new_with_constructor(latency_histogram);
-        registry.register("request_duration_seconds", "Time from request to response headers, by route", request_duration.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by route and status class",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<Route> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers, by route",
+            request_duration.clone(),
+        );
         let policy_calls = Family::<PolicyPhase, Counter>::default();
-        registry.register("policy_calls", "Policy calls, by policy version and phase", policy_calls.clone());
+        registry.register(
+            "policy_calls",
+            "Policy calls, by policy version and phase",
+            policy_calls.clone(),
+        );
         let policy_failures = Family::<PolicyFailure, Counter>::default();
         registry.register(
             "policy_failures",
             "Policy calls that trapped, timed out, ran out of memory or returned an error",
             policy_failures.clone(),
         );
-        let policy_duration: HistogramFamily<PolicyPhase> = Family::new_with_constructor(latency_histogram);
+        let policy_duration: HistogramFamily<PolicyPhase> =
+            Family::new_with_constructor(latency_histogram);
         registry.register(
             "policy_duration_seconds",
             "Time of one policy call including instantiation",
             policy_duration.clone(),
         );
         let upstream_requests = Family::<UpstreamOutcome, Counter>::default();
-        registry.register("upstream_requests", "Upstream attempts, by endpoint and outcome", upstream_requests.clone());
-        let upstream_duration: HistogramFamily<Upstream> = Family::new_with_constructor(latency_histogram);
-        registry.register("upstream_duration_seconds", "Time to upstream response headers", upstream_duration.clone());
+        registry.register(
+            "upstream_requests",
+            "Upstream attempts, by endpoint and outcome",
+            upstream_requests.clone(),
+        );
+        let upstream_duration: HistogramFamily<Upstream> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_duration_seconds",
+            "Time to upstream response headers",
+            upstream_duration.clone(),
+        );
         let in_flight = Gauge::default();
-        registry.register("requests_in_flight", "Requests being handled", in_flight.clone());
+        registry.register(
+            "requests_in_flight",
+            "Requests being handled",
+            in_flight.clone(),
+        );
         let config_reloads = Counter::default();
-        registry.register("config_loads", "Route tables built from config", config_reloads.clone());
+        registry.register(
+            "config_loads",
+            "Route tables built from config",
+            config_reloads.clone(),
+        );
         Self {
             registry,
             requests,
@@ -126,13 +169,29 @@ impl Metrics {
 
     pub(crate) fn route(&self, route: &str) -> RouteMetrics {
         let code = |c: &str| {
-            self.requests
-                .get_or_create(&RouteCode { route: route.into(), code: c.into() })
-                .clone()
+            handle(
+                &self.requests,
+                &RouteCode {
+                    route: route.into(),
+                    code: c.into(),
+                },
+            )
+            .clone()
         };
         RouteMetrics {
-            by_class: [code("1xx"), code("2xx"), code("3xx"), code("4xx"), code("5xx")],
-            duration: self.request_duration.get_or_create(&Route { route: route.into() }).clone(),
+            by_class: [
+                code("1xx"),
+                code("2xx"),
+                code("3xx"),
+                code("4xx"),
+                code("5xx"),
+            ],
+            duration: handle(
+                &self.request_duration,
+                &Route {
+                    route: route.into(),
+                },
+            ),
             in_flight: self.in_flight.clone(),
         }
     }
@@ -145,12 +204,12 @@ impl Metrics {
         };
         PolicyMetrics {
             calls: [
-                self.policy_calls.get_or_create(&labels("request")).clone(),
-                self.policy_calls.get_or_create(&labels("response")).clone(),
+                handle(&self.policy_calls, &labels("request")),
+                handle(&self.policy_calls, &labels("response")),
             ],
             duration: [
-                self.policy_duration.get_or_create(&labels("request")).clone(),
-                self.policy_duration.get_or_create(&labels("response")).clone(),
+                handle(&self.policy_duration, &labels("request")),
+                handle(&self.policy_duration, &labels("response")),
             ],
             failures: self.policy_failures.clone(),
             policy: policy.into(),
@@ -160,23 +219,28 @@ impl Metrics {
 
     pub(crate) fn upstream(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
         let outcome = |o: &str| {
-            self.upstream_requests
-                .get_or_create(&UpstreamOutcome {
+            handle(
+                &self.upstream_requests,
+                &UpstreamOutcome {
                     upstream: upstream.into(),
                     endpoint: endpoint.into(),
                     outcome: o.into(),
-                })
-                .clone()
+                },
+            )
+            .clone()
         };
         EndpointMetrics {
             ok: outcome("ok"),
             connect_error: outcome("connect_error"),
             timeout: outcome("timeout"),
             error: outcome("error"),
-            duration: self
-                .upstream_duration
-                .get_or_create(&Upstream { upstream: upstream.into() })
-                .clone(),
+            duration: handle(
+                &self.upstream_duration,
+                &Upstream {
+                    upstream: upstream.into(),
+                },
+            )
+            .clone(),
         }
     }
 
@@ -225,13 +289,15 @@ impl PolicyMetrics {
     }
 
     pub(crate) fn record_failure(&self, kind: &str) {
-        self.failures
-            .get_or_create(&PolicyFailure {
+        handle(
+            &self.failures,
+            &PolicyFailure {
                 policy: self.policy.clone(),
                 digest: self.digest.clone(),
                 kind: kind.into(),
-            })
-            .inc();
+            },
+        )
+        .inc();
     }
 }
 

@@ -44,8 +44,10 @@ pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> R
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -73,7 +75,11 @@ pub(crate) async fn handle(
         .routes
         .find(&authority, req.uri().path(), req.method())
     else {
-        return error_response(StatusCode::NOT_FOUND, "no_route", "no route matches this request");
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no route matches this request",
+        );
     };
     route.metrics.in_flight.inc();
     let _guard = InFlight(route);
@@ -105,7 +111,11 @@ fn authority_of(req: &Request<Incoming>) -> &str {
     req.uri()
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("")
 }
 
@@ -154,11 +164,21 @@ async fn proxy(
     let ran = if route.chain.is_empty() {
         0
     } else {
-        match request_phase(state, route, peer, &authority, &mut parts, &mut body, &mut ctx, &mut target) {
+        match request_phase(
+            state,
+            route,
+            peer,
+            &authority,
+            &mut parts,
+            &mut body,
+            &mut ctx,
+            &mut target,
+        )
+        .await
+        {
             RequestOutcome::Forward(ran) => ran,
             RequestOutcome::Respond(resp, ran) => {
-                return response_phase(route, &parts, &authority, "", ran, resp, &mut ctx)
-                    .await;
+                return response_phase(route, &parts, &authority, "", ran, resp, &mut ctx).await;
             }
         }
     };
@@ -173,7 +193,16 @@ async fn proxy(
     if ran == 0 {
         return resp;
     }
-    response_phase(route, &parts, &authority, &cluster.name, ran, resp, &mut ctx).await
+    response_phase(
+        route,
+        &parts,
+        &authority,
+        &cluster.name,
+        ran,
+        resp,
+        &mut ctx,
+    )
+    .await
 }
 
 async fn buffer_request(
@@ -216,7 +245,7 @@ enum RequestOutcome {
 
 /// Request phase: each policy's `on-request`, in config order.
 #[allow(clippy::too_many_arguments)]
-fn request_phase<'a>(
+async fn request_phase<'a>(
     state: &'a GatewayState,
     route: &Route,
     peer: Peer,
@@ -236,7 +265,12 @@ fn request_phase<'a>(
         headers: parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: None,
         client_ip: peer.ip.to_string(),
@@ -249,8 +283,10 @@ fn request_phase<'a>(
             _ => None,
         };
         let started = Instant::now();
-        let result = entry.policy.on_request(&wit, ctx);
-        entry.metrics.record_call(Phase::Request, started.elapsed().as_secs_f64());
+        let result = entry.policy.on_request(&wit, ctx).await;
+        entry
+            .metrics
+            .record_call(Phase::Request, started.elapsed().as_secs_f64());
         let result = result.and_then(|verdict| match verdict {
             types::RequestVerdict::Continue(m) => {
                 apply_request_mutations(&m, &mut wit, parts, body).map(|()| None)
@@ -258,9 +294,13 @@ fn request_phase<'a>(
             types::RequestVerdict::Route(d) => {
                 apply_request_mutations(&d.mutations, &mut wit, parts, body)?;
                 let mut clusters = Vec::with_capacity(1 + d.fallbacks.len().min(MAX_FALLBACKS));
-                for name in std::iter::once(&d.upstream).chain(d.fallbacks.iter().take(MAX_FALLBACKS)) {
+                for name in
+                    std::iter::once(&d.upstream).chain(d.fallbacks.iter().take(MAX_FALLBACKS))
+                {
                     let c = state.upstreams.clusters.get(name).ok_or_else(|| {
-                        PolicyFailure::Guest(format!("route decision names unknown upstream `{name}`"))
+                        PolicyFailure::Guest(format!(
+                            "route decision names unknown upstream `{name}`"
+                        ))
                     })?;
                     clusters.push(c);
                 }
@@ -286,7 +326,11 @@ fn request_phase<'a>(
 }
 
 /// Apply `on_error`: `Some(503)` for deny, `None` (skip) for allow.
-fn policy_failed(entry: &ChainEntry, phase: Phase, failure: &PolicyFailure) -> Option<Response<ProxyBody>> {
+fn policy_failed(
+    entry: &ChainEntry,
+    phase: Phase,
+    failure: &PolicyFailure,
+) -> Option<Response<ProxyBody>> {
     entry.metrics.record_failure(failure.kind());
     let policy = entry.policy.name();
     let phase_name = match phase {
@@ -366,11 +410,14 @@ fn apply_request_mutations(
             .parse()
             .map_err(|_| PolicyFailure::Guest(format!("invalid path `{path}`")))?;
         if !pq.path().starts_with('/') {
-            return Err(PolicyFailure::Guest(format!("path `{path}` must start with `/`")));
+            return Err(PolicyFailure::Guest(format!(
+                "path `{path}` must start with `/`"
+            )));
         }
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.path_and_query = Some(pq);
-        parts.uri = Uri::from_parts(uri).map_err(|e| PolicyFailure::Guest(format!("invalid path: {e}")))?;
+        parts.uri =
+            Uri::from_parts(uri).map_err(|e| PolicyFailure::Guest(format!("invalid path: {e}")))?;
         wit.path = path.clone();
     }
     if let Some(new_body) = &m.body {
@@ -395,7 +442,8 @@ fn build_response(r: types::Response) -> Result<Response<ProxyBody>, PolicyFailu
     let mut resp = Response::new(body::full(r.body.unwrap_or_default()));
     *resp.status_mut() = status;
     for (n, v) in &r.headers {
-        resp.headers_mut().append(header_name(n)?, header_value(n, v)?);
+        resp.headers_mut()
+            .append(header_name(n)?, header_value(n, v)?);
     }
     Ok(resp)
 }
@@ -447,13 +495,22 @@ async fn forward<'a>(
         match Uri::from_parts(uri) {
             Ok(u) => *req.uri_mut() = u,
             Err(e) => {
-                return Err(error_response(StatusCode::BAD_REQUEST, "bad_uri", &e.to_string()));
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_uri",
+                    &e.to_string(),
+                ));
             }
         }
         let started = Instant::now();
-        endpoint.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = tokio::time::timeout(cluster.timeout, cluster.client(peer.worker).request(req)).await;
-        endpoint.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        endpoint
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent =
+            tokio::time::timeout(cluster.timeout, cluster.client(peer.worker).request(req)).await;
+        endpoint
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let elapsed = started.elapsed();
         endpoint.metrics.duration.observe(elapsed.as_secs_f64());
         match sent {
@@ -510,7 +567,11 @@ async fn forward<'a>(
         }
     }
     Err(last_error.unwrap_or_else(|| {
-        error_response(StatusCode::BAD_GATEWAY, "upstream_error", "no upstream attempt was possible")
+        error_response(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "no upstream attempt was possible",
+        )
     }))
 }
 
@@ -553,7 +614,11 @@ async fn response_phase(
     }
     let summary = types::RequestSummary {
         method: parts.method.as_str().to_string(),
-        path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
         authority: authority.to_string(),
         route: route.name.clone(),
         upstream: upstream.to_string(),
@@ -564,7 +629,12 @@ async fn response_phase(
             headers: rparts
                 .headers
                 .iter()
-                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect(),
             body: match entry.response_body {
                 BodyMode::Buffer => buffered.as_ref().map(|b| b.to_vec()),
@@ -572,8 +642,10 @@ async fn response_phase(
             },
         };
         let started = Instant::now();
-        let result = entry.policy.on_response(&summary, &wit, ctx);
-        entry.metrics.record_call(Phase::Response, started.elapsed().as_secs_f64());
+        let result = entry.policy.on_response(&summary, &wit, ctx).await;
+        entry
+            .metrics
+            .record_call(Phase::Response, started.elapsed().as_secs_f64());
         let applied = result.and_then(|verdict| match verdict {
             types::ResponseVerdict::Continue(m) => {
                 if let Some(s) = m.status {

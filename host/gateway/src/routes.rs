@@ -103,7 +103,9 @@ impl RouteTable {
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         // [v6]:port
-        return authority.split_once(']').map_or(authority, |(h, _)| &h[1..]);
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &h[1..]);
     }
     match authority.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,

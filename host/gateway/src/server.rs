@@ -21,10 +21,10 @@ use tokio::sync::watch;
 
 use crate::admin;
 use crate::body::ProxyBody;
-use http::Response;
 use crate::metrics::Metrics;
 use crate::phases::{self, Peer};
 use crate::state::{BuildError, GatewayState};
+use http::Response;
 
 /// A gateway built from a config, ready to start.
 pub struct Gateway {
@@ -40,7 +40,8 @@ impl Gateway {
     /// Compile and admit every policy of the config; nothing listens yet.
     pub fn new(config: GatewayConfig) -> Result<Self, BuildError> {
         let runtime = Arc::new(
-            Runtime::new(&RuntimeConfig::default()).map_err(|e| BuildError::Invalid(e.to_string()))?,
+            Runtime::new(&RuntimeConfig::default())
+                .map_err(|e| BuildError::Invalid(e.to_string()))?,
         );
         let kv = Arc::new(KvStore::default());
         let metrics = Arc::new(Metrics::new());
@@ -48,7 +49,13 @@ impl Gateway {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let state = GatewayState::build(&config, &runtime, &kv, &metrics, workers)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BuildError::Invalid(format!("starting a runtime: {e}")))?;
+        let state = rt.block_on(GatewayState::build(
+            &config, &runtime, &kv, &metrics, workers,
+        ))?;
         Ok(Self {
             config,
             runtime,
@@ -163,7 +170,10 @@ struct Worker {
 
 impl Worker {
     fn run(self, listener: StdListener, mut shutdown: watch::Receiver<bool>) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(worker = self.id, error = %e, "cannot start worker runtime");

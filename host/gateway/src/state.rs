@@ -64,7 +64,7 @@ pub struct GatewayState {
 
 impl GatewayState {
     /// Compile and admit every policy of `config` and build its route table.
-    pub fn build(
+    pub async fn build(
         config: &GatewayConfig,
         runtime: &Runtime,
         kv: &KvStore,
@@ -84,10 +84,12 @@ impl GatewayState {
         for (name, p) in &config.policies {
             let path = p.component.get_ref();
             let bytes = read_component(name, path)?;
-            let compiled = runtime.compile(name, &bytes).map_err(|source| BuildError::Compile {
-                policy: name.clone(),
-                source,
-            })?;
+            let compiled = runtime
+                .compile(name, &bytes)
+                .map_err(|source| BuildError::Compile {
+                    policy: name.clone(),
+                    source,
+                })?;
             let caps: Capabilities = p
                 .capabilities
                 .iter()
@@ -115,10 +117,13 @@ impl GatewayState {
                 kv_ns,
                 health.clone(),
             );
-            instance.check_init().map_err(|failure| BuildError::Admission {
-                policy: name.clone(),
-                failure,
-            })?;
+            instance
+                .check_init()
+                .await
+                .map_err(|failure| BuildError::Admission {
+                    policy: name.clone(),
+                    failure,
+                })?;
             policies.insert(name.clone(), Arc::new(instance));
         }
 
@@ -128,12 +133,18 @@ impl GatewayState {
                 .clusters
                 .get(r.upstream.get_ref())
                 .cloned()
-                .ok_or_else(|| BuildError::Invalid(format!("route `{}`: unknown upstream", r.name)))?;
+                .ok_or_else(|| {
+                    BuildError::Invalid(format!("route `{}`: unknown upstream", r.name))
+                })?;
             let mut chain = Vec::with_capacity(r.policies.len());
             for p in &r.policies {
                 let name = p.get_ref();
-                let (Some(cfg), Some(instance)) = (config.policies.get(name), policies.get(name)) else {
-                    return Err(BuildError::Invalid(format!("route `{}`: unknown policy `{name}`", r.name)));
+                let (Some(cfg), Some(instance)) = (config.policies.get(name), policies.get(name))
+                else {
+                    return Err(BuildError::Invalid(format!(
+                        "route `{}`: unknown policy `{name}`",
+                        r.name
+                    )));
                 };
                 chain.push(ChainEntry {
                     metrics: metrics.policy(name, instance.component().digest()),
@@ -156,7 +167,11 @@ impl GatewayState {
             let mut methods = Vec::with_capacity(r.methods.len());
             for m in &r.methods {
                 methods.push(Method::from_bytes(m.get_ref().as_bytes()).map_err(|e| {
-                    BuildError::Invalid(format!("route `{}`: method `{}`: {e}", r.name, m.get_ref()))
+                    BuildError::Invalid(format!(
+                        "route `{}`: method `{}`: {e}",
+                        r.name,
+                        m.get_ref()
+                    ))
                 })?);
             }
             routes.push(Route {

@@ -32,7 +32,11 @@ impl Endpoint {
     pub(crate) fn observe(&self, latency: Duration, failed: bool) {
         let sample = latency.as_micros().min(u64::MAX as u128) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
         self.ewma_latency_us.store(new, Ordering::Relaxed);
         let old = self.error_rate_ppm.load(Ordering::Relaxed);
         let sample = if failed { 1_000_000 } else { 0 };

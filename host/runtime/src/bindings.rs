@@ -6,6 +6,7 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "policy",
     imports: { default: trappable },
+    exports: { default: async },
 });
 
 pub use edgegate::policy::{clock, context, crypto, health, kv, log, types};

@@ -57,11 +57,13 @@ impl Runtime {
             .max_memories_per_component(4)
             .max_tables_per_component(16)
             .max_memory_size(cfg.max_memory_bytes)
+            .total_stacks(cfg.max_instances)
             .table_elements(20_000);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
             .max_wasm_stack(cfg.max_wasm_stack)
+            .async_stack_size(cfg.max_wasm_stack + (512 << 10))
             .memory_init_cow(true)
             .memory_reservation(cfg.max_memory_bytes as u64)
             .memory_guard_size(64 << 10)
@@ -69,7 +71,7 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
@@ -83,7 +85,11 @@ impl Runtime {
     }
 
     /// Compile a component once and pre-link it; the result is cheap to instantiate per call.
-    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Arc<CompiledComponent>, RuntimeError> {
+    pub fn compile(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<CompiledComponent>, RuntimeError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
             name: name.to_string(),
             reason: format!("{e:#}"),

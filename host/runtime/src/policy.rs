@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
-use crate::bindings::{types, Policy, PolicyPre};
+use crate::bindings::{types, PolicyPre};
 use crate::error::PolicyFailure;
 use crate::host::{Capabilities, ContextBag, HealthSource, HostState, KvNamespace};
 
@@ -160,43 +160,41 @@ impl PolicyInstance {
     }
 
     /// Admission check: instantiate and run `init` with the config.
-    pub fn check_init(&self) -> Result<(), PolicyFailure> {
+    pub async fn check_init(&self) -> Result<(), PolicyFailure> {
         let mut ctx = ContextBag::default();
-        self.call(&mut ctx, |_, _| Ok(Ok(())))
+        self.call(&mut ctx, Hook::Init).await.map(|_| ())
     }
 
     /// Run the request phase on a fresh instance.
-    pub fn on_request(
+    pub async fn on_request(
         &self,
         req: &types::Request,
         ctx: &mut ContextBag,
     ) -> Result<types::RequestVerdict, PolicyFailure> {
-        self.call(ctx, |p, store| {
-            p.edgegate_policy_hooks().call_on_request(store, req)
-        })
+        match self.call(ctx, Hook::Request(req)).await? {
+            HookResult::Request(v) => Ok(v),
+            _ => Err(PolicyFailure::Guest("unexpected hook result".into())),
+        }
     }
 
     /// Run the response phase on a fresh instance.
-    pub fn on_response(
+    pub async fn on_response(
         &self,
         summary: &types::RequestSummary,
         resp: &types::Response,
         ctx: &mut ContextBag,
     ) -> Result<types::ResponseVerdict, PolicyFailure> {
-        self.call(ctx, |p, store| {
-            p.edgegate_policy_hooks()
-                .call_on_response(store, summary, resp)
-        })
+        match self.call(ctx, Hook::Response(summary, resp)).await? {
+            HookResult::Response(v) => Ok(v),
+            _ => Err(PolicyFailure::Guest("unexpected hook result".into())),
+        }
     }
 
-    fn call<R>(
+    async fn call(
         &self,
         ctx: &mut ContextBag,
-        hook: impl FnOnce(
-            &Policy,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<Result<R, types::Error>>,
-    ) -> Result<R, PolicyFailure> {
+        hook: Hook<'_>,
+    ) -> Result<HookResult, PolicyFailure> {
         let limiter = PolicyLimiter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.memory_limit)
@@ -222,17 +220,7 @@ impl PolicyInstance {
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
 
-        let outcome = (|| {
-            let policy = self.component.pre.instantiate(&mut store).map_err(Outcome::Instantiate)?;
-            policy
-                .edgegate_policy_hooks()
-                .call_init(&mut store, &self.config_json)
-                .map_err(Outcome::Wasm)?
-                .map_err(Outcome::Guest)?;
-            hook(&policy, &mut store)
-                .map_err(Outcome::Wasm)?
-                .map_err(Outcome::Guest)
-        })();
+        let outcome = self.run(&mut store, hook).await;
         match outcome {
             Ok(r) => {
                 *ctx = std::mem::take(&mut store.data_mut().ctx);
@@ -248,6 +236,42 @@ impl PolicyInstance {
         }
     }
 
+    async fn run(
+        &self,
+        store: &mut Store<HostState>,
+        hook: Hook<'_>,
+    ) -> Result<HookResult, Outcome> {
+        let policy = self
+            .component
+            .pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(Outcome::Instantiate)?;
+        let hooks = policy.edgegate_policy_hooks();
+        hooks
+            .call_init(&mut *store, &self.config_json)
+            .await
+            .map_err(Outcome::Wasm)?
+            .map_err(Outcome::Guest)?;
+        Ok(match hook {
+            Hook::Init => HookResult::Init,
+            Hook::Request(req) => HookResult::Request(
+                hooks
+                    .call_on_request(&mut *store, req)
+                    .await
+                    .map_err(Outcome::Wasm)?
+                    .map_err(Outcome::Guest)?,
+            ),
+            Hook::Response(summary, resp) => HookResult::Response(
+                hooks
+                    .call_on_response(&mut *store, summary, resp)
+                    .await
+                    .map_err(Outcome::Wasm)?
+                    .map_err(Outcome::Guest)?,
+            ),
+        })
+    }
+
     fn classify(&self, e: wasmtime::Error, memory_denied: bool) -> PolicyFailure {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyFailure::Timeout(self.timeout.as_millis() as u64),
@@ -257,6 +281,18 @@ impl PolicyInstance {
             None => PolicyFailure::Trap(format!("{e:#}")),
         }
     }
+}
+
+enum Hook<'a> {
+    Init,
+    Request(&'a types::Request),
+    Response(&'a types::RequestSummary, &'a types::Response),
+}
+
+enum HookResult {
+    Init,
+    Request(types::RequestVerdict),
+    Response(types::ResponseVerdict),
 }
 
 enum Outcome {

@@ -62,7 +62,10 @@ impl Host for HostState {
 
     fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
         if !self.ctx.set(key, value) {
-            tracing::warn!(policy = &*self.policy, "request context full; value dropped");
+            tracing::warn!(
+                policy = &*self.policy,
+                "request context full; value dropped"
+            );
         }
         Ok(())
     }

@@ -219,7 +219,10 @@ mod tests {
         assert!(ns.get("b").is_none(), "b was least recently used");
         assert!(ns.get("a").is_some());
         assert!(ns.used_bytes() <= 20);
-        assert_eq!(ns.set("d".into(), vec![0; 20], None), Err(KvError::TooLarge));
+        assert_eq!(
+            ns.set("d".into(), vec![0; 20], None),
+            Err(KvError::TooLarge)
+        );
     }
 
     #[test]

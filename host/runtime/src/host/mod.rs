@@ -14,8 +14,8 @@ mod log;
 
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
 use crate::policy::PolicyLimiter;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use context::ContextBag;
@@ -91,7 +91,8 @@ impl Capabilities {
 
 impl FromIterator<Capability> for Capabilities {
     fn from_iter<I: IntoIterator<Item = Capability>>(iter: I) -> Self {
-        iter.into_iter().fold(Capabilities::NONE, Capabilities::with)
+        iter.into_iter()
+            .fold(Capabilities::NONE, Capabilities::with)
     }
 }
 

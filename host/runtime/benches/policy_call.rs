@@ -1,0 +1,92 @@
+//! What one policy call costs: a fresh instance from the pool, `init`, `on-request`.
+//! Goal (issue 3): ≤ 10 µs median for the no-op policy.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use edgegate_runtime::bindings::types;
+use edgegate_runtime::{
+    Capabilities, ContextBag, PolicyInstance, PolicySettings, Runtime, RuntimeConfig,
+};
+
+fn component(name: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new("bash")
+        .arg(root.join("scripts/build-components.sh"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(root.join(format!("target/components/{name}.wasm"))).unwrap()
+}
+
+fn request() -> types::Request {
+    types::Request {
+        method: "GET".into(),
+        path: "/v1/items?id=7".into(),
+        authority: "api.example.com".into(),
+        headers: vec![
+            ("accept".into(), "application/json".into()),
+            ("user-agent".into(), "bench".into()),
+            ("x-api-key".into(), "k-123".into()),
+        ],
+        body: None,
+        client_ip: "127.0.0.1".into(),
+        route: "api".into(),
+    }
+}
+
+fn policy(runtime: &Runtime, name: &str, config_json: &str) -> PolicyInstance {
+    let compiled = runtime.compile(name, &component(name)).unwrap();
+    PolicyInstance::new(
+        compiled,
+        PolicySettings {
+            name: name.into(),
+            config_json: config_json.into(),
+            capabilities: Capabilities::NONE,
+            memory_limit_bytes: 16 << 20,
+            timeout: Duration::from_millis(100),
+        },
+        None,
+        Arc::new(edgegate_runtime::host::NoHealth),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let req = request();
+    let noop = policy(&runtime, "noop", "{}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    c.bench_function("noop: instantiate + init + on-request", |b| {
+        b.iter(|| {
+            let mut ctx = ContextBag::default();
+            rt.block_on(noop.on_request(&req, &mut ctx)).unwrap()
+        })
+    });
+    let headers = policy(
+        &runtime,
+        "headers",
+        r#"{"request_set":{"x-a":"1"},"response_set":{"x-b":"2"},"deny":[{"path_prefix":"/admin","status":403,"body":"no"}]}"#,
+    );
+    c.bench_function("headers: instantiate + init + on-request", |b| {
+        b.iter(|| {
+            let mut ctx = ContextBag::default();
+            rt.block_on(headers.on_request(&req, &mut ctx)).unwrap()
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);
