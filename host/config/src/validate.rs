@@ -224,7 +224,7 @@ policies = ["h"]
         );
         let e = parse(Path::new("g.toml"), &text).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("g.toml:11:"), "{msg}");
+        assert!(msg.starts_with("g.toml:10:1: "), "{msg}");
         assert!(msg.contains("key `routes[0].upstrem`"), "{msg}");
         assert!(msg.contains("unknown field `upstrem`"), "{msg}");
     }

@@ -7,6 +7,7 @@ wasmtime::component::bindgen!({
     world: "policy",
     imports: { default: trappable },
     exports: { default: async },
+    additional_derives: [PartialEq],
 });
 
 pub use edgegate::policy::{clock, context, crypto, health, kv, log, types};
