@@ -1,6 +1,8 @@
 //! The `edgegate` command line: `check-config` accepts good configs and names what is
 //! wrong in bad ones; `serve` refuses to start on a bad config.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::process::Command;

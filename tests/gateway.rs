@@ -1,6 +1,8 @@
 //! The proxy path through the real `edgegate` binary with real loopback upstreams:
 //! policy chains, short circuits, limits, upstream failures, HTTP/2, metrics, drain.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

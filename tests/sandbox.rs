@@ -1,6 +1,8 @@
 //! Hostile and failing guests: traps, endless loops, memory and stack exhaustion,
 //! capability denial. None may take the process down; each follows `on_error`.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use support::{base_config, policy, route, Gateway, Upstream};
