@@ -29,6 +29,7 @@ cargo build --release -q -p edgegate-cli
 BIN=${CARGO_TARGET_DIR:-target}/release/edgegate
 
 WORK=$(mktemp -d)
+chmod 755 "$WORK"   # nginx workers run as an unprivileged user
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

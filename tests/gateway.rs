@@ -251,6 +251,24 @@ async fn http2_cleartext_and_keepalive_reuse() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr) + &route("api", "/", &[]);
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    for _ in 0..30 {
+        assert_eq!(client.get(gw.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(upstream.count(), 30);
+    // At most one pool per worker (2 workers): 30 requests, at most 2 connections.
+    assert!(
+        upstream.connections() <= 2,
+        "{} connections",
+        upstream.connections()
+    );
+}
+
+#[tokio::test]
 async fn round_robin_spreads_over_endpoints() {
     let a = Upstream::start_named("a");
     let b = Upstream::start_named("b");

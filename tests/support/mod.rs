@@ -72,6 +72,7 @@ impl Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<VecDeque<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -87,6 +88,8 @@ impl Upstream {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let record = seen.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted_count = connections.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -100,6 +103,7 @@ impl Upstream {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
+                            accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let record = record.clone();
                             tokio::spawn(async move {
                                 let service = service_fn(move |req: Request<Incoming>| {
@@ -128,6 +132,11 @@ impl Upstream {
     /// Requests received so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {

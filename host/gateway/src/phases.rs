@@ -134,6 +134,21 @@ impl RequestBody {
     }
 }
 
+/// The request line, kept for the response phase after the request went upstream.
+struct RequestLine {
+    method: http::Method,
+    uri: Uri,
+}
+
+impl RequestLine {
+    fn of(parts: &Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+        }
+    }
+}
+
 /// Where the request phase sends the request.
 struct Target<'a> {
     clusters: Vec<&'a Arc<Cluster>>,
@@ -178,31 +193,33 @@ async fn proxy(
         {
             RequestOutcome::Forward(ran) => ran,
             RequestOutcome::Respond(resp, ran) => {
-                return response_phase(route, &parts, &authority, "", ran, resp, &mut ctx).await;
+                return response_phase(
+                    route,
+                    &RequestLine::of(&parts),
+                    &authority,
+                    "",
+                    ran,
+                    resp,
+                    &mut ctx,
+                )
+                .await;
             }
         }
     };
 
     prepare_upstream_request(state, peer, &mut parts);
-    let upstream = match forward(peer, &target, parts.clone(), body).await {
+    // Only what the response phase needs is kept; the parts move to the upstream.
+    let line = (ran > 0).then(|| RequestLine::of(&parts));
+    let upstream = match forward(peer, &target, parts, body).await {
         Ok((resp, cluster)) => (resp.map(|b| b.map_err(box_error).boxed_unsync()), cluster),
         Err(resp) => return resp,
     };
     let (mut resp, cluster) = upstream;
     forwarding::strip_hop_by_hop(resp.headers_mut());
-    if ran == 0 {
+    let Some(line) = line else {
         return resp;
-    }
-    response_phase(
-        route,
-        &parts,
-        &authority,
-        &cluster.name,
-        ran,
-        resp,
-        &mut ctx,
-    )
-    .await
+    };
+    response_phase(route, &line, &authority, &cluster.name, ran, resp, &mut ctx).await
 }
 
 async fn buffer_request(
@@ -472,6 +489,7 @@ async fn forward<'a>(
 ) -> Result<(Response<Incoming>, &'a Arc<Cluster>), Response<ProxyBody>> {
     let replay = body.replayable();
     let mut body = Some(body);
+    let mut parts = Some(parts);
     let mut last_error = None;
     let attempts_per_cluster = 1 + target.retries as usize;
     let total = target.clusters.len() * attempts_per_cluster;
@@ -485,13 +503,24 @@ async fn forward<'a>(
             (None, None) => break, // a streamed body cannot be sent twice
         };
         let endpoint = cluster.pick().clone();
-        let mut uri = parts.uri.clone().into_parts();
+        let attempt_parts = if last || replay.is_none() {
+            match parts.take() {
+                Some(p) => p,
+                None => break,
+            }
+        } else {
+            match &parts {
+                Some(p) => p.clone(),
+                None => break,
+            }
+        };
+        let mut uri = attempt_parts.uri.clone().into_parts();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(endpoint.authority.clone());
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
-        let mut req = Request::from_parts(parts.clone(), attempt_body);
+        let mut req = Request::from_parts(attempt_parts, attempt_body);
         match Uri::from_parts(uri) {
             Ok(u) => *req.uri_mut() = u,
             Err(e) => {
@@ -578,7 +607,7 @@ async fn forward<'a>(
 /// Response phase: `on-response` of the policies that ran, in reverse order.
 async fn response_phase(
     route: &Route,
-    parts: &Parts,
+    line: &RequestLine,
     authority: &str,
     upstream: &str,
     ran: usize,
@@ -613,8 +642,8 @@ async fn response_phase(
         }
     }
     let summary = types::RequestSummary {
-        method: parts.method.as_str().to_string(),
-        path: parts
+        method: line.method.as_str().to_string(),
+        path: line
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())

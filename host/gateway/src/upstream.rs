@@ -152,3 +152,45 @@ impl HealthSource for Upstreams {
         self.clusters.keys().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(balance: &str) -> Cluster {
+        let cfg: UpstreamConfig = toml::from_str(&format!(
+            "endpoints = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]\nbalance = \"{balance}\""
+        ))
+        .unwrap();
+        Cluster::new("c", &cfg, 1, &Metrics::new()).unwrap()
+    }
+
+    #[test]
+    fn round_robin_takes_turns() {
+        let c = cluster("round_robin");
+        let picks: Vec<&str> = (0..6).map(|_| c.pick().address.as_str()).collect();
+        assert_eq!(
+            picks,
+            [
+                "127.0.0.1:1",
+                "127.0.0.1:2",
+                "127.0.0.1:3",
+                "127.0.0.1:1",
+                "127.0.0.1:2",
+                "127.0.0.1:3"
+            ]
+        );
+    }
+
+    #[test]
+    fn least_requests_avoids_busy_endpoints() {
+        let c = cluster("least_requests");
+        c.endpoints[0].in_flight.store(5, Ordering::Relaxed);
+        c.endpoints[2].in_flight.store(3, Ordering::Relaxed);
+        for _ in 0..5 {
+            assert_eq!(c.pick().address, "127.0.0.1:2");
+        }
+        c.endpoints[1].in_flight.store(9, Ordering::Relaxed);
+        assert_eq!(c.pick().address, "127.0.0.1:3");
+    }
+}
