@@ -364,3 +364,35 @@ async fn sigterm_drains_in_flight_request() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+fn counter(metrics: &str, prefix: &str, policy: &str, phase: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(prefix)
+                && l.contains(&format!("policy=\"{policy}\""))
+                && l.contains(&format!("phase=\"{phase}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn request_only_policies_skip_the_response_phase() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + &policy("noop", "noop", "")
+        + &headers_policy("h", r#"{ response_set = { "x-h" = "1" } }"#)
+        + &route("api", "/", &["noop", "h"]);
+    let gw = Gateway::start(&config);
+    for _ in 0..4 {
+        let r = reqwest::get(gw.url("/")).await.unwrap();
+        assert_eq!(r.headers()["x-h"], "1");
+    }
+    let m = gw.metrics().await;
+    let calls = "edgegate_policy_calls_total{";
+    assert_eq!(counter(&m, calls, "noop", "request"), Some(4), "{m}");
+    // noop's init said wants-response = false: never instantiated for responses.
+    assert_eq!(counter(&m, calls, "noop", "response"), Some(0), "{m}");
+    assert_eq!(counter(&m, calls, "h", "response"), Some(4), "{m}");
+}

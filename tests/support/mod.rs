@@ -124,6 +124,7 @@ impl Upstream {
         Self {
             addr,
             seen,
+            connections,
             stop: Some(stop_tx),
             thread: Some(thread),
         }

@@ -7,6 +7,8 @@ use edgegate_policy_sdk::{export_policy, Error, Policy, Request, RequestVerdict}
 struct Noop;
 
 impl Policy for Noop {
+    const WANTS_RESPONSE: bool = false;
+
     fn init(_config: &str) -> Result<Self, Error> {
         Ok(Noop)
     }

@@ -53,7 +53,7 @@ pub mod bindings {
 }
 
 pub use bindings::edgegate::policy::types::{
-    ConfigError, Error, HeaderOp, Headers, Request, RequestMutations, RequestSummary,
+    ConfigError, Error, HeaderOp, Headers, PolicyInfo, Request, RequestMutations, RequestSummary,
     RequestVerdict, Response, ResponseMutations, ResponseVerdict, RouteDecision,
 };
 pub use config::config;

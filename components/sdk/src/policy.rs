@@ -10,6 +10,11 @@ use crate::{Error, Request, RequestSummary, RequestVerdict, Response, ResponseVe
 /// outlive a call belongs in the [`context`](crate::context) bag (same request)
 /// or in [`kv`](crate::kv) (across requests), never in globals.
 pub trait Policy: 'static {
+    /// Whether [`Policy::on_response`] does anything. Set it to `false` when you
+    /// keep the default `on_response`: the host then skips the response phase
+    /// for this policy, which saves one fresh instance per request.
+    const WANTS_RESPONSE: bool = true;
+
     /// Builds the policy from its config table, given as JSON text
     /// (parse it with [`config`](crate::config())).
     fn init(config: &str) -> Result<Self, Error>
@@ -45,7 +50,7 @@ macro_rules! export_policy {
             struct EdgegatePolicyExport;
 
             impl $crate::bindings::exports::edgegate::policy::hooks::Guest for EdgegatePolicyExport {
-                fn init(config: ::std::string::String) -> ::core::result::Result<(), $crate::Error> {
+                fn init(config: ::std::string::String) -> ::core::result::Result<$crate::PolicyInfo, $crate::Error> {
                     $crate::__private::init(&EDGEGATE_POLICY, &config)
                 }
 
@@ -92,11 +97,16 @@ pub mod __private {
     pub type Slot<P> = RefCell<Option<P>>;
 
     /// `init` export: builds the policy, replacing (or clearing, on error) any earlier one.
-    pub fn init<P: Policy>(slot: &'static LocalKey<Slot<P>>, config: &str) -> Result<(), Error> {
+    pub fn init<P: Policy>(
+        slot: &'static LocalKey<Slot<P>>,
+        config: &str,
+    ) -> Result<crate::PolicyInfo, Error> {
         slot.with(|s| s.replace(None));
         let policy = P::init(config)?;
         slot.with(|s| s.replace(Some(policy)));
-        Ok(())
+        Ok(crate::PolicyInfo {
+            wants_response: P::WANTS_RESPONSE,
+        })
     }
 
     /// `on-request` export.

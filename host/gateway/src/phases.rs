@@ -614,7 +614,7 @@ async fn response_phase(
     resp: Response<ProxyBody>,
     ctx: &mut ContextBag,
 ) -> Response<ProxyBody> {
-    if ran == 0 {
+    if !route.chain[..ran].iter().any(|e| e.policy.wants_response()) {
         return resp;
     }
     let (mut rparts, rbody) = resp.into_parts();
@@ -653,6 +653,9 @@ async fn response_phase(
         upstream: upstream.to_string(),
     };
     for entry in route.chain[..ran].iter().rev() {
+        if !entry.policy.wants_response() {
+            continue;
+        }
         let wit = types::Response {
             status: rparts.status.as_u16(),
             headers: rparts

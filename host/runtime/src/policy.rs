@@ -1,5 +1,6 @@
 //! A compiled component version and a configured policy instance that runs calls on it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub struct PolicyInstance {
     deadline_ticks: u64,
     kv: Option<Arc<KvNamespace>>,
     health: Arc<dyn HealthSource>,
+    /// What `init` said at admission: whether the response phase needs this policy.
+    wants_response: AtomicBool,
 }
 
 /// Limits of one store, remembering whether the memory limit was hit.
@@ -146,6 +149,7 @@ impl PolicyInstance {
             kv,
             health,
             component,
+            wants_response: AtomicBool::new(true),
         }
     }
 
@@ -159,10 +163,23 @@ impl PolicyInstance {
         &self.component
     }
 
-    /// Admission check: instantiate and run `init` with the config.
+    /// Admission check: instantiate and run `init` with the config; remembers
+    /// what the policy said about itself.
     pub async fn check_init(&self) -> Result<(), PolicyFailure> {
         let mut ctx = ContextBag::default();
-        self.call(&mut ctx, Hook::Init).await.map(|_| ())
+        match self.call(&mut ctx, Hook::Init).await? {
+            HookResult::Init(info) => {
+                self.wants_response
+                    .store(info.wants_response, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err(PolicyFailure::Guest("unexpected hook result".into())),
+        }
+    }
+
+    /// False when the policy said in `init` that its response phase does nothing.
+    pub fn wants_response(&self) -> bool {
+        self.wants_response.load(Ordering::Relaxed)
     }
 
     /// Run the request phase on a fresh instance.
@@ -248,13 +265,13 @@ impl PolicyInstance {
             .await
             .map_err(Outcome::Instantiate)?;
         let hooks = policy.edgegate_policy_hooks();
-        hooks
+        let info = hooks
             .call_init(&mut *store, &self.config_json)
             .await
             .map_err(Outcome::Wasm)?
             .map_err(Outcome::Guest)?;
         Ok(match hook {
-            Hook::Init => HookResult::Init,
+            Hook::Init => HookResult::Init(info),
             Hook::Request(req) => HookResult::Request(
                 hooks
                     .call_on_request(&mut *store, req)
@@ -290,7 +307,7 @@ enum Hook<'a> {
 }
 
 enum HookResult {
-    Init,
+    Init(types::PolicyInfo),
     Request(types::RequestVerdict),
     Response(types::ResponseVerdict),
 }
