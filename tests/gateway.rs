@@ -396,3 +396,37 @@ async fn request_only_policies_skip_the_response_phase() {
     assert_eq!(counter(&m, calls, "noop", "response"), Some(0), "{m}");
     assert_eq!(counter(&m, calls, "h", "response"), Some(4), "{m}");
 }
+
+#[tokio::test]
+async fn open_connections_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        .replace("workers = 2", "workers = 1\nmax_connections = 1")
+        + &route("api", "/", &[]);
+    let gw = Gateway::start(&config);
+    let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // The kernel completes the handshake (backlog), but the gateway does not serve it
+    // while the first connection holds the only permit.
+    let mut second = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "second connection was served while the first was open"
+    );
+    assert_eq!(upstream.count(), 1);
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("second connection served once the first closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}

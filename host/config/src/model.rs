@@ -62,6 +62,12 @@ pub struct ServerConfig {
     /// Value of the `Via` header added to requests and responses.
     #[serde(default = "default_via")]
     pub via: String,
+    /// Client connections open at once (across workers); past it, accepting waits.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[serde(default = "default_max_streams")]
+    pub max_concurrent_streams: u32,
 }
 
 fn default_listen() -> SocketAddr {
@@ -76,6 +82,12 @@ fn default_header_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     30_000
 }
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_streams() -> u32 {
+    256
+}
 fn default_via() -> String {
     "edgegate".into()
 }
@@ -89,6 +101,8 @@ impl Default for ServerConfig {
             header_timeout_ms: default_header_timeout_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             via: default_via(),
+            max_connections: default_max_connections(),
+            max_concurrent_streams: default_max_streams(),
         }
     }
 }

@@ -77,6 +77,9 @@ impl Gateway {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
         let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            self.config.server.max_connections.max(1),
+        ));
         let mut threads = Vec::with_capacity(self.workers + 1);
         for (id, listener) in listeners.into_iter().enumerate() {
             let worker = Worker {
@@ -84,6 +87,8 @@ impl Gateway {
                 state: self.state.clone(),
                 header_timeout: Duration::from_millis(self.config.server.header_timeout_ms),
                 max_header_bytes: self.config.server.max_header_bytes,
+                max_streams: self.config.server.max_concurrent_streams,
+                connections: connections.clone(),
                 grace,
             };
             let rx = shutdown_rx.clone();
@@ -165,6 +170,9 @@ struct Worker {
     state: Arc<ArcSwap<GatewayState>>,
     header_timeout: Duration,
     max_header_bytes: usize,
+    max_streams: u32,
+    /// Permits for open client connections, shared by all workers.
+    connections: Arc<tokio::sync::Semaphore>,
     grace: Duration,
 }
 
@@ -198,9 +206,19 @@ impl Worker {
             builder
                 .http2()
                 .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
+                .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+                .max_concurrent_streams(self.max_streams);
             let graceful = GracefulShutdown::new();
             loop {
+                // Waiting for a permit before accepting bounds open connections;
+                // the kernel's backlog holds the rest.
+                let permit = tokio::select! {
+                    p = self.connections.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                };
                 tokio::select! {
                     accepted = listener.accept() => {
                         let (stream, peer) = match accepted {
@@ -228,6 +246,7 @@ impl Worker {
                             if let Err(e) = conn.await {
                                 tracing::debug!(error = %e, "connection ended with an error");
                             }
+                            drop(permit);
                         });
                     }
                     _ = shutdown.changed() => break,
