@@ -1,6 +1,7 @@
 //! `edgegate`: the edge gateway binary.
 
 mod demo_upstream;
+mod signing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,40 @@ enum Command {
         /// Gateway config file (TOML).
         file: PathBuf,
     },
+    /// Generate a signing key: writes DIR/KEYID.secret, DIR/KEYID.public and DIR/trust.toml.
+    Keygen {
+        /// Folder to write the key files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Policy kinds the key may sign, comma-separated (default: every kind).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        kinds: Vec<String>,
+    },
+    /// Sign a component (adds a signature; existing ones are kept for k-of-n).
+    Sign {
+        /// Secret key file (PEM) from `edgegate keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signed component (default: in place).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The component to sign.
+        component: PathBuf,
+    },
+    /// Verify a component against a trust store; prints the signer key ids.
+    Verify {
+        /// Trust store file.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Policy kind the component would run as.
+        #[arg(long, default_value = "custom")]
+        kind: String,
+        /// Distinct trusted signers required.
+        #[arg(long, default_value_t = 1)]
+        signers: usize,
+        /// The component to verify.
+        component: PathBuf,
+    },
     /// Run a small local upstream for demos and benchmarks (echoes requests as JSON).
     DemoUpstream {
         /// Address to listen on.
@@ -55,6 +90,18 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::DemoUpstream { listen } => demo_upstream::run(listen),
+        Command::Keygen { out, kinds } => signing::keygen(&out, &kinds),
+        Command::Sign {
+            key,
+            out,
+            component,
+        } => signing::sign(&key, &component, out.as_deref()),
+        Command::Verify {
+            trust,
+            kind,
+            signers,
+            component,
+        } => signing::verify(&trust, &kind, signers, &component),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

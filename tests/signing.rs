@@ -1,0 +1,141 @@
+//! `edgegate keygen`, `sign` and `verify` on real components, and that a signed
+//! component still loads and runs.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn edgegate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgegate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `keygen` into `dir`; returns (key id, secret path, trust path).
+fn keygen(dir: &Path, kinds: &str) -> (String, PathBuf, PathBuf) {
+    let out = edgegate(&["keygen", "--out", dir.to_str().unwrap(), "--kinds", kinds]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("key id ")
+        .unwrap()
+        .to_string();
+    (
+        id.clone(),
+        dir.join(format!("{id}.secret")),
+        dir.join("trust.toml"),
+    )
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn keygen_sign_verify_round_trip_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, secret, trust) = keygen(&dir.path().join("keys"), "auth,custom");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(dir.path().join(format!("keys/{id}.public")).exists());
+
+    let unsigned = dir.path().join("headers.wasm");
+    std::fs::copy(support::component("headers"), &unsigned).unwrap();
+    let signed = dir.path().join("headers.signed.wasm");
+    let out = edgegate(&[
+        "sign",
+        "--key",
+        p(&secret),
+        "--out",
+        p(&signed),
+        p(&unsigned),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = edgegate(&["verify", "--trust", p(&trust), "--kind", "auth", p(&signed)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("trusted, signed by {id}")),
+        "{}",
+        text(&out)
+    );
+
+    let refused = |component: &Path, trust: &Path, kind: &str| {
+        let out = edgegate(&["verify", "--trust", p(trust), "--kind", kind, p(component)]);
+        assert!(!out.status.success());
+        text(&out)
+    };
+    assert!(refused(&unsigned, &trust, "auth").contains("refused: unsigned"));
+    let mut bytes = std::fs::read(&signed).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0x20;
+    let tampered = dir.path().join("tampered.wasm");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let msg = refused(&tampered, &trust, "auth");
+    assert!(msg.contains(&format!("refused: signature does not verify: the component changed after it was signed (key {id})")), "{msg}");
+    let msg = refused(&signed, &trust, "routing");
+    assert!(
+        msg.contains(&format!(
+            "refused: key {id} may not sign `routing` policies"
+        )),
+        "{msg}"
+    );
+    let (other_id, _, other_trust) = keygen(&dir.path().join("other"), "*");
+    let msg = refused(&signed, &other_trust, "auth");
+    assert!(
+        msg.contains(&format!("refused: signed by an unknown key ({id})")),
+        "{msg}"
+    );
+    assert_ne!(other_id, id);
+
+    // Signing in place, by a second key, keeps the first signature (k-of-n).
+    let (_, other_secret, _) = keygen(&dir.path().join("third"), "*");
+    let out = edgegate(&["sign", "--key", p(&other_secret), p(&signed)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = edgegate(&["verify", "--trust", p(&trust), "--kind", "auth", p(&signed)]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn signed_component_still_loads_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, secret, _) = keygen(&dir.path().join("keys"), "*");
+    let signed = dir.path().join("headers.wasm");
+    let out = edgegate(&[
+        "sign",
+        "--key",
+        p(&secret),
+        "--out",
+        p(&signed),
+        p(&support::component("headers")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let upstream = support::Upstream::start();
+    let config = support::base_config(upstream.addr)
+        + &format!(
+            "[policies.h]\ncomponent = {:?}\nconfig = {{ request_set = {{ \"x-signed\" = \"yes\" }} }}\n",
+            p(&signed)
+        )
+        + &support::route("api", "/", &["h"]);
+    let gw = support::Gateway::start(&config);
+    assert_eq!(reqwest::get(gw.url("/")).await.unwrap().status(), 200);
+    assert_eq!(upstream.seen()[0].header("x-signed"), Some("yes"));
+}
