@@ -27,6 +27,7 @@ fi
 bash scripts/build-components.sh >/dev/null
 cargo build --release -q -p edgegate-cli
 BIN=${CARGO_TARGET_DIR:-target}/release/edgegate
+bash scripts/sign-components.sh "$BIN" >/dev/null
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"   # nginx workers run as an unprivileged user
@@ -76,6 +77,8 @@ PIDS+=($!)
 gateway_config() { # port admin policies
   cat <<TOML
 version = 1
+[trust]
+store = "$PWD/target/demo-keys/trust.toml"
 [server]
 listen = "127.0.0.1:$1"
 workers = $WORKERS
@@ -85,7 +88,7 @@ listen = "127.0.0.1:$2"
 endpoints = ["127.0.0.1:$UP_PORT"]
 max_idle_per_endpoint = 256
 [policies.noop]
-component = "$PWD/target/components/noop.wasm"
+component = "$PWD/target/signed/noop.wasm"
 on_error = "allow"
 [[routes]]
 name = "bench"

@@ -9,6 +9,8 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 bash scripts/build-components.sh
 cargo build --release -p edgegate-cli
 bin=target/release/edgegate
+# A demo signing key (generated once) signs the components the demo config trusts.
+bash scripts/sign-components.sh "$bin"
 
 "$bin" check-config policies/gateway.toml
 "$bin" demo-upstream --listen 127.0.0.1:9000 &

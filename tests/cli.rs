@@ -52,7 +52,7 @@ fn unknown_key_fails_check_config_naming_file_line_and_key() {
     assert!(!ok);
     assert!(
         stderr.starts_with(
-            "edgegate: error: gateway.toml:16:1: key `routes[0].upstrem`: unknown field `upstrem`"
+            "edgegate: error: gateway.toml:18:1: key `routes[0].upstrem`: unknown field `upstrem`"
         ),
         "{stderr}"
     );

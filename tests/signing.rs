@@ -58,7 +58,7 @@ fn keygen_sign_verify_round_trip_and_refusals() {
     assert!(dir.path().join(format!("keys/{id}.public")).exists());
 
     let unsigned = dir.path().join("headers.wasm");
-    std::fs::copy(support::component("headers"), &unsigned).unwrap();
+    std::fs::copy(support::unsigned_component("headers"), &unsigned).unwrap();
     let signed = dir.path().join("headers.signed.wasm");
     let out = edgegate(&[
         "sign",
@@ -117,7 +117,7 @@ fn keygen_sign_verify_round_trip_and_refusals() {
 #[tokio::test]
 async fn signed_component_still_loads_and_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, secret, _) = keygen(&dir.path().join("keys"), "*");
+    let (_, secret, trust) = keygen(&dir.path().join("keys"), "*");
     let signed = dir.path().join("headers.wasm");
     let out = edgegate(&[
         "sign",
@@ -125,12 +125,14 @@ async fn signed_component_still_loads_and_runs() {
         p(&secret),
         "--out",
         p(&signed),
-        p(&support::component("headers")),
+        p(&support::unsigned_component("headers")),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let upstream = support::Upstream::start();
-    let config = support::base_config(upstream.addr)
-        + &format!(
+    let config = support::base_config(upstream.addr).replace(
+        &format!("{:?}", p(&support::trust_store())),
+        &format!("{:?}", p(&trust)),
+    ) + &format!(
             "[policies.h]\ncomponent = {:?}\nconfig = {{ request_set = {{ \"x-signed\" = \"yes\" }} }}\n",
             p(&signed)
         )
@@ -138,4 +140,110 @@ async fn signed_component_still_loads_and_runs() {
     let gw = support::Gateway::start(&config);
     assert_eq!(reqwest::get(gw.url("/")).await.unwrap().status(), 200);
     assert_eq!(upstream.seen()[0].header("x-signed"), Some("yes"));
+}
+
+/// `check-config` on a config whose one policy `h` uses `component`, trusting `trust`.
+fn check_with(
+    trust: &Path,
+    component: &Path,
+    extra_policy: &str,
+    extra_trust: &str,
+) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "version = 1\n[trust]\nstore = {:?}\n{extra_trust}\n[upstreams.b]\nendpoints = [\"127.0.0.1:9\"]\n[policies.h]\ncomponent = {:?}\n{extra_policy}\n[[routes]]\nname = \"r\"\nupstream = \"b\"\npolicies = [\"h\"]\n",
+        p(trust),
+        p(component)
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = edgegate(&["check-config", p(&path)]);
+    (out.status.success(), text(&out))
+}
+
+#[test]
+fn gateway_refuses_what_it_cannot_verify_and_names_why() {
+    let trust = support::trust_store();
+    let signed = support::component("headers");
+    let unsigned = support::unsigned_component("headers");
+
+    let (ok, out) = check_with(&trust, &signed, "", "");
+    assert!(ok, "{out}");
+
+    let (ok, out) = check_with(&trust, &unsigned, "", "");
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "policy `h`: component {} refused: unsigned: the component carries no signature",
+            unsigned.display()
+        )),
+        "{out}"
+    );
+
+    let pin = "ab".repeat(32);
+    let (ok, out) = check_with(&trust, &signed, &format!("sha256 = \"{pin}\""), "");
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("refused: digest mismatch: sha256 is ")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("the config pins {pin}")), "{out}");
+
+    let (ok, out) = check_with(&trust, &signed, "", "required_signers = { custom = 2 }");
+    assert!(!ok);
+    assert!(
+        out.contains("refused: needs signatures from 2 distinct trusted keys, has 1"),
+        "{out}"
+    );
+
+    // A key that may only sign auth policies does not vouch for a custom one.
+    let dir = tempfile::tempdir().unwrap();
+    let (id, secret, auth_only) = keygen(&dir.path().join("k"), "auth");
+    let by_auth_key = dir.path().join("h.wasm");
+    let out = edgegate(&[
+        "sign",
+        "--key",
+        p(&secret),
+        "--out",
+        p(&by_auth_key),
+        p(&unsigned),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, out) = check_with(&auth_only, &by_auth_key, "", "");
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("refused: key {id} may not sign `custom` policies")),
+        "{out}"
+    );
+    let (ok, out) = check_with(&auth_only, &by_auth_key, "kind = \"auth\"", "");
+    assert!(ok, "{out}");
+
+    // Signed by a key the gateway does not know.
+    let (ok, out) = check_with(&trust, &by_auth_key, "", "");
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("refused: signed by an unknown key ({id})")),
+        "{out}"
+    );
+}
+
+#[test]
+fn serve_fails_start_on_an_unsigned_component() {
+    let upstream = support::Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::base_config(upstream.addr)
+        + &format!(
+            "[policies.h]\ncomponent = {:?}\n",
+            p(&support::unsigned_component("noop"))
+        )
+        + &support::route("api", "/", &["h"]);
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = edgegate(&["serve", "--config", p(&path)]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("refused: unsigned: the component carries no signature"),
+        "{}",
+        text(&out)
+    );
 }

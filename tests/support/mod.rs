@@ -28,8 +28,8 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-/// Folder of built guest components; builds them (once per test binary) with the
-/// same script the README uses.
+/// Folder of built guest components; builds and signs them (once per test binary)
+/// with the same scripts the README's commands use.
 pub fn components() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -40,13 +40,34 @@ pub fn components() -> PathBuf {
             .status()
             .expect("running scripts/build-components.sh");
         assert!(status.success(), "scripts/build-components.sh failed");
+        let status = Command::new("bash")
+            .arg(root.join("scripts/sign-components.sh"))
+            .arg(env!("CARGO_BIN_EXE_edgegate"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("running scripts/sign-components.sh");
+        assert!(status.success(), "scripts/sign-components.sh failed");
         root.join("target/components")
     })
     .clone()
 }
 
-/// Path of one built component, e.g. `component("headers")`.
+/// The trust store that holds the key the test components are signed with.
+pub fn trust_store() -> PathBuf {
+    components();
+    repo_root().join("target/demo-keys/trust.toml")
+}
+
+/// Path of one built and signed component, e.g. `component("headers")`.
 pub fn component(name: &str) -> PathBuf {
+    components();
+    let p = repo_root().join(format!("target/signed/{name}.wasm"));
+    assert!(p.exists(), "component {} was not built", p.display());
+    p
+}
+
+/// Path of one built component before signing.
+pub fn unsigned_component(name: &str) -> PathBuf {
     let p = components().join(format!("{name}.wasm"));
     assert!(p.exists(), "component {} was not built", p.display());
     p
@@ -214,6 +235,8 @@ pub struct Gateway {
 pub fn base_config(upstream: SocketAddr) -> String {
     format!(
         r#"version = 1
+[trust]
+store = {trust:?}
 [server]
 listen = "127.0.0.1:0"
 workers = 2
@@ -223,7 +246,8 @@ listen = "127.0.0.1:0"
 [upstreams.backend]
 endpoints = ["{upstream}"]
 timeout_ms = 2000
-"#
+"#,
+        trust = trust_store().display().to_string()
     )
 }
 

@@ -23,6 +23,9 @@ pub struct GatewayConfig {
     /// The admin listener (health, metrics).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Which component signatures the gateway trusts.
+    #[serde(default)]
+    pub trust: TrustConfig,
     /// Upstream clusters by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -128,6 +131,21 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[trust]`: the gateway runs only components signed by keys it trusts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Trust store file (see docs/signing.md), relative to the config file.
+    #[serde(default)]
+    pub store: Option<Spanned<PathBuf>>,
+    /// Run unsigned components. For local development only; logged loudly at start.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// Distinct trusted signers required per policy kind (k of n), e.g. `{ auth = 2 }`; default 1.
+    #[serde(default)]
+    pub required_signers: BTreeMap<PolicyKind, usize>,
+}
+
 /// How a cluster spreads requests over its endpoints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,8 +197,8 @@ pub enum OnError {
     Allow,
 }
 
-/// What kind of policy a component is (drives defaults, and signing rules later).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// What kind of policy a component is: drives `on_error` defaults and which keys may sign it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyKind {
     /// Authentication / authorization.
@@ -197,6 +215,17 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
+    /// The name used in config files and trust stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Auth => "auth",
+            PolicyKind::Routing => "routing",
+            PolicyKind::Redaction => "redaction",
+            PolicyKind::Caching => "caching",
+            PolicyKind::Custom => "custom",
+        }
+    }
+
     /// `on_error` when the config does not say: caching fails open, the rest fail closed.
     pub fn default_on_error(self) -> OnError {
         match self {
@@ -237,6 +266,9 @@ pub enum CapabilityName {
 pub struct PolicyConfig {
     /// Path to the `.wasm` component, relative to the config file.
     pub component: Spanned<PathBuf>,
+    /// Optional sha256 (hex) pin of the component file; any other bytes are refused.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// What the policy is; `caching` defaults to `on_error = "allow"`, the rest to `deny`.
     #[serde(default)]
     pub kind: PolicyKind,

@@ -44,6 +44,12 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
     config.source = path.to_path_buf();
     config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     validate(&config, text)?;
+    if let Some(store) = config.trust.store.as_mut() {
+        let p = store.get_mut();
+        if p.is_relative() {
+            *p = config.base_dir.join(&*p);
+        }
+    }
     for policy in config.policies.values_mut() {
         let p = policy.component.get_mut();
         if p.is_relative() {
@@ -67,6 +73,24 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             ),
             Some(c.version.span().start),
         ));
+    }
+    if c.trust.store.is_none() && !c.trust.allow_unsigned && !c.policies.is_empty() {
+        return Err(err(
+            "trust.store".into(),
+            "required: edgegate runs only signed components (see docs/signing.md; \
+             `trust.allow_unsigned = true` is for local development)"
+                .into(),
+            None,
+        ));
+    }
+    for (kind, n) in &c.trust.required_signers {
+        if *n == 0 {
+            return Err(err(
+                format!("trust.required_signers.{}", kind.as_str()),
+                "must be at least 1".into(),
+                None,
+            ));
+        }
     }
     if c.server.max_header_bytes < 1024 {
         return Err(err(
@@ -125,6 +149,15 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 "must be between 65536 (one wasm page) and 1073741824".into(),
                 None,
             ));
+        }
+        if let Some(pin) = &p.sha256 {
+            if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(
+                    format!("policies.{name}.sha256"),
+                    "must be 64 hex digits".into(),
+                    None,
+                ));
+            }
         }
         if p.component.get_ref().as_os_str().is_empty() {
             return Err(err(
@@ -197,6 +230,7 @@ mod tests {
 
     const GOOD: &str = r#"
 version = 1
+trust.allow_unsigned = true
 [upstreams.backend]
 endpoints = ["127.0.0.1:9000"]
 [policies.h]
@@ -224,7 +258,7 @@ policies = ["h"]
         );
         let e = parse(Path::new("g.toml"), &text).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("g.toml:10:1: "), "{msg}");
+        assert!(msg.starts_with("g.toml:11:1: "), "{msg}");
         assert!(msg.contains("key `routes[0].upstrem`"), "{msg}");
         assert!(msg.contains("unknown field `upstrem`"), "{msg}");
     }
@@ -235,7 +269,7 @@ policies = ["h"]
         let e = parse(Path::new("g.toml"), &text).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "g.toml:10:18: key `routes[0].policies[1]`: unknown policy `nope`"
+            "g.toml:11:18: key `routes[0].policies[1]`: unknown policy `nope`"
         );
     }
 
@@ -248,5 +282,20 @@ policies = ["h"]
         .unwrap_err();
         assert_eq!(e.key, "version");
         assert_eq!(e.position.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn signed_components_are_the_default() {
+        let e = parse(
+            Path::new("g.toml"),
+            &GOOD.replace("trust.allow_unsigned = true\n", ""),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "trust.store");
+        assert!(
+            e.message
+                .starts_with("required: edgegate runs only signed components"),
+            "{e}"
+        );
     }
 }

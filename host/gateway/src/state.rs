@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use edgegate_config::{BodyMode, CapabilityName, GatewayConfig};
 use edgegate_runtime::{
     Capabilities, Capability, HealthSource, KvStore, PolicyFailure, PolicyInstance, PolicySettings,
     Runtime, RuntimeError,
 };
+use edgegate_trust::{sha256_hex, verify_component, Refusal, TrustStore, VerifyOptions};
 use http::header::HeaderValue;
 use http::Method;
 
@@ -33,6 +34,19 @@ pub enum BuildError {
         /// What went wrong.
         reason: String,
     },
+    /// The component failed signature verification.
+    #[error("policy `{policy}`: component {} refused: {refusal}", path.display())]
+    Refused {
+        /// Policy name.
+        policy: String,
+        /// Resolved path.
+        path: PathBuf,
+        /// The exact reason.
+        refusal: edgegate_trust::Refusal,
+    },
+    /// The trust store could not be loaded.
+    #[error("{0}")]
+    Trust(#[from] edgegate_trust::TrustError),
     /// The component did not compile or link.
     #[error("policy `{policy}`: {source}")]
     Compile {
@@ -80,10 +94,53 @@ impl GatewayState {
         let upstreams = Arc::new(Upstreams { clusters });
         let health: Arc<dyn HealthSource> = upstreams.clone();
 
+        let trust = match &config.trust.store {
+            Some(path) => Some(TrustStore::load(path.get_ref())?),
+            None => {
+                if !config.policies.is_empty() {
+                    tracing::warn!("trust.allow_unsigned = true: running components without verifying signatures");
+                }
+                None
+            }
+        };
+        let now = SystemTime::now();
         let mut policies = BTreeMap::new();
         for (name, p) in &config.policies {
             let path = p.component.get_ref();
             let bytes = read_component(name, path)?;
+            let refused = |refusal| BuildError::Refused {
+                policy: name.clone(),
+                path: path.clone(),
+                refusal,
+            };
+            match &trust {
+                Some(store) => {
+                    let opts = VerifyOptions {
+                        kind: p.kind.as_str(),
+                        required_signers: config
+                            .trust
+                            .required_signers
+                            .get(&p.kind)
+                            .copied()
+                            .unwrap_or(1),
+                        sha256_pin: p.sha256.as_deref(),
+                        now,
+                    };
+                    let verified = verify_component(&bytes, store, &opts).map_err(refused)?;
+                    tracing::info!(policy = %name, signers = %verified.key_ids.join(","), sha256 = %verified.digest, "component verified");
+                }
+                None => {
+                    if let Some(pin) = &p.sha256 {
+                        let actual = sha256_hex(&bytes);
+                        if !pin.eq_ignore_ascii_case(&actual) {
+                            return Err(refused(Refusal::DigestMismatch {
+                                expected: pin.to_ascii_lowercase(),
+                                actual,
+                            }));
+                        }
+                    }
+                }
+            }
             let compiled = runtime
                 .compile(name, &bytes)
                 .map_err(|source| BuildError::Compile {
