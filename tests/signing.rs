@@ -184,7 +184,7 @@ fn gateway_refuses_what_it_cannot_verify_and_names_why() {
     let (ok, out) = check_with(&trust, &signed, &format!("sha256 = \"{pin}\""), "");
     assert!(!ok);
     assert!(
-        out.contains(&format!("refused: digest mismatch: sha256 is ")),
+        out.contains("refused: digest mismatch: sha256 is "),
         "{out}"
     );
     assert!(out.contains(&format!("the config pins {pin}")), "{out}");
