@@ -247,3 +247,92 @@ fn serve_fails_start_on_an_unsigned_component() {
         text(&out)
     );
 }
+
+#[test]
+fn revocation_list_refuses_revoked_digests_and_rollbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, secret, trust) = keygen(&dir.path().join("k"), "*");
+    let signed = dir.path().join("h.wasm");
+    let out = edgegate(&[
+        "sign",
+        "--key",
+        p(&secret),
+        "--out",
+        p(&signed),
+        p(&support::unsigned_component("headers")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let digest = {
+        let out = edgegate(&["verify", "--trust", p(&trust), p(&signed)]);
+        let t = text(&out);
+        t.rsplit("(sha256 ")
+            .next()
+            .unwrap()
+            .trim_end()
+            .trim_end_matches(')')
+            .to_string()
+    };
+    assert_eq!(digest.len(), 64, "{digest}");
+    let list = dir.path().join("revocations.toml");
+    let revoke = |version: &str, extra: &[&str]| {
+        let mut args = vec![
+            "revoke",
+            "--key",
+            p(&secret),
+            "--list-version",
+            version,
+            "--out",
+            p(&list),
+        ];
+        args.extend_from_slice(extra);
+        let out = edgegate(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let revocations = format!("revocations = {:?}", p(&list));
+
+    revoke("1", &[]);
+    let (ok, out) = check_with(&trust, &signed, "", &revocations);
+    assert!(ok, "{out}");
+    revoke("2", &["--revoke-digest", &digest]);
+    let (ok, out) = check_with(&trust, &signed, "", &revocations);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("refused: digest {digest} is revoked")),
+        "{out}"
+    );
+    let out = edgegate(&[
+        "verify",
+        "--trust",
+        p(&trust),
+        "--revocations",
+        p(&list),
+        p(&signed),
+    ]);
+    assert!(!out.status.success());
+
+    // Rolling back to an older list (which did not revoke the digest) is refused.
+    revoke("1", &[]);
+    let (ok, out) = check_with(&trust, &signed, "", &revocations);
+    assert!(!ok);
+    assert!(
+        out.contains("revocation list version 1 is older than version 2 already held"),
+        "{out}"
+    );
+
+    revoke("3", &["--revoke-key", &id]);
+    let (ok, out) = check_with(&trust, &signed, "", &revocations);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("refused: key {id} is revoked")),
+        "{out}"
+    );
+
+    // A changed list no longer verifies.
+    let tampered = std::fs::read_to_string(&list)
+        .unwrap()
+        .replace("\"version\":3", "\"version\":4");
+    std::fs::write(&list, tampered).unwrap();
+    let (ok, out) = check_with(&trust, &signed, "", &revocations);
+    assert!(!ok);
+    assert!(out.contains("signature does not verify"), "{out}");
+}

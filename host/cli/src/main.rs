@@ -72,8 +72,29 @@ enum Command {
         /// Distinct trusted signers required.
         #[arg(long, default_value_t = 1)]
         signers: usize,
+        /// A signed revocation list to apply.
+        #[arg(long)]
+        revocations: Option<PathBuf>,
         /// The component to verify.
         component: PathBuf,
+    },
+    /// Write a signed revocation list (revoked key ids and component digests).
+    Revoke {
+        /// Secret key of a trust-store key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// List version; must not be lower than the one gateways hold.
+        #[arg(long)]
+        list_version: u64,
+        /// Key id to revoke (repeatable).
+        #[arg(long = "revoke-key")]
+        revoke_keys: Vec<String>,
+        /// Component sha256 (hex) to revoke (repeatable).
+        #[arg(long = "revoke-digest")]
+        revoke_digests: Vec<String>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Run a small local upstream for demos and benchmarks (echoes requests as JSON).
     DemoUpstream {
@@ -100,8 +121,16 @@ fn main() -> ExitCode {
             trust,
             kind,
             signers,
+            revocations,
             component,
-        } => signing::verify(&trust, &kind, signers, &component),
+        } => signing::verify(&trust, &kind, signers, revocations.as_deref(), &component),
+        Command::Revoke {
+            key,
+            list_version,
+            revoke_keys,
+            revoke_digests,
+            out,
+        } => signing::revoke(&key, list_version, revoke_keys, revoke_digests, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context};
-use edgegate_trust::{sign_component, verify_component, SigningKey, TrustStore, VerifyOptions};
+use edgegate_trust::{
+    sign_component, verify_component, RevocationList, SigningKey, TrustStore, VerifyOptions,
+};
 
 /// Largest component read.
 const MAX_COMPONENT_BYTES: u64 = 64 << 20;
@@ -71,14 +73,29 @@ pub fn sign(key: &Path, component: &Path, out: Option<&Path>) -> anyhow::Result<
     Ok(())
 }
 
-pub fn verify(trust: &Path, kind: &str, signers: usize, component: &Path) -> anyhow::Result<()> {
+pub fn verify(
+    trust: &Path,
+    kind: &str,
+    signers: usize,
+    revocations: Option<&Path>,
+    component: &Path,
+) -> anyhow::Result<()> {
     let store = TrustStore::load(trust)?;
+    let list = match revocations {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(RevocationList::verify(path, &text, &store)?)
+        }
+        None => None,
+    };
     let bytes = read_component(component)?;
     let opts = VerifyOptions {
         kind,
         required_signers: signers,
         sha256_pin: None,
         now: SystemTime::now(),
+        revocations: list.as_ref(),
     };
     match verify_component(&bytes, &store, &opts) {
         Ok(v) => {
@@ -92,4 +109,35 @@ pub fn verify(trust: &Path, kind: &str, signers: usize, component: &Path) -> any
         }
         Err(refusal) => bail!("{}: refused: {refusal}", component.display()),
     }
+}
+
+pub fn revoke(
+    key: &Path,
+    version: u64,
+    keys: Vec<String>,
+    digests: Vec<String>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let key = SigningKey::from_pem(&pem).with_context(|| format!("{}", key.display()))?;
+    for d in &digests {
+        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("--revoke-digest {d}: not a hex sha256");
+        }
+    }
+    let list = RevocationList {
+        version,
+        revoked_keys: keys.into_iter().collect(),
+        revoked_digests: digests
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect(),
+    };
+    write_atomic(out, list.sign(&key)?.as_bytes(), 0o644)?;
+    println!(
+        "revocation list version {version} signed by {} → {}",
+        key.key_id(),
+        out.display()
+    );
+    Ok(())
 }

@@ -138,6 +138,10 @@ pub struct TrustConfig {
     /// Trust store file (see docs/signing.md), relative to the config file.
     #[serde(default)]
     pub store: Option<Spanned<PathBuf>>,
+    /// Signed revocation list (`edgegate revoke`), relative to the config file. The highest
+    /// version accepted is remembered beside it (`FILE.held-version`); older lists are refused.
+    #[serde(default)]
+    pub revocations: Option<Spanned<PathBuf>>,
     /// Run unsigned components. For local development only; logged loudly at start.
     #[serde(default)]
     pub allow_unsigned: bool,

@@ -44,8 +44,12 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
     config.source = path.to_path_buf();
     config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     validate(&config, text)?;
-    if let Some(store) = config.trust.store.as_mut() {
-        let p = store.get_mut();
+    let trust_files = [
+        config.trust.store.as_mut(),
+        config.trust.revocations.as_mut(),
+    ];
+    for file in trust_files.into_iter().flatten() {
+        let p = file.get_mut();
         if p.is_relative() {
             *p = config.base_dir.join(&*p);
         }
@@ -80,6 +84,13 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             "required: edgegate runs only signed components (see docs/signing.md; \
              `trust.allow_unsigned = true` is for local development)"
                 .into(),
+            None,
+        ));
+    }
+    if c.trust.revocations.is_some() && c.trust.store.is_none() {
+        return Err(err(
+            "trust.revocations".into(),
+            "needs trust.store: the list is checked against its keys".into(),
             None,
         ));
     }

@@ -10,7 +10,9 @@ use edgegate_runtime::{
     Capabilities, Capability, HealthSource, KvStore, PolicyFailure, PolicyInstance, PolicySettings,
     Runtime, RuntimeError,
 };
-use edgegate_trust::{sha256_hex, verify_component, Refusal, TrustStore, VerifyOptions};
+use edgegate_trust::{
+    sha256_hex, verify_component, Refusal, RevocationList, TrustStore, VerifyOptions,
+};
 use http::header::HeaderValue;
 use http::Method;
 
@@ -103,6 +105,17 @@ impl GatewayState {
                 None
             }
         };
+        let revocations = match (&trust, &config.trust.revocations) {
+            (Some(store), Some(path)) => {
+                let path = path.get_ref();
+                Some(RevocationList::load(
+                    path,
+                    store,
+                    &RevocationList::held_file(path),
+                )?)
+            }
+            _ => None,
+        };
         let now = SystemTime::now();
         let mut policies = BTreeMap::new();
         for (name, p) in &config.policies {
@@ -125,6 +138,7 @@ impl GatewayState {
                             .unwrap_or(1),
                         sha256_pin: p.sha256.as_deref(),
                         now,
+                        revocations: revocations.as_ref(),
                     };
                     let verified = verify_component(&bytes, store, &opts).map_err(refused)?;
                     tracing::info!(policy = %name, signers = %verified.key_ids.join(","), sha256 = %verified.digest, "component verified");

@@ -33,6 +33,11 @@ impl SigningKey {
         self.public.to_pem()
     }
 
+    /// A detached Ed25519 signature over `msg` (revocation lists).
+    pub fn sign_message(&self, msg: &[u8]) -> Vec<u8> {
+        self.secret.sk.sign(msg, None).to_vec()
+    }
+
     /// Hex key id: the first 12 bytes of HMAC-SHA256("key_id", public key), as wasmsign2 derives it.
     pub fn key_id(&self) -> String {
         key_id_hex(&self.public)

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use wasmsign2::{Module, PublicKeySet, WSError};
 
+use crate::revocation::RevocationList;
 use crate::store::TrustStore;
 
 /// The 8-byte header of a component (layer 1); the signature does not cover it.
@@ -42,6 +43,12 @@ pub enum Refusal {
     /// The key's validity window has not begun.
     #[error("key {0} is not valid yet (not_before is in the future)")]
     NotYetValid(String),
+    /// The component's digest is on the revocation list.
+    #[error("digest {0} is revoked")]
+    RevokedDigest(String),
+    /// The only valid signer keys are revoked.
+    #[error("key {0} is revoked")]
+    RevokedKey(String),
     /// Fewer distinct trusted signers than required.
     #[error("needs signatures from {required} distinct trusted keys, has {found}")]
     NotEnoughSigners {
@@ -71,6 +78,8 @@ pub struct VerifyOptions<'a> {
     pub sha256_pin: Option<&'a str>,
     /// The time to check key validity at.
     pub now: SystemTime,
+    /// Revoked keys and digests, when a list is loaded.
+    pub revocations: Option<&'a RevocationList>,
 }
 
 /// An accepted component.
@@ -105,6 +114,11 @@ pub fn verify_component(
             });
         }
     }
+    if let Some(list) = opts.revocations {
+        if list.revoked_digests.contains(&digest) {
+            return Err(Refusal::RevokedDigest(digest));
+        }
+    }
     let signer_ids = signer_key_ids(bytes)?;
     let set = PublicKeySet::new(trust.keys.iter().map(|k| k.public.clone()).collect());
     let valid: HashSet<Vec<u8>> = match set.verify(&mut &bytes[..], None) {
@@ -137,7 +151,12 @@ pub fn verify_component(
         .iter()
         .filter(|k| valid.contains(&k.public.pk.to_vec()))
     {
-        let refusal = if !key.allows(opts.kind) {
+        let revoked = opts
+            .revocations
+            .is_some_and(|l| l.revoked_keys.contains(&key.id));
+        let refusal = if revoked {
+            Some(Refusal::RevokedKey(key.id.clone()))
+        } else if !key.allows(opts.kind) {
             Some(Refusal::KindNotAllowed {
                 key: key.id.clone(),
                 kind: opts.kind.to_string(),
@@ -243,6 +262,7 @@ mod tests {
             required_signers: 1,
             sha256_pin: None,
             now: SystemTime::now(),
+            revocations: None,
         }
     }
 
