@@ -103,7 +103,7 @@ pub fn verify(
                 "{}: trusted, signed by {} (sha256 {})",
                 component.display(),
                 v.key_ids.join(", "),
-                v.digest
+                edgegate_trust::sha256_hex(&bytes)
             );
             Ok(())
         }

@@ -141,7 +141,7 @@ impl GatewayState {
                         revocations: revocations.as_ref(),
                     };
                     let verified = verify_component(&bytes, store, &opts).map_err(refused)?;
-                    tracing::info!(policy = %name, signers = %verified.key_ids.join(","), sha256 = %verified.digest, "component verified");
+                    tracing::info!(policy = %name, signers = %verified.key_ids.join(","), "component verified");
                 }
                 None => {
                     if let Some(pin) = &p.sha256 {
