@@ -336,3 +336,37 @@ fn revocation_list_refuses_revoked_digests_and_rollbacks() {
     assert!(!ok);
     assert!(out.contains("signature does not verify"), "{out}");
 }
+
+#[test]
+fn no_random_byte_change_of_a_real_signed_component_is_accepted() {
+    use edgegate_trust::{verify_component, TrustStore, VerifyOptions};
+    let trust = TrustStore::load(&support::trust_store()).unwrap();
+    let signed = std::fs::read(support::component("noop")).unwrap();
+    let opts = VerifyOptions {
+        kind: "custom",
+        required_signers: 1,
+        sha256_pin: None,
+        now: std::time::SystemTime::now(),
+        revocations: None,
+    };
+    assert!(verify_component(&signed, &trust, &opts).is_ok());
+    // 2,500 single-byte changes at pseudo-random positions (fixed seed, so a failure reproduces).
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut accepted = Vec::new();
+    for _ in 0..2_500 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let pos = (state >> 33) as usize % signed.len();
+        let flip = ((state >> 8) as u8) | 1;
+        let mut m = signed.clone();
+        m[pos] ^= flip;
+        if verify_component(&m, &trust, &opts).is_ok() {
+            accepted.push((pos, flip));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "accepted after changing bytes {accepted:?}"
+    );
+}
