@@ -279,16 +279,7 @@ async fn request_phase<'a>(
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
         authority: authority.to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: wit_headers(&parts.headers),
         body: None,
         client_ip: peer.ip.to_string(),
         route: route.name.clone(),
@@ -368,6 +359,18 @@ fn policy_failed(
             None
         }
     }
+}
+
+/// A header map as the WIT header list policies see (non-UTF-8 bytes replaced).
+fn wit_headers(map: &HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn header_name(name: &str) -> Result<HeaderName, PolicyFailure> {
@@ -658,16 +661,7 @@ async fn response_phase(
         }
         let wit = types::Response {
             status: rparts.status.as_u16(),
-            headers: rparts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: wit_headers(&rparts.headers),
             body: match entry.response_body {
                 BodyMode::Buffer => buffered.as_ref().map(|b| b.to_vec()),
                 BodyMode::Stream => None,
