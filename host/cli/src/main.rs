@@ -8,8 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use edgegate_gateway::runtime::{KvStore, Runtime, RuntimeConfig};
-use edgegate_gateway::{Gateway, GatewayState, Metrics};
+use edgegate_gateway::Gateway;
 
 /// A WebAssembly-policy edge gateway.
 #[derive(Parser)]
@@ -155,27 +154,17 @@ fn init_logging(format: LogFormat) {
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = edgegate_config::load(file)?;
-    let runtime = Runtime::new(&RuntimeConfig::default())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let state = rt
-        .block_on(GatewayState::build(
-            &config,
-            &runtime,
-            &KvStore::default(),
-            &Metrics::new(),
-            1,
-        ))
-        .with_context(|| format!("{}", file.display()))?;
-    drop(state);
-    println!(
+    let summary = format!(
         "{}: ok ({} routes, {} policies, {} upstreams)",
         file.display(),
         config.routes.len(),
         config.policies.len(),
         config.upstreams.len()
     );
+    // Building the gateway verifies, compiles and admits every policy; nothing listens.
+    let gateway = Gateway::new(config).with_context(|| format!("{}", file.display()))?;
+    drop(gateway);
+    println!("{summary}");
     Ok(())
 }
 
