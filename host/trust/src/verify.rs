@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use wasmsign2::{CustomSection, SignatureData};
+use wasmsign2::{CustomSection, SignatureData, SignatureForHashes};
 
 use crate::revocation::RevocationList;
 use crate::store::TrustStore;
@@ -129,7 +129,7 @@ pub fn verify_component(
     }
     let (data, signed_part) = signature_section(bytes)?;
     let hash = ring::digest::digest(&ring::digest::SHA256, signed_part);
-    let hash = hash.as_ref();
+    let groups = covering_groups(&data, hash.as_ref());
     let signer_ids: Vec<String> = data
         .signed_hashes_set
         .iter()
@@ -141,7 +141,7 @@ pub fn verify_component(
     let mut first_refusal = None;
     let mut any_valid = false;
     for key in &trust.keys {
-        if !signed_by(&data, hash, key) {
+        if !signed_by(&groups, key) {
             continue;
         }
         any_valid = true;
@@ -241,19 +241,36 @@ fn read_leb(bytes: &[u8], pos: &mut usize) -> Option<usize> {
     None
 }
 
-/// Whether `key` validly signed a group of hashes that includes `hash`.
-fn signed_by(data: &SignatureData, hash: &[u8], key: &crate::store::TrustKey) -> bool {
+/// A group of signed hashes that covers this component, with the message its signatures sign.
+struct CoveringGroup<'a> {
+    message: Vec<u8>,
+    signatures: &'a [SignatureForHashes],
+}
+
+/// The groups whose hashes include `hash`, each with its signed message built once.
+fn covering_groups<'a>(data: &'a SignatureData, hash: &[u8]) -> Vec<CoveringGroup<'a>> {
+    data.signed_hashes_set
+        .iter()
+        .filter(|group| group.hashes.iter().any(|h| h.as_slice() == hash))
+        .map(|group| {
+            let mut message = Vec::with_capacity(10 + 32 * group.hashes.len());
+            message.extend_from_slice(b"wasmsig");
+            message.extend_from_slice(&[1, 1, 1]);
+            for h in &group.hashes {
+                message.extend_from_slice(h);
+            }
+            CoveringGroup {
+                message,
+                signatures: &group.signatures,
+            }
+        })
+        .collect()
+}
+
+/// Whether `key` validly signed one of the covering groups.
+fn signed_by(groups: &[CoveringGroup<'_>], key: &crate::store::TrustKey) -> bool {
     let key_id = key.public.key_id();
-    data.signed_hashes_set.iter().any(|group| {
-        if !group.hashes.iter().any(|h| h.as_slice() == hash) {
-            return false;
-        }
-        let mut msg = Vec::with_capacity(10 + 32 * group.hashes.len());
-        msg.extend_from_slice(b"wasmsig");
-        msg.extend_from_slice(&[1, 1, 1]);
-        for h in &group.hashes {
-            msg.extend_from_slice(h);
-        }
+    groups.iter().any(|group| {
         group.signatures.iter().any(|sig| {
             if let (Some(a), Some(b)) = (&sig.key_id, key_id) {
                 if a != b {
@@ -261,7 +278,7 @@ fn signed_by(data: &SignatureData, hash: &[u8], key: &crate::store::TrustKey) ->
                 }
             }
             ed25519_compact::Signature::from_slice(&sig.signature)
-                .is_ok_and(|s| key.public.pk.verify(&msg, &s).is_ok())
+                .is_ok_and(|s| key.public.pk.verify(&group.message, &s).is_ok())
         })
     })
 }
