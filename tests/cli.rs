@@ -5,19 +5,13 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::{base_config, policy, route, Upstream};
 
 fn check(config: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_edgegate"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = support::edgegate(&["check-config", path.to_str().unwrap()]);
     let stderr =
         String::from_utf8_lossy(&out.stderr).replace(&*path.to_string_lossy(), "gateway.toml");
     (
@@ -31,11 +25,7 @@ fn check(config: &str) -> (bool, String, String) {
 fn check_config_accepts_the_shipped_demo_config() {
     support::components();
     let path = support::repo_root().join("policies/gateway.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_edgegate"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = support::edgegate(&["check-config", path.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -103,11 +93,7 @@ fn serve_refuses_a_bad_config_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, "version = 7\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_edgegate"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = support::edgegate(&["serve", "--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

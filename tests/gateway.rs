@@ -313,22 +313,17 @@ async fn metrics_count_routes_and_policies() {
         m.contains(r#"edgegate_requests_total{route="api",code="2xx"} 3"#),
         "{m}"
     );
-    let calls = m
-        .lines()
-        .find(|l| {
-            l.starts_with("edgegate_policy_calls_total{policy=\"h\"")
-                && l.contains("phase=\"request\"")
-        })
-        .unwrap_or_else(|| panic!("no policy call counter in\n{m}"));
-    assert!(calls.ends_with(" 3"), "{calls}");
-    let timed = m
-        .lines()
-        .find(|l| {
-            l.starts_with("edgegate_policy_duration_seconds_count{policy=\"h\"")
-                && l.contains("phase=\"request\"")
-        })
-        .unwrap_or_else(|| panic!("no policy duration histogram in\n{m}"));
-    assert!(timed.ends_with(" 3"), "{timed}");
+    let request = [("policy", "h"), ("phase", "request")];
+    assert_eq!(
+        support::metric(&m, "edgegate_policy_calls_total", &request),
+        Some(3),
+        "{m}"
+    );
+    assert_eq!(
+        support::metric(&m, "edgegate_policy_duration_seconds_count", &request),
+        Some(3),
+        "{m}"
+    );
     assert!(m.contains("# EOF"));
 }
 
@@ -365,18 +360,6 @@ async fn sigterm_drains_in_flight_request() {
     assert!(status.success(), "exit status {status}");
 }
 
-fn counter(metrics: &str, prefix: &str, policy: &str, phase: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with(prefix)
-                && l.contains(&format!("policy=\"{policy}\""))
-                && l.contains(&format!("phase=\"{phase}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn request_only_policies_skip_the_response_phase() {
     let upstream = Upstream::start();
@@ -390,11 +373,17 @@ async fn request_only_policies_skip_the_response_phase() {
         assert_eq!(r.headers()["x-h"], "1");
     }
     let m = gw.metrics().await;
-    let calls = "edgegate_policy_calls_total{";
-    assert_eq!(counter(&m, calls, "noop", "request"), Some(4), "{m}");
+    let calls = |policy, phase| {
+        support::metric(
+            &m,
+            "edgegate_policy_calls_total",
+            &[("policy", policy), ("phase", phase)],
+        )
+    };
+    assert_eq!(calls("noop", "request"), Some(4), "{m}");
     // noop's init said wants-response = false: never instantiated for responses.
-    assert_eq!(counter(&m, calls, "noop", "response"), Some(0), "{m}");
-    assert_eq!(counter(&m, calls, "h", "response"), Some(4), "{m}");
+    assert_eq!(calls("noop", "response"), Some(0), "{m}");
+    assert_eq!(calls("h", "response"), Some(4), "{m}");
 }
 
 #[tokio::test]

@@ -19,15 +19,12 @@ fn hostile_gateway(upstream: &Upstream, guests: &[(&str, &str, &str)]) -> Gatewa
 
 async fn failure_count(gw: &Gateway, policy: &str, kind: &str) -> u64 {
     let m = gw.metrics().await;
-    m.lines()
-        .find(|l| {
-            l.starts_with("edgegate_policy_failures_total{")
-                && l.contains(&format!("policy=\"{policy}\""))
-                && l.contains(&format!("kind=\"{kind}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    support::metric(
+        &m,
+        "edgegate_policy_failures_total",
+        &[("policy", policy), ("kind", kind)],
+    )
+    .unwrap_or(0)
 }
 
 #[tokio::test]

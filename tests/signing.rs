@@ -7,21 +7,13 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn edgegate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgegate"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use support::{edgegate, output_text as text};
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `edgegate sign --key SECRET --out OUT INPUT`, which must succeed.
+fn sign(secret: &Path, input: &Path, out: &Path) {
+    let o = edgegate(&["sign", "--key", p(secret), "--out", p(out), p(input)]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// `keygen` into `dir`; returns (key id, secret path, trust path).
@@ -60,15 +52,7 @@ fn keygen_sign_verify_round_trip_and_refusals() {
     let unsigned = dir.path().join("headers.wasm");
     std::fs::copy(support::unsigned_component("headers"), &unsigned).unwrap();
     let signed = dir.path().join("headers.signed.wasm");
-    let out = edgegate(&[
-        "sign",
-        "--key",
-        p(&secret),
-        "--out",
-        p(&signed),
-        p(&unsigned),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    sign(&secret, &unsigned, &signed);
 
     let out = edgegate(&["verify", "--trust", p(&trust), "--kind", "auth", p(&signed)]);
     assert!(out.status.success(), "{}", text(&out));
@@ -119,15 +103,7 @@ async fn signed_component_still_loads_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (_, secret, trust) = keygen(&dir.path().join("keys"), "*");
     let signed = dir.path().join("headers.wasm");
-    let out = edgegate(&[
-        "sign",
-        "--key",
-        p(&secret),
-        "--out",
-        p(&signed),
-        p(&support::unsigned_component("headers")),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    sign(&secret, &support::unsigned_component("headers"), &signed);
     let upstream = support::Upstream::start();
     let config = support::base_config(upstream.addr).replace(
         &format!("{:?}", p(&support::trust_store())),
@@ -200,15 +176,7 @@ fn gateway_refuses_what_it_cannot_verify_and_names_why() {
     let dir = tempfile::tempdir().unwrap();
     let (id, secret, auth_only) = keygen(&dir.path().join("k"), "auth");
     let by_auth_key = dir.path().join("h.wasm");
-    let out = edgegate(&[
-        "sign",
-        "--key",
-        p(&secret),
-        "--out",
-        p(&by_auth_key),
-        p(&unsigned),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    sign(&secret, &unsigned, &by_auth_key);
     let (ok, out) = check_with(&auth_only, &by_auth_key, "", "");
     assert!(!ok);
     assert!(
@@ -253,15 +221,7 @@ fn revocation_list_refuses_revoked_digests_and_rollbacks() {
     let dir = tempfile::tempdir().unwrap();
     let (id, secret, trust) = keygen(&dir.path().join("k"), "*");
     let signed = dir.path().join("h.wasm");
-    let out = edgegate(&[
-        "sign",
-        "--key",
-        p(&secret),
-        "--out",
-        p(&signed),
-        p(&support::unsigned_component("headers")),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    sign(&secret, &support::unsigned_component("headers"), &signed);
     let digest = {
         let out = edgegate(&["verify", "--trust", p(&trust), p(&signed)]);
         let t = text(&out);

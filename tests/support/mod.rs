@@ -353,3 +353,35 @@ pub fn route(name: &str, prefix: &str, policies: &[&str]) -> String {
         list.join(", ")
     )
 }
+
+/// The value of the sample of metric `name` (e.g. `edgegate_policy_calls_total`)
+/// whose labels include every `(label, value)` pair, from Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .find(|l| {
+            l.starts_with(&prefix)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Run the `edgegate` binary with `args` and wait for it.
+pub fn edgegate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgegate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// stdout and stderr of a finished command, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
