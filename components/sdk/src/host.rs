@@ -58,6 +58,18 @@ pub mod context {
     }
 }
 
+/// Counters in the gateway's metrics (`edgegate_policy_events_total`). Always granted.
+pub mod metrics {
+    use super::wit::metrics as imp;
+
+    /// Adds `delta` to this policy's counter `event{label}`. Names and labels:
+    /// up to 64 of `[A-Za-z0-9_.:/-]`; the host drops others, and bounds the
+    /// number of distinct series per policy.
+    pub fn count(event: &str, label: &str, delta: u64) {
+        imp::count(event, label, delta);
+    }
+}
+
 /// Wall-clock and monotonic time. Capability `clock`.
 pub mod clock {
     use super::wit::clock as imp;

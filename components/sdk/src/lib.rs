@@ -23,6 +23,10 @@
 //! export_policy!(AddHeader);
 //! ```
 //!
+//! Logic written against the host-neutral [`core`] crate (the shipped auth,
+//! routing, redaction and caching policies are) exports with
+//! [`export_logic!`] instead.
+//!
 //! Everything here also compiles natively, so policy logic unit-tests with a
 //! plain `cargo test`; only the host imports ([`log`], [`context`], [`kv`],
 //! [`clock`], [`health`], [`crypto`]) must not be called outside the gateway.
@@ -34,6 +38,7 @@ extern crate self as edgegate_policy_sdk;
 mod config;
 mod headers;
 mod host;
+mod logic;
 mod policy;
 mod verdicts;
 
@@ -58,7 +63,12 @@ pub use bindings::edgegate::policy::types::{
 };
 pub use config::config;
 pub use headers::{header, header_values};
-pub use host::{clock, context, crypto, health, kv, log};
+pub use host::{clock, context, crypto, health, kv, log, metrics};
+pub use logic::HostEnv;
+
+/// The plain-Rust policy vocabulary ([`PolicyLogic`](edgegate_policy_core::PolicyLogic),
+/// [`Env`](edgegate_policy_core::Env)) for logic that also runs outside this host.
+pub use edgegate_policy_core as core;
 pub use policy::Policy;
 
 #[doc(hidden)]

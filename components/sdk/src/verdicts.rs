@@ -143,6 +143,7 @@ impl RouteDecision {
             upstream: upstream.into(),
             fallbacks: Vec::new(),
             retries: 0,
+            backoff_ms: 0,
             mutations: RequestMutations::default(),
         }
     }

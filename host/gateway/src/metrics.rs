@@ -34,6 +34,53 @@ struct PolicyFailure {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyEvent {
+    policy: String,
+    event: String,
+    label: String,
+}
+
+/// Most distinct `edgegate_policy_events_total` series per policy; counts for
+/// further series are dropped (and the drop is logged once).
+const MAX_EVENT_SERIES_PER_POLICY: usize = 256;
+
+/// Counters policies report through the `metrics` import, bounded in series.
+pub struct PolicyEvents {
+    family: Family<PolicyEvent, Counter>,
+    series: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl edgegate_runtime::EventSink for PolicyEvents {
+    fn count(&self, policy: &str, event: &str, label: &str, delta: u64) {
+        let labels = PolicyEvent {
+            policy: policy.into(),
+            event: event.into(),
+            label: label.into(),
+        };
+        if let Some(counter) = self.family.get(&labels) {
+            counter.inc_by(delta);
+            return;
+        }
+        {
+            let mut series = match self.series.lock() {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let n = series.entry(policy.to_string()).or_default();
+            if *n >= MAX_EVENT_SERIES_PER_POLICY {
+                if *n == MAX_EVENT_SERIES_PER_POLICY {
+                    tracing::warn!(policy, "policy reports more than {MAX_EVENT_SERIES_PER_POLICY} metric series; dropping new ones");
+                    *n += 1;
+                }
+                return;
+            }
+            *n += 1;
+        }
+        handle(&self.family, &labels).inc_by(delta);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamOutcome {
     upstream: String,
     endpoint: String,
@@ -76,6 +123,7 @@ pub struct Metrics {
     upstream_duration: HistogramFamily<Upstream>,
     in_flight: Gauge,
     config_reloads: Counter,
+    events: std::sync::Arc<PolicyEvents>,
 }
 
 impl Default for Metrics {
@@ -145,7 +193,17 @@ impl Metrics {
             "Route tables built from config",
             config_reloads.clone(),
         );
+        let events = std::sync::Arc::new(PolicyEvents {
+            family: Family::default(),
+            series: Default::default(),
+        });
+        registry.register(
+            "policy_events",
+            "Counters policies report (redactions per rule, cache hits, ...)",
+            events.family.clone(),
+        );
         Self {
+            events,
             registry,
             requests,
             request_duration,
@@ -165,6 +223,11 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Where policies' own counters go.
+    pub(crate) fn events(&self) -> std::sync::Arc<PolicyEvents> {
+        self.events.clone()
     }
 
     pub(crate) fn route(&self, route: &str) -> RouteMetrics {

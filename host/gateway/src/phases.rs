@@ -27,6 +27,8 @@ use crate::upstream::Cluster;
 const MAX_RETRIES: u32 = 3;
 /// Most fallback clusters a routing decision may name.
 const MAX_FALLBACKS: usize = 4;
+/// Longest delay before one retry, however large the decision's backoff base.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn box_error(e: hyper::Error) -> BoxError {
     Box::new(e)
@@ -153,6 +155,23 @@ impl RequestLine {
 struct Target<'a> {
     clusters: Vec<&'a Arc<Cluster>>,
     retries: u32,
+    /// Base of the exponential backoff between retries on one cluster.
+    backoff: std::time::Duration,
+}
+
+impl Target<'_> {
+    /// Delay before retry number `retry` (1-based) on the same cluster: full
+    /// jitter over an exponentially growing, capped window.
+    fn backoff_before(&self, retry: u32) -> std::time::Duration {
+        if self.backoff.is_zero() {
+            return self.backoff;
+        }
+        let window = self
+            .backoff
+            .saturating_mul(1 << retry.saturating_sub(1).min(16))
+            .min(MAX_BACKOFF);
+        window.mul_f64(fastrand::f64())
+    }
 }
 
 async fn proxy(
@@ -175,6 +194,7 @@ async fn proxy(
     let mut target = Target {
         clusters: vec![&route.cluster],
         retries: 0,
+        backoff: std::time::Duration::ZERO,
     };
     let ran = if route.chain.is_empty() {
         0
@@ -315,6 +335,7 @@ async fn request_phase<'a>(
                 *target = Target {
                     clusters,
                     retries: d.retries.min(MAX_RETRIES),
+                    backoff: std::time::Duration::from_millis(u64::from(d.backoff_ms)),
                 };
                 Ok(None)
             }
@@ -499,6 +520,10 @@ async fn forward<'a>(
     for attempt in 0..total {
         let cluster = target.clusters[attempt / attempts_per_cluster];
         let last = attempt + 1 == total;
+        let retry = (attempt % attempts_per_cluster) as u32;
+        if retry > 0 {
+            tokio::time::sleep(target.backoff_before(retry)).await;
+        }
         let attempt_body = match (body.take(), &replay) {
             (_, Some(bytes)) => body::full(bytes.clone()),
             (Some(RequestBody::Stream(s)), None) => s.map_err(box_error).boxed_unsync(),
@@ -547,9 +572,11 @@ async fn forward<'a>(
         endpoint.metrics.duration.observe(elapsed.as_secs_f64());
         match sent {
             Ok(Ok(resp)) => {
-                let failed = resp.status().is_server_error();
-                endpoint.observe(elapsed, failed);
+                let server_error = resp.status().is_server_error();
+                endpoint.observe(elapsed, server_error);
                 endpoint.metrics.ok.inc();
+                // A provider that is rate limiting us is worth a fallback, not a broken circuit.
+                let failed = server_error || resp.status() == StatusCode::TOO_MANY_REQUESTS;
                 if !failed || last || replay.is_none() {
                     return Ok((resp, cluster));
                 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use edgegate_config::{BodyMode, CapabilityName, GatewayConfig};
 use edgegate_runtime::{
-    Capabilities, Capability, HealthSource, KvStore, PolicyFailure, PolicyInstance, PolicySettings,
+    Capabilities, Capability, HostServices, KvStore, PolicyFailure, PolicyInstance, PolicySettings,
     Runtime, RuntimeError,
 };
 use edgegate_trust::{
@@ -94,7 +94,10 @@ impl GatewayState {
             clusters.insert(name.clone(), Arc::new(c));
         }
         let upstreams = Arc::new(Upstreams { clusters });
-        let health: Arc<dyn HealthSource> = upstreams.clone();
+        let services = HostServices {
+            health: upstreams.clone(),
+            events: metrics.events(),
+        };
 
         let trust = match &config.trust.store {
             Some(path) => Some(TrustStore::load(path.get_ref())?),
@@ -186,7 +189,7 @@ impl GatewayState {
                     timeout: Duration::from_millis(p.timeout_ms),
                 },
                 kv_ns,
-                health.clone(),
+                services.clone(),
             );
             instance
                 .check_init()

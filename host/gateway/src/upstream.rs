@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::{Duration, Instant};
 
 use edgegate_config::{Balance, UpstreamConfig};
 use edgegate_runtime::host::{EndpointHealth, HealthSource};
@@ -17,6 +17,29 @@ use crate::metrics::{EndpointMetrics, Metrics};
 /// An HTTP/1.1 client with its own keep-alive pool.
 pub(crate) type UpstreamClient = Client<HttpConnector, ProxyBody>;
 
+/// Consecutive failed attempts that open an endpoint's circuit.
+const CIRCUIT_FAILURES: u32 = 5;
+/// How long an open circuit holds traffic back before a probe (half-open).
+const CIRCUIT_OPEN_FOR: Duration = Duration::from_secs(10);
+
+/// Milliseconds since the process started: a monotonic clock that fits an atomic.
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    // Starts at 1: 0 means "never opened" in `open_until_ms`.
+    START.elapsed().as_millis() as u64 + 1
+}
+
+/// A circuit breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Circuit {
+    /// Traffic flows.
+    Closed,
+    /// Held back until the open period ends.
+    Open,
+    /// The open period ended: traffic flows again; one failure re-opens it.
+    HalfOpen,
+}
+
 /// One `host:port` of a cluster with its passive health counters.
 pub(crate) struct Endpoint {
     pub(crate) address: String,
@@ -24,12 +47,39 @@ pub(crate) struct Endpoint {
     pub(crate) in_flight: AtomicU32,
     ewma_latency_us: AtomicU64,
     error_rate_ppm: AtomicU32,
+    consecutive_failures: AtomicU32,
+    /// `now_ms()` until which the circuit is open; 0 when it never opened or closed again.
+    open_until_ms: AtomicU64,
     pub(crate) metrics: EndpointMetrics,
 }
 
 impl Endpoint {
-    /// Feed one attempt's outcome into the moving averages.
+    /// The circuit breaker's state now.
+    pub(crate) fn circuit(&self) -> Circuit {
+        match self.open_until_ms.load(Ordering::Relaxed) {
+            0 => Circuit::Closed,
+            until if now_ms() < until => Circuit::Open,
+            _ => Circuit::HalfOpen,
+        }
+    }
+
+    /// Feed one attempt's outcome into the moving averages and the circuit breaker.
     pub(crate) fn observe(&self, latency: Duration, failed: bool) {
+        if failed {
+            let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            // Open after a run of failures, or again at once when a half-open probe fails.
+            if n >= CIRCUIT_FAILURES || self.circuit() == Circuit::HalfOpen {
+                let until = now_ms() + CIRCUIT_OPEN_FOR.as_millis() as u64;
+                if self.open_until_ms.swap(until, Ordering::Relaxed) == 0 {
+                    tracing::warn!(endpoint = %self.address, failures = n, "circuit opened");
+                }
+            }
+        } else {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            if self.open_until_ms.swap(0, Ordering::Relaxed) != 0 {
+                tracing::info!(endpoint = %self.address, "circuit closed");
+            }
+        }
         let sample = latency.as_micros().min(u64::MAX as u128) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -78,6 +128,8 @@ impl Cluster {
                 in_flight: AtomicU32::new(0),
                 ewma_latency_us: AtomicU64::new(0),
                 error_rate_ppm: AtomicU32::new(0),
+                consecutive_failures: AtomicU32::new(0),
+                open_until_ms: AtomicU64::new(0),
             }));
         }
         Ok(Self {
@@ -92,19 +144,22 @@ impl Cluster {
         })
     }
 
-    /// Choose an endpoint for the next attempt.
+    /// Choose an endpoint for the next attempt, skipping endpoints whose
+    /// circuit is open. When every circuit is open, all endpoints are
+    /// candidates again (like Envoy's panic threshold): trying beats failing.
     pub(crate) fn pick(&self) -> &Arc<Endpoint> {
         let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let rotation = (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        let all_open = rotation.clone().all(|e| e.circuit() == Circuit::Open);
+        let mut candidates = rotation.filter(|e| all_open || e.circuit() != Circuit::Open);
         match self.balance {
-            Balance::RoundRobin => &self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n],
-            Balance::LeastRequests => {
-                // Start at a rotating offset so ties spread instead of piling on the first.
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n)
-                    .map(|i| &self.endpoints[(start + i) % n])
-                    .min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
-                    .unwrap_or(&self.endpoints[0])
-            }
+            // Round robin: the first usable endpoint from the rotating start.
+            Balance::RoundRobin => candidates.next().unwrap_or(&self.endpoints[0]),
+            // Least requests; the rotating start spreads ties instead of piling on the first.
+            Balance::LeastRequests => candidates
+                .min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
+                .unwrap_or(&self.endpoints[0]),
         }
     }
 
@@ -139,8 +194,12 @@ impl HealthSource for Upstreams {
             .iter()
             .map(|e| EndpointHealth {
                 address: e.address.clone(),
-                healthy: true,
-                circuit: 0,
+                healthy: e.circuit() != Circuit::Open,
+                circuit: match e.circuit() {
+                    Circuit::Closed => 0,
+                    Circuit::Open => 1,
+                    Circuit::HalfOpen => 2,
+                },
                 in_flight: e.in_flight.load(Ordering::Relaxed),
                 ewma_latency_us: e.ewma_latency_us.load(Ordering::Relaxed),
                 error_rate_ppm: e.error_rate_ppm.load(Ordering::Relaxed),
@@ -192,5 +251,44 @@ mod tests {
         }
         c.endpoints[1].in_flight.store(9, Ordering::Relaxed);
         assert_eq!(c.pick().address, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn circuit_opens_after_consecutive_failures_and_picks_skip_it() {
+        let c = cluster("round_robin");
+        let bad = &c.endpoints[1];
+        for _ in 0..CIRCUIT_FAILURES - 1 {
+            bad.observe(Duration::from_millis(1), true);
+        }
+        assert_eq!(bad.circuit(), Circuit::Closed);
+        bad.observe(Duration::from_millis(1), false); // a success resets the run
+        for _ in 0..CIRCUIT_FAILURES {
+            bad.observe(Duration::from_millis(1), true);
+        }
+        assert_eq!(bad.circuit(), Circuit::Open);
+        for _ in 0..6 {
+            assert_ne!(c.pick().address, "127.0.0.1:2");
+        }
+        let view = c.endpoints.iter().map(|e| e.circuit() != Circuit::Open);
+        assert_eq!(view.collect::<Vec<_>>(), [true, false, true]);
+
+        // Half-open once the period ends: one success closes it.
+        bad.open_until_ms.store(1, Ordering::Relaxed);
+        assert_eq!(bad.circuit(), Circuit::HalfOpen);
+        bad.observe(Duration::from_millis(1), false);
+        assert_eq!(bad.circuit(), Circuit::Closed);
+    }
+
+    #[test]
+    fn every_circuit_open_means_every_endpoint_is_a_candidate() {
+        let c = cluster("least_requests");
+        for e in &c.endpoints {
+            for _ in 0..CIRCUIT_FAILURES {
+                e.observe(Duration::from_millis(1), true);
+            }
+        }
+        let picked: std::collections::BTreeSet<&str> =
+            (0..6).map(|_| c.pick().address.as_str()).collect();
+        assert_eq!(picked.len(), 3);
     }
 }

@@ -52,7 +52,7 @@ fn policy(runtime: &Runtime, name: &str, config_json: &str) -> PolicyInstance {
             timeout: Duration::from_millis(100),
         },
         None,
-        Arc::new(edgegate_runtime::host::NoHealth),
+        edgegate_runtime::HostServices::none(),
     )
 }
 

@@ -9,5 +9,7 @@ mod policy;
 
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{PolicyFailure, RuntimeError};
-pub use host::{Capabilities, Capability, ContextBag, HealthSource, KvStore};
+pub use host::{
+    Capabilities, Capability, ContextBag, EventSink, HealthSource, HostServices, KvStore,
+};
 pub use policy::{CompiledComponent, PolicyInstance, PolicySettings};

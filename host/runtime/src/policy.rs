@@ -8,7 +8,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, 
 
 use crate::bindings::{types, PolicyPre};
 use crate::error::PolicyFailure;
-use crate::host::{Capabilities, ContextBag, HealthSource, HostState, KvNamespace};
+use crate::host::{Capabilities, ContextBag, HostServices, HostState, KvNamespace};
 
 /// One component version, compiled once and pre-linked.
 pub struct CompiledComponent {
@@ -81,7 +81,7 @@ pub struct PolicyInstance {
     timeout: Duration,
     deadline_ticks: u64,
     kv: Option<Arc<KvNamespace>>,
-    health: Arc<dyn HealthSource>,
+    services: HostServices,
     /// What `init` said at admission: whether the response phase needs this policy.
     wants_response: AtomicBool,
 }
@@ -134,7 +134,7 @@ impl PolicyInstance {
         component: Arc<CompiledComponent>,
         settings: PolicySettings,
         kv: Option<Arc<KvNamespace>>,
-        health: Arc<dyn HealthSource>,
+        services: HostServices,
     ) -> Self {
         let tick = component.epoch_tick.as_micros().max(1);
         // One extra tick: the deadline may land right after the store starts.
@@ -147,7 +147,7 @@ impl PolicyInstance {
             timeout: settings.timeout,
             deadline_ticks,
             kv,
-            health,
+            services,
             component,
             wants_response: AtomicBool::new(true),
         }
@@ -229,7 +229,7 @@ impl PolicyInstance {
             limiter,
             self.caps,
             self.kv.clone(),
-            self.health.clone(),
+            self.services.clone(),
             ctx.clone(),
         );
         let mut store = Store::new(&self.component.engine, state);

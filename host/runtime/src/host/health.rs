@@ -44,6 +44,7 @@ impl Host for HostState {
     fn upstream(&mut self, name: String) -> wasmtime::Result<Vec<WitEndpoint>> {
         self.require(Capability::Health)?;
         Ok(self
+            .services
             .health
             .upstream(&name)
             .into_iter()
@@ -64,6 +65,6 @@ impl Host for HostState {
 
     fn upstreams(&mut self) -> wasmtime::Result<Vec<String>> {
         self.require(Capability::Health)?;
-        Ok(self.health.upstreams())
+        Ok(self.services.health.upstreams())
     }
 }

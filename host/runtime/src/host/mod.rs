@@ -11,6 +11,7 @@ mod crypto;
 mod health;
 mod kv;
 mod log;
+mod metrics;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub use context::ContextBag;
 pub use health::{EndpointHealth, HealthSource, NoHealth};
 pub use kv::{KvError, KvNamespace, KvStore};
+pub use metrics::{EventSink, NoEvents, MAX_EVENTS_PER_CALL};
 
 /// A capability a policy may be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,14 +98,35 @@ impl FromIterator<Capability> for Capabilities {
     }
 }
 
+/// Process-wide services the host capabilities read: the health view and the
+/// sink for policy counters.
+#[derive(Clone)]
+pub struct HostServices {
+    /// Upstream health (capability `health`).
+    pub health: Arc<dyn HealthSource>,
+    /// Policy counters (`metrics`, always granted).
+    pub events: Arc<dyn EventSink>,
+}
+
+impl HostServices {
+    /// Services that know nothing and record nothing (tools, tests, benches).
+    pub fn none() -> Self {
+        Self {
+            health: Arc::new(NoHealth),
+            events: Arc::new(NoEvents),
+        }
+    }
+}
+
 /// Per-call state of one policy instance: limits, grants and the request's context bag.
 pub struct HostState {
     pub(crate) policy: Arc<str>,
     pub(crate) limiter: PolicyLimiter,
     pub(crate) caps: Capabilities,
     pub(crate) kv: Option<Arc<KvNamespace>>,
-    pub(crate) health: Arc<dyn HealthSource>,
+    pub(crate) services: HostServices,
     pub(crate) ctx: ContextBag,
+    pub(crate) events_left: u32,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -114,7 +137,7 @@ impl HostState {
         limiter: PolicyLimiter,
         caps: Capabilities,
         kv: Option<Arc<KvNamespace>>,
-        health: Arc<dyn HealthSource>,
+        services: HostServices,
         ctx: ContextBag,
     ) -> Self {
         // WASI with nothing granted: no files, no env, no network, no stdio.
@@ -124,8 +147,9 @@ impl HostState {
             limiter,
             caps,
             kv,
-            health,
+            services,
             ctx,
+            events_left: MAX_EVENTS_PER_CALL,
             wasi,
             table: ResourceTable::new(),
         }

@@ -1,0 +1,4 @@
+//! The auth policy component: the logic lives in `edgegate-auth` (logic/);
+//! this crate only exports it through the edgegate:policy world.
+
+edgegate_policy_sdk::export_logic!(edgegate_auth::Auth);

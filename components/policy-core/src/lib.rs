@@ -1,0 +1,86 @@
+//! The vocabulary of edgegate's policy logic, without any WIT bindings.
+//!
+//! The four shipped policies (auth, routing, redaction, caching) are written
+//! against these plain types and the [`Env`] trait. The component shim
+//! (`edgegate_policy_sdk::export_logic!`) maps them onto the `edgegate:policy`
+//! WIT world; other hosts (the Spin gateway) implement [`Env`] themselves;
+//! unit tests use [`testing::MemoryEnv`] (feature `testing`).
+
+mod config;
+mod env;
+mod http;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{parse_config, ConfigError, PolicyError};
+pub use env::{Circuit, Endpoint, Env, KvError, Level, SignatureAlg, VerifyKey};
+pub use http::{
+    header, json_error, HeaderOp, Headers, HttpRequest, HttpResponse, RequestChanges, RequestInfo,
+    RequestOutcome, ResponseChanges, ResponseOutcome, RouteDecision,
+};
+
+/// One policy's logic: built from its config, then asked about requests and responses.
+///
+/// A value lives for one hook call in the edgegate host (fresh instance per
+/// call); other hosts may keep it longer. State across requests goes through
+/// [`Env`]'s key/value store, never into fields.
+pub trait PolicyLogic: Sized + 'static {
+    /// Whether [`PolicyLogic::on_response`] does anything.
+    const WANTS_RESPONSE: bool;
+
+    /// Parses and checks the config table (JSON text).
+    fn from_config(json: &str) -> Result<Self, PolicyError>;
+
+    /// The request phase.
+    fn on_request(&self, env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError>;
+
+    /// The response phase; by default the response passes unchanged.
+    fn on_response(
+        &self,
+        env: &dyn Env,
+        info: &RequestInfo,
+        resp: HttpResponse,
+    ) -> Result<ResponseOutcome, PolicyError> {
+        let _ = (env, info, resp);
+        Ok(ResponseOutcome::Continue(ResponseChanges::default()))
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Base64url without padding (JWT, JWK), tolerant of padding.
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .ok()
+}
+
+/// Standard base64 with padding (HTTP Basic).
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_base64() {
+        assert_eq!(hex(&[0, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(base64url_decode("aGk_"), Some(b"hi?".to_vec()));
+        assert_eq!(base64url_decode("aGk="), Some(b"hi".to_vec()));
+        assert_eq!(base64_decode("dTpw"), Some(b"u:p".to_vec()));
+        assert_eq!(base64url_decode("***"), None);
+    }
+}
