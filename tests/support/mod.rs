@@ -90,6 +90,11 @@ impl Seen {
 
 /// An upstream on 127.0.0.1 that records every request and answers 200 with
 /// `upstream-ok` (`/slow/MS` waits MS ms first; `/status/N` answers status N).
+/// It also plays an OpenAI-compatible provider: `POST /v1/chat/completions`
+/// echoes the last message as `echo: TEXT` with `usage` (prompt tokens = the
+/// text's length in bytes, completion tokens = 5), and `/cache/...` answers
+/// `NAME:N` (N = requests seen) with `cache-control: max-age=60` and an ETag.
+/// Every answer carries `x-upstream: NAME`.
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<VecDeque<Seen>>>,
@@ -105,6 +110,15 @@ impl Upstream {
 
     /// An upstream whose body says `name` (to tell several apart).
     pub fn start_named(name: &'static str) -> Self {
+        Self::start_with(name, None)
+    }
+
+    /// An upstream that answers every request with `status` (a failing provider).
+    pub fn start_failing(name: &'static str, status: u16) -> Self {
+        Self::start_with(name, Some(status))
+    }
+
+    fn start_with(name: &'static str, fail: Option<u16>) -> Self {
         let seen = Arc::new(Mutex::new(VecDeque::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -129,7 +143,7 @@ impl Upstream {
                             tokio::spawn(async move {
                                 let service = service_fn(move |req: Request<Incoming>| {
                                     let record = record.clone();
-                                    async move { Ok::<_, Infallible>(answer(name, req, record).await) }
+                                    async move { Ok::<_, Infallible>(answer(name, fail, req, record).await) }
                                 });
                                 let _ = auto::Builder::new(TokioExecutor::new())
                                     .serve_connection(TokioIo::new(stream), service)
@@ -184,6 +198,7 @@ impl Drop for Upstream {
 
 async fn answer(
     name: &'static str,
+    fail: Option<u16>,
     req: Request<Incoming>,
     record: Arc<Mutex<VecDeque<Seen>>>,
 ) -> Response<Full<Bytes>> {
@@ -198,12 +213,39 @@ async fn answer(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    record.lock().unwrap().push_back(Seen {
-        method: parts.method.to_string(),
-        path: path.clone(),
-        headers: parts.headers.clone(),
-        body,
-    });
+    let seen_count = {
+        let mut record = record.lock().unwrap();
+        record.push_back(Seen {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+        record.len()
+    };
+    let tagged = |mut resp: Response<Full<Bytes>>| {
+        resp.headers_mut()
+            .insert("x-upstream", http::HeaderValue::from_static(name));
+        resp
+    };
+    if let Some(status) = fail {
+        let mut resp = Response::new(Full::new(Bytes::from(format!("{name} failed"))));
+        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        return tagged(resp);
+    }
+    if parts.method == http::Method::POST && path == "/v1/chat/completions" {
+        return tagged(chat_completion(name, &body));
+    }
+    if path.starts_with("/cache/") {
+        let mut resp = Response::new(Full::new(Bytes::from(format!("{name}:{seen_count}"))));
+        let h = resp.headers_mut();
+        h.insert(
+            "cache-control",
+            http::HeaderValue::from_static("max-age=60"),
+        );
+        h.insert("etag", http::HeaderValue::from_static("\"v1\""));
+        return tagged(resp);
+    }
     if let Some(ms) = path
         .strip_prefix("/slow/")
         .and_then(|s| s.parse::<u64>().ok())
@@ -219,6 +261,31 @@ async fn answer(
     }
     resp.headers_mut()
         .insert("server", http::HeaderValue::from_static("test-upstream"));
+    tagged(resp)
+}
+
+/// An OpenAI-style chat completion echoing the last message, with `usage`.
+fn chat_completion(name: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = req["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let answer = serde_json::json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": req["model"],
+        "provider": name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {text}")}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": text.len(), "completion_tokens": 5, "total_tokens": text.len() + 5},
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(answer.to_string())));
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
