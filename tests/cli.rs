@@ -5,21 +5,7 @@
 
 mod support;
 
-use support::{base_config, policy, route, Upstream};
-
-fn check(config: &str) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = support::edgegate(&["check-config", path.to_str().unwrap()]);
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).replace(&*path.to_string_lossy(), "gateway.toml");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
-}
+use support::{base_config, check_config as check, policy, route, Upstream};
 
 #[test]
 fn check_config_accepts_the_shipped_demo_config() {

@@ -368,3 +368,31 @@ request_headers = { set = { "x-routed-by" = "edgegate" } }
     assert_eq!(r.headers()["x-upstream"], "primary");
     assert_eq!(up.count(), 0);
 }
+
+#[test]
+fn refused_policy_configs_name_the_policy_and_key() {
+    let up = Upstream::start();
+    let cases = [
+        (
+            "auth",
+            "[policies.auth.config]\napi_keys = { keys = [{ id = \"a\", sha256 = \"my-plain-key\" }] }\n",
+            "policy `auth` refused at admission: invalid config: key `api_keys.keys[0].sha256`: must be the 64-hex-digit SHA-256 of the secret, never the secret itself",
+        ),
+        (
+            "routing",
+            "[policies.routing.config]\nsplit = [{ upstream = \"a\", weight = 0 }]\n",
+            "policy `routing` refused at admission: invalid config: key `split[0].weight`: must be positive",
+        ),
+    ];
+    for (name, config, expected) in cases {
+        let text = format!(
+            "{}{}{}",
+            base_config(up.addr),
+            policy(name, name, config),
+            route("r", "/", &[name])
+        );
+        let (ok, _, stderr) = check_config(&text);
+        assert!(!ok, "{name} accepted");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+}

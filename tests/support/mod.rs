@@ -444,6 +444,22 @@ pub fn edgegate(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Run `edgegate check-config` on `config` written to a temp file: (success,
+/// stdout, stderr with the temp path replaced by `gateway.toml`).
+pub fn check_config(config: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = edgegate(&["check-config", path.to_str().unwrap()]);
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&*path.to_string_lossy(), "gateway.toml");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
 /// stdout and stderr of a finished command, as text.
 pub fn output_text(o: &std::process::Output) -> String {
     format!(
