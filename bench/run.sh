@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Side-by-side proxy benchmark, in one run on this machine:
-#   upstream : nginx serving a 1 KB body (keep-alive)
+#   upstream : nginx serving a 1 KB body (keep-alive), and a fixed
+#              OpenAI-style JSON answer on POST /v1/chat/completions
 #   nginx    : nginx proxy_pass to it (upstream keepalive pool)
 #   edgegate : pass-through (no policies)
 #   edgegate : one no-op policy
-# Each is driven by the same wrk command for the same time; the table reports
-# requests/s, p50 and p99 and their ratios against nginx.
+# then the shipped policies (issue 4):
+#   post-pass   : edgegate pass-through of a 1 KB JSON chat request (POST)
+#   chain4-miss : the same through auth → routing → redaction → caching, every
+#                 request unique (a cache miss that is stored)
+#   nginx-hit   : nginx proxy_cache hit of a 1 KB GET
+#   cache-hit   : edgegate caching policy hit of the same GET
+# Each is driven by the same wrk command for the same time; the tables report
+# requests/s, p50 and p99 and their ratios against the first row.
 #
 #   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 THREADS=1 by default
 set -euo pipefail
@@ -42,6 +49,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port); NGINX_PORT=$(free_port)
 EG_PORT=$(free_port); EG_ADMIN=$(free_port); EGN_PORT=$(free_port); EGN_ADMIN=$(free_port)
+EGC_PORT=$(free_port); EGC_ADMIN=$(free_port); NGINX_CACHE_PORT=$(free_port)
 
 head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/1k"
 mkdir -p "$WORK/nginx"
@@ -57,9 +65,25 @@ http {
   fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
   keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  proxy_cache_path $WORK/nginx/cache keys_zone=hits:10m;
   server {
     listen 127.0.0.1:$UP_PORT;
     location / { root $WORK; try_files /1k =404; }
+    location /cache/ { root $WORK; try_files /1k =404; add_header Cache-Control "max-age=3600"; }
+    location = /v1/chat/completions {
+      default_type application/json;
+      return 200 '{"id":"chatcmpl-bench","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Thanks, your order is on its way."},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":9,"total_tokens":259}}';
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_CACHE_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache hits;
+      proxy_cache_valid 200 1h;
+    }
   }
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -99,18 +123,97 @@ TOML
 }
 gateway_config "$EG_PORT" "$EG_ADMIN" "" > "$WORK/pass.toml"
 gateway_config "$EGN_PORT" "$EGN_ADMIN" '"noop"' > "$WORK/noop.toml"
+BENCH_KEY=bench-key-0123456789
+BENCH_KEY_SHA=$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
+# The four shipped policies; routes: /v1 (all four, LLM mode) and /cache/ (caching only).
+cat > "$WORK/chain.toml" <<TOML
+version = 1
+[trust]
+store = "$PWD/target/demo-keys/trust.toml"
+[server]
+listen = "127.0.0.1:$EGC_PORT"
+workers = $WORKERS
+[admin]
+listen = "127.0.0.1:$EGC_ADMIN"
+[upstreams.backend]
+endpoints = ["127.0.0.1:$UP_PORT"]
+max_idle_per_endpoint = 256
+[policies.auth]
+component = "$PWD/target/signed/auth.wasm"
+kind = "auth"
+capabilities = ["kv", "clock", "crypto"]
+request_body = "buffer"
+response_body = "buffer"
+[policies.auth.config]
+api_keys = { keys = [{ id = "bench", sha256 = "$BENCH_KEY_SHA", roles = ["chat"] }] }
+access = { chat = ["chat"] }
+rate_limits = { "*" = { requests = 100000000, window_s = 60 } }
+token_quota = { tokens = 100000000000, window_s = 3600 }
+[policies.routing]
+component = "$PWD/target/signed/routing.wasm"
+kind = "routing"
+capabilities = ["health"]
+request_body = "buffer"
+[policies.routing.config]
+llm = { models = { "gpt-4o" = ["backend"] }, retries = 1 }
+[policies.redaction]
+component = "$PWD/target/signed/redaction.wasm"
+kind = "redaction"
+capabilities = ["crypto"]
+request_body = "buffer"
+response_body = "buffer"
+[policies.caching]
+component = "$PWD/target/signed/caching.wasm"
+kind = "caching"
+capabilities = ["kv", "clock", "crypto"]
+request_body = "buffer"
+response_body = "buffer"
+kv_budget_bytes = 67108864
+[policies.caching.config]
+llm = { enabled = true }
+[[routes]]
+name = "chat"
+path_prefix = "/v1"
+upstream = "backend"
+policies = ["auth", "routing", "redaction", "caching"]
+[[routes]]
+name = "cache"
+path_prefix = "/cache"
+upstream = "backend"
+policies = ["caching"]
+TOML
 "$BIN" serve --config "$WORK/pass.toml" >/dev/null 2>"$WORK/pass.log" &
 PIDS+=($!)
 "$BIN" serve --config "$WORK/noop.toml" >/dev/null 2>"$WORK/noop.log" &
 PIDS+=($!)
+"$BIN" serve --config "$WORK/chain.toml" >/dev/null 2>"$WORK/chain.log" &
+PIDS+=($!)
+
+# wrk scripts: a unique 1 KB JSON chat request per call (so the cache misses).
+TEMPLATE=$(cat bench/fixtures/chat-1k.json.template)
+cat > "$WORK/post.lua" <<LUA
+local template = [==[$TEMPLATE]==]
+local n = 0
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $BENCH_KEY"
+request = function()
+  n = n + 1
+  local body = string.format(template, os.time() .. "-" .. n)
+  return wrk.format("POST", "/v1/chat/completions", nil, body)
+end
+LUA
 
 wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 did not come up" >&2; exit 1; }
-for p in $UP_PORT $NGINX_PORT $EG_PORT $EGN_PORT; do wait_up "$p"; done
+for p in $UP_PORT $NGINX_PORT $EG_PORT $EGN_PORT $NGINX_CACHE_PORT; do wait_up "$p"; done
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$EGC_PORT/" && break; sleep 0.1; done
 
 # wrk latency values come as 1.23ms / 456.78us / 1.2s: print microseconds.
 to_us() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000000 } }'; }
-run() { # name port
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$2/" > "$WORK/$1.wrk"
+run() { # name port [path] [wrk args...]
+  local name=$1 port=$2 path=${3:-/}
+  shift 3 2>/dev/null || shift $#
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" > "$WORK/$name.wrk"
+  set -- "$name"
   rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/$1.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/$1.wrk" | to_us)
   p99=$(awk '$1=="99%" {print $2}' "$WORK/$1.wrk" | to_us)
@@ -126,7 +229,39 @@ for p in $NGINX_PORT $EG_PORT $EGN_PORT; do wrk -t1 -c16 -d1s "http://127.0.0.1:
   run edgegate-noop "$EGN_PORT"
 } > "$WORK/results"
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KB body, $WORKERS workers each, $(nproc) cores, $(date -u +%FT%TZ)"
-awk 'NR==1 { base_rps=$2; base_p50=$3; base_p99=$4 }
-     { printf "%-15s %10.0f req/s (%.2fx)  p50 %7.0f us (%.2fx)  p99 %7.0f us (%.2fx)  errors: %s\n",
-         $1, $2, $2/base_rps, $3, $3/base_p50, $4, $4/base_p99, substr($0, index($0,$5)) }' "$WORK/results"
+# The shipped policies: a checked request through the chain first (the
+# component and config must work), then warm-up and measurement.
+code=$(curl -s -o "$WORK/chain-check" -w '%{http_code}' -H "Authorization: Bearer $BENCH_KEY" \
+  -H 'Content-Type: application/json' --data "$(printf "$TEMPLATE" 1)" "http://127.0.0.1:$EGC_PORT/v1/chat/completions")
+if [ "$code" != 200 ]; then
+  echo "the four-policy chain answered $code: $(cat "$WORK/chain-check")" >&2
+  cat "$WORK/chain.log" >&2
+  exit 1
+fi
+wrk -t1 -c16 -d1s -s "$WORK/post.lua" "http://127.0.0.1:$EG_PORT/" >/dev/null
+wrk -t1 -c16 -d1s -s "$WORK/post.lua" "http://127.0.0.1:$EGC_PORT/" >/dev/null
+for p in $NGINX_CACHE_PORT $EGC_PORT; do wrk -t1 -c16 -d1s "http://127.0.0.1:$p/cache/1k" >/dev/null; done
+{
+  run post-pass "$EG_PORT" / -s "$WORK/post.lua"
+  run chain4-miss "$EGC_PORT" / -s "$WORK/post.lua"
+} > "$WORK/chain-results"
+{
+  run nginx-hit "$NGINX_CACHE_PORT" /cache/1k
+  run cache-hit "$EGC_PORT" /cache/1k
+} > "$WORK/cache-results"
+curl -s "http://127.0.0.1:$EGC_ADMIN/metrics" > "$WORK/chain.metrics"
+
+table() {
+  awk 'NR==1 { base_rps=$2; base_p50=$3; base_p99=$4 }
+       { printf "%-15s %10.0f req/s (%.2fx)  p50 %7.0f us (%.2fx)  p99 %7.0f us (%.2fx)  errors: %s\n",
+           $1, $2, $2/base_rps, $3, $3/base_p50, $4, $4/base_p99, substr($0, index($0,$5)) }' "$1"
+}
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers each, $(nproc) cores, $(date -u +%FT%TZ)"
+echo "-- proxy, GET 1 KB body"
+table "$WORK/results"
+echo "-- shipped policies, POST 1 KB JSON chat request (unique, cache miss); goal chain4-miss >= 0.75x"
+table "$WORK/chain-results"
+echo "-- cache hit, GET 1 KB; goal cache-hit >= 1.0x"
+table "$WORK/cache-results"
+echo "-- policy events during the run"
+grep '^edgegate_policy_events_total' "$WORK/chain.metrics" | sort || true

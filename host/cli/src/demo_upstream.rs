@@ -1,7 +1,10 @@
 //! A small upstream for the demo and benchmarks.
 //!
 //! `GET /bytes/N` answers N bytes; `/slow/MS` waits MS milliseconds first;
-//! anything else echoes the request (method, path, headers, body size) as JSON.
+//! `POST /v1/chat/completions` plays an OpenAI-compatible provider (echoes the
+//! last message, reports `usage`); `GET /static/...` answers with
+//! `cache-control: max-age=30` and an ETag; anything else echoes the request
+//! (method, path, headers, body size) as JSON.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -59,6 +62,15 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
     }
+    if req.method() == hyper::Method::POST && path == "/v1/chat/completions" {
+        let body = http_body_util::Limited::new(req.into_body(), MAX_ECHO_BODY)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        return Ok(json_response(chat_completion(&body)));
+    }
+    let cacheable = path.starts_with("/static/");
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let headers: serde_json::Map<String, serde_json::Value> = req
@@ -78,10 +90,51 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         "headers": headers,
         "body_bytes": body,
     });
+    let mut resp = json_response(json);
+    if cacheable {
+        let h = resp.headers_mut();
+        h.insert(
+            hyper::header::CACHE_CONTROL,
+            hyper::header::HeaderValue::from_static("max-age=30"),
+        );
+        h.insert(
+            hyper::header::ETAG,
+            hyper::header::HeaderValue::from_static("\"demo-v1\""),
+        );
+    }
+    Ok(resp)
+}
+
+fn json_response(json: serde_json::Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
+    resp
+}
+
+/// An OpenAI-style chat completion that echoes the last message, with `usage`
+/// estimated at four bytes per token.
+fn chat_completion(body: &[u8]) -> serde_json::Value {
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = req["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let answer = format!("You said: {text}");
+    let prompt_tokens = body.len().div_ceil(4);
+    let completion_tokens = answer.len().div_ceil(4);
+    serde_json::json!({
+        "id": "chatcmpl-demo",
+        "object": "chat.completion",
+        "model": req["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    })
 }
