@@ -396,3 +396,261 @@ fn refused_policy_configs_name_the_policy_and_key() {
         assert!(stderr.contains(expected), "{name}: {stderr}");
     }
 }
+
+fn redaction_policy() -> String {
+    policy(
+        "redaction",
+        "redaction",
+        r#"kind = "redaction"
+capabilities = ["crypto"]
+request_body = "buffer"
+response_body = "buffer"
+[policies.redaction.config]
+headers = ["x-user-email"]
+rules = [
+  { detector = "email", mode = "mask" },
+  { detector = "credit_card", mode = "block" },
+  { detector = "ip", mode = "hash" },
+  { name = "ticket", pattern = "TKT-[0-9]{6}", mode = "mask" },
+]
+"#,
+    )
+}
+
+#[tokio::test]
+async fn redaction_masks_prompts_and_answers_and_blocks_by_rule() {
+    let up = Upstream::start();
+    let config = format!(
+        "{}{}{}",
+        base_config(up.addr),
+        redaction_policy(),
+        route("chat", "/", &["redaction"]),
+    );
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let prompt = "mail jane.doe@example.com about TKT-123456 from 10.1.2.3";
+    let resp = client
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-user-email", "jane.doe@example.com")
+        .json(&json!({"model": "m", "temperature": 0.5, "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+
+    // The provider saw valid JSON with only the string values changed.
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.header("x-user-email"), Some("[REDACTED:email]"));
+    let sent: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(sent["temperature"], 0.5);
+    assert_eq!(sent["model"], "m");
+    let content = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(!content.contains("jane.doe@example.com"), "{content}");
+    assert!(!content.contains("TKT-123456"), "{content}");
+    assert!(!content.contains("10.1.2.3"), "{content}");
+    assert!(
+        content.starts_with("mail [REDACTED:email] about [REDACTED:ticket] from [ip:"),
+        "{content}"
+    );
+
+    // The answer echoes the (already redacted) prompt; a fresh secret in the
+    // answer would be masked on the way back too.
+    let echoed = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(echoed, format!("echo: {content}"));
+
+    // Hash mode is a stable pseudonym: the same IP gives the same token.
+    let again = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "from 10.1.2.3"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let seen = up.seen().pop().unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    let pseudonym = content.rsplit("from ").next().unwrap();
+    assert_eq!(sent["messages"][0]["content"], format!("from {pseudonym}"));
+
+    // A blocking rule refuses the request and names the rule, not the value.
+    let before = up.count();
+    let blocked = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), 400);
+    let text = blocked.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"], "redaction_blocked");
+    assert_eq!(body["rule"], "credit_card");
+    assert!(!text.contains("4111"), "{text}");
+    assert_eq!(up.count(), before);
+
+    // A Luhn-invalid number is not a card: it passes unchanged.
+    let ok = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "order 4111 1111 1111 1112"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let m = gw.metrics().await;
+    let count = |label| {
+        metric(
+            &m,
+            "edgegate_policy_events_total",
+            &[
+                ("policy", "redaction"),
+                ("event", "redactions"),
+                ("label", label),
+            ],
+        )
+    };
+    // email: header + prompt; the answer echoes the already masked text.
+    assert_eq!(count("email"), Some(2), "{m}");
+    assert_eq!(count("ticket"), Some(1), "{m}");
+    assert!(
+        !gw.logs().contains("jane.doe@example.com"),
+        "original values never logged"
+    );
+}
+
+fn caching_policy(extra_config: &str) -> String {
+    policy(
+        "caching",
+        "caching",
+        &format!(
+            r#"kind = "caching"
+capabilities = ["kv", "clock", "crypto"]
+request_body = "buffer"
+response_body = "buffer"
+[policies.caching.config]
+{extra_config}
+"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn cache_serves_hits_honours_etags_and_keeps_llm_answers() {
+    let up = Upstream::start();
+    let config = format!(
+        "{}{}{}",
+        base_config(up.addr),
+        caching_policy("llm = { enabled = true }"),
+        route("api", "/", &["caching"]),
+    );
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+
+    let first = client.get(gw.url("/cache/a")).send().await.unwrap();
+    assert_eq!(first.headers()["x-edgegate-cache"], "miss");
+    assert_eq!(first.text().await.unwrap(), "upstream-ok:1");
+    let hit = client.get(gw.url("/cache/a")).send().await.unwrap();
+    assert_eq!(hit.status(), 200);
+    assert_eq!(hit.headers()["x-edgegate-cache"], "hit");
+    assert_eq!(hit.headers()["etag"], "\"v1\"");
+    assert!(hit.headers().contains_key("age"));
+    assert_eq!(
+        hit.text().await.unwrap(),
+        "upstream-ok:1",
+        "served from the cache"
+    );
+    assert_eq!(up.count(), 1);
+
+    let not_modified = client
+        .get(gw.url("/cache/a"))
+        .header("if-none-match", "W/\"v0\", \"v1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(not_modified.text().await.unwrap(), "");
+
+    // Other paths are other entries; plain responses without freshness are
+    // cached for the default TTL only when 200 (they are: `ttl_s` default).
+    let other = client.get(gw.url("/cache/b")).send().await.unwrap();
+    assert_eq!(other.headers()["x-edgegate-cache"], "miss");
+    assert_eq!(up.count(), 2);
+
+    // LLM: the same deterministic request (any key order) is answered once.
+    let chat = |body: &str| {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    let a = chat(r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.headers()["x-edgegate-cache"], "miss");
+    let a = a.text().await.unwrap();
+    let b = chat(
+        r#"{ "messages": [{"content": "hi", "role": "user"}], "temperature": 0, "model": "m" }"#,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(b.headers()["x-edgegate-cache"], "hit");
+    assert_eq!(b.text().await.unwrap(), a);
+    assert_eq!(up.count(), 3);
+    // Sampling (temperature > 0) is never cached.
+    for _ in 0..2 {
+        let r =
+            chat(r#"{"model":"m","temperature":0.9,"messages":[{"role":"user","content":"hi"}]}"#)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.headers()["x-edgegate-cache"], "bypass");
+    }
+    assert_eq!(up.count(), 5);
+
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "edgegate_policy_events_total",
+            &[("policy", "caching"), ("event", "cache"), ("label", "hit")]
+        ),
+        Some(3),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn per_user_cache_keeps_principals_apart() {
+    let up = Upstream::start();
+    let (_, jwk) = es256_key();
+    let config = format!(
+        "{}{}{}{}",
+        base_config(up.addr),
+        auth_policy(&jwk),
+        caching_policy("per_user = true"),
+        route("api", "/", &["auth", "caching"]),
+    );
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let get = |key: &'static str| client.get(gw.url("/cache/me")).header("x-api-key", key);
+    assert_eq!(
+        get("key-a").send().await.unwrap().headers()["x-edgegate-cache"],
+        "miss"
+    );
+    assert_eq!(
+        get("key-a").send().await.unwrap().headers()["x-edgegate-cache"],
+        "hit"
+    );
+    let b = get("key-b").send().await.unwrap();
+    assert_eq!(
+        b.headers()["x-edgegate-cache"],
+        "miss",
+        "another principal's entry"
+    );
+    assert_eq!(up.count(), 2);
+    // Unauthenticated requests never reach the cache.
+    let anon = client.get(gw.url("/cache/me")).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+}

@@ -8,6 +8,9 @@ use ring::{digest, hmac, signature};
 
 use crate::{Endpoint, Env, KvError, Level, SignatureAlg, VerifyKey};
 
+/// Stored values with their expiry time (ms), by key.
+type Entries = BTreeMap<String, (Vec<u8>, Option<u64>)>;
+
 /// An in-memory environment: key/value map with TTLs, context bag, clock,
 /// health view, counters and captured logs.
 #[derive(Default)]
@@ -15,7 +18,7 @@ pub struct MemoryEnv {
     /// Current time in ms; tests move it.
     pub now: Cell<u64>,
     /// Stored values with their expiry time.
-    pub kv: RefCell<BTreeMap<String, (Vec<u8>, Option<u64>)>>,
+    pub kv: RefCell<Entries>,
     /// The context bag.
     pub ctx: RefCell<BTreeMap<String, String>>,
     /// Health view by cluster.

@@ -162,10 +162,10 @@ pub fn usage_of(body: &[u8]) -> Option<u64> {
     // Streaming (text/event-stream): `data: {...}` lines; usage comes last when asked for.
     let text = std::str::from_utf8(body).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .filter_map(|v| usage_in(&v))
-        .last()
+        .find_map(|v| usage_in(&v))
 }
 
 fn usage_in(v: &Value) -> Option<u64> {

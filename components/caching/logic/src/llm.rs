@@ -1,0 +1,162 @@
+//! Which LLM calls the cache may answer, and their canonical form: the same
+//! request written with other key order, whitespace or number spelling
+//! (`0` / `0.0`) normalizes to the same text.
+
+use serde_json::{Map, Value};
+
+/// Top-level fields that do not change the answer: how it is delivered
+/// (`stream`, `stream_options`) and who asked, for the provider's records
+/// (`user`, `metadata`).
+const IGNORED_FIELDS: [&str; 4] = ["stream", "stream_options", "user", "metadata"];
+
+/// Why an LLM call goes past the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// No body, or not a JSON object.
+    NotJson,
+    /// `"stream": true`: the answer arrives as server-sent events.
+    Streaming,
+    /// Sampling makes the answer vary (`temperature` absent or not 0, or `n` > 1).
+    NonDeterministic,
+}
+
+impl Bypass {
+    /// For logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Bypass::NotJson => "LLM request body is not a JSON object",
+            Bypass::Streaming => "LLM request streams",
+            Bypass::NonDeterministic => "LLM request samples (temperature not 0 or n > 1)",
+        }
+    }
+}
+
+/// The canonical text of an LLM call's body, or why it is not cached.
+/// `always_deterministic` is for calls without sampling (embeddings).
+pub fn canonical_body(
+    body: Option<&[u8]>,
+    deterministic_only: bool,
+    always_deterministic: bool,
+) -> Result<String, Bypass> {
+    let parsed: Value = body
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .ok_or(Bypass::NotJson)?;
+    let Value::Object(mut fields) = parsed else {
+        return Err(Bypass::NotJson);
+    };
+    if fields.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(Bypass::Streaming);
+    }
+    if deterministic_only && !always_deterministic && !deterministic(&fields) {
+        return Err(Bypass::NonDeterministic);
+    }
+    for name in IGNORED_FIELDS {
+        fields.remove(name);
+    }
+    let mut out = String::new();
+    write_canonical(&Value::Object(fields), &mut out);
+    Ok(out)
+}
+
+/// `temperature` is 0 and at most one choice is asked for.
+fn deterministic(fields: &Map<String, Value>) -> bool {
+    let greedy = fields.get("temperature").and_then(Value::as_f64) == Some(0.0);
+    let one_choice = match fields.get("n") {
+        None | Some(Value::Null) => true,
+        Some(n) => n.as_f64().is_some_and(|n| n <= 1.0),
+    };
+    greedy && one_choice
+}
+
+/// JSON with object keys sorted at every level, no whitespace, and integral
+/// numbers written as integers. Sorting here rather than relying on
+/// serde_json's map order keeps the key stable if a dependency turns on
+/// `preserve_order`.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in fields.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        Value::Number(n) => match n.as_f64() {
+            // Exactly representable integers: `1.0`, `1` and `1e0` are the same number.
+            Some(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                out.push_str(&(f as i64).to_string());
+            }
+            _ => out.push_str(&n.to_string()),
+        },
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(body: &str) -> Result<String, Bypass> {
+        canonical_body(Some(body.as_bytes()), true, false)
+    }
+
+    #[test]
+    fn normalizes_order_whitespace_numbers_and_ignored_fields() {
+        let a = canonical(
+            r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let b = canonical(
+            r#"{ "messages" : [ {"content":"hi", "role":"user"} ],
+                "temperature": 0.0, "model": "m", "stream": false, "user": "u1",
+                "metadata": {"k": "v"}, "stream_options": null }"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a.as_deref(),
+            Ok(r#"{"messages":[{"content":"hi","role":"user"}],"model":"m","temperature":0}"#)
+        );
+        assert_ne!(
+            canonical(r#"{"model":"m","temperature":0,"messages":[],"seed":1}"#),
+            canonical(r#"{"model":"m","temperature":0,"messages":[],"seed":2}"#)
+        );
+    }
+
+    #[test]
+    fn refuses_streams_sampling_and_non_json() {
+        assert_eq!(
+            canonical(r#"{"temperature":0,"stream":true}"#),
+            Err(Bypass::Streaming)
+        );
+        for body in [
+            r#"{"temperature":0.7}"#,
+            r#"{"model":"m"}"#,
+            r#"{"temperature":"0"}"#,
+            r#"{"temperature":0,"n":2}"#,
+        ] {
+            assert_eq!(canonical(body), Err(Bypass::NonDeterministic), "{body}");
+        }
+        assert!(canonical(r#"{"temperature":0,"n":1}"#).is_ok());
+        assert_eq!(canonical("[1]"), Err(Bypass::NotJson));
+        assert_eq!(canonical("{"), Err(Bypass::NotJson));
+        assert_eq!(canonical_body(None, true, false), Err(Bypass::NotJson));
+        assert!(canonical_body(Some(br#"{"temperature":0.7}"#), false, false).is_ok());
+        assert!(canonical_body(Some(br#"{"input":"x"}"#), true, true).is_ok());
+    }
+}

@@ -1,0 +1,4 @@
+//! The caching policy component: the logic lives in `edgegate-caching`
+//! (logic/); this crate only exports it through the edgegate:policy world.
+
+edgegate_policy_sdk::export_logic!(edgegate_caching::Caching);
