@@ -654,3 +654,78 @@ async fn per_user_cache_keeps_principals_apart() {
     let anon = client.get(gw.url("/cache/me")).send().await.unwrap();
     assert_eq!(anon.status(), 401);
 }
+
+/// The shipped demo config (README) with loopback ports and a test upstream:
+/// all four policies on one route.
+#[tokio::test]
+async fn the_demo_config_runs_all_four_policies_on_one_route() {
+    let up = Upstream::start();
+    components();
+    let target = repo_root().join("target");
+    let config = std::fs::read_to_string(repo_root().join("policies/gateway.toml"))
+        .unwrap()
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"")
+        .replace("127.0.0.1:9000", &up.addr.to_string())
+        .replace("\"../target/", &format!("\"{}/", target.display()));
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+
+    let anonymous = client.get(gw.url("/cache/x")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // auth + caching: the second GET is a hit.
+    let get = || {
+        client
+            .get(gw.url("/cache/x"))
+            .header("x-api-key", "demo-key")
+    };
+    assert_eq!(
+        get().send().await.unwrap().headers()["x-edgegate-cache"],
+        "miss"
+    );
+    assert_eq!(
+        get().send().await.unwrap().headers()["x-edgegate-cache"],
+        "hit"
+    );
+    assert_eq!(up.count(), 1);
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.header("x-edgegate-principal"), Some("demo-team"));
+
+    // auth + routing + redaction + caching on an LLM call.
+    let chat = json!({"model": "gpt-4o", "temperature": 0,
+        "messages": [{"role": "user", "content": "write to jane.doe@example.com"}]});
+    let resp = client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("demo-key")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-edgegate-cache"], "miss");
+    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "echo: write to [REDACTED:email]"
+    );
+    let again = client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("demo-key")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["x-edgegate-cache"], "hit");
+    assert_eq!(up.count(), 2);
+
+    let blocked = client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("demo-key")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "card 4111-1111-1111-1111"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), 400);
+}

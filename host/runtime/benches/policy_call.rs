@@ -41,14 +41,23 @@ fn request() -> types::Request {
 }
 
 fn policy(runtime: &Runtime, name: &str, config_json: &str) -> PolicyInstance {
+    policy_with(runtime, name, config_json, Capabilities::NONE)
+}
+
+fn policy_with(
+    runtime: &Runtime,
+    name: &str,
+    config_json: &str,
+    capabilities: Capabilities,
+) -> PolicyInstance {
     let compiled = runtime.compile(name, &component(name)).unwrap();
     PolicyInstance::new(
         compiled,
         PolicySettings {
             name: name.into(),
             config_json: config_json.into(),
-            capabilities: Capabilities::NONE,
-            memory_limit_bytes: 16 << 20,
+            capabilities,
+            memory_limit_bytes: 64 << 20,
             timeout: Duration::from_millis(100),
         },
         None,
@@ -81,6 +90,34 @@ fn bench(c: &mut Criterion) {
             rt.block_on(headers.on_request(&req, &mut ctx)).unwrap()
         })
     });
+
+    // Redaction of a 64 KB JSON chat request inside wasm: the whole call
+    // (fresh instance, init with the default rules, on-request with the
+    // body). bench/redaction.sh compares it with the same logic compiled
+    // natively (components/redaction/logic/benches/redact.rs, same fixture).
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/fixtures/chat-64k.json");
+    let body = std::fs::read(fixture).unwrap();
+    let mut big = request();
+    big.method = "POST".into();
+    big.path = "/v1/chat/completions".into();
+    big.headers
+        .push(("content-type".into(), "application/json".into()));
+    big.body = Some(body.clone());
+    let redaction = policy_with(
+        &runtime,
+        "redaction",
+        "{}",
+        Capabilities::NONE.with(edgegate_runtime::Capability::Crypto),
+    );
+    let mut group = c.benchmark_group("redaction");
+    group.throughput(criterion::Throughput::Bytes(body.len() as u64));
+    group.bench_function("wasm: 64 KB JSON, default rules", |b| {
+        b.iter(|| {
+            let mut ctx = ContextBag::default();
+            rt.block_on(redaction.on_request(&big, &mut ctx)).unwrap()
+        })
+    });
+    group.finish();
 }
 
 criterion_group! {

@@ -1,0 +1,328 @@
+//! The redaction policy's logic: finds PII and secrets in request bodies
+//! (prompts), response bodies and chosen headers, and masks them, replaces
+//! them with stable pseudonyms, or blocks the message. JSON bodies are
+//! redacted inside string values only, so they stay valid JSON with every
+//! other byte unchanged; SSE bodies line by line; anything else as text.
+//! Host-neutral: hashing and metrics go through [`Env`]; matched values are
+//! never logged.
+
+mod config;
+mod detect;
+mod json;
+
+use std::cell::OnceCell;
+
+use edgegate_policy_core::{
+    hex, json_error, Env, HeaderOp, HttpRequest, HttpResponse, PolicyError, PolicyLogic,
+    RequestChanges, RequestInfo, RequestOutcome, ResponseChanges, ResponseOutcome,
+};
+use regex::Regex;
+
+pub use config::{Mode, RedactionConfig, Rule, RuleKind};
+pub use detect::Detector;
+
+/// Largest compiled size of one custom pattern.
+const MAX_PATTERN_BYTES: usize = 1 << 20;
+
+/// The redaction policy.
+pub struct Redaction {
+    config: RedactionConfig,
+    rules: Vec<Rule>,
+    /// Each rule's regex, compiled on first use: a fresh instance per call
+    /// must not pay for rules the text never needs.
+    compiled: Vec<OnceCell<Regex>>,
+}
+
+/// What scanning one message found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    /// Nothing to change.
+    Clean,
+    /// The redacted message.
+    Changed(Vec<u8>),
+    /// A `block` rule matched: its name.
+    Blocked(String),
+}
+
+/// Redactions per rule during one call, reported as metrics at its end.
+struct Counts(Vec<u64>);
+
+impl PolicyLogic for Redaction {
+    const WANTS_RESPONSE: bool = true;
+
+    fn from_config(json: &str) -> Result<Self, PolicyError> {
+        let (config, rules) = RedactionConfig::parse(json)?;
+        let compiled = rules.iter().map(|_| OnceCell::new()).collect();
+        Ok(Redaction {
+            config,
+            rules,
+            compiled,
+        })
+    }
+
+    fn on_request(&self, env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
+        let mut counts = Counts(vec![0; self.rules.len()]);
+        let mut changes = RequestChanges::default();
+        for name in &self.config.headers {
+            for (_, value) in req.headers.iter().filter(|(n, _)| n == name) {
+                match self.scan_text(env, value, &mut counts)? {
+                    Scan::Clean => {}
+                    Scan::Changed(v) => changes.headers.push(HeaderOp::Set(
+                        name.clone(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )),
+                    Scan::Blocked(rule) => return Ok(self.block_request(env, &rule, &counts)),
+                }
+            }
+        }
+        if let (true, Some(body)) = (self.config.request, &req.body) {
+            match self.scan_body(env, req.header("content-type"), body, &mut counts)? {
+                Scan::Clean => {}
+                Scan::Changed(b) => changes.body = Some(b),
+                Scan::Blocked(rule) => return Ok(self.block_request(env, &rule, &counts)),
+            }
+        }
+        self.report(env, &counts);
+        Ok(RequestOutcome::Continue(changes))
+    }
+
+    fn on_response(
+        &self,
+        env: &dyn Env,
+        _info: &RequestInfo,
+        resp: HttpResponse,
+    ) -> Result<ResponseOutcome, PolicyError> {
+        let (true, Some(body)) = (self.config.response, &resp.body) else {
+            return Ok(ResponseOutcome::pass());
+        };
+        let mut counts = Counts(vec![0; self.rules.len()]);
+        let outcome = match self.scan_body(env, resp.header("content-type"), body, &mut counts)? {
+            Scan::Clean => ResponseOutcome::pass(),
+            Scan::Changed(b) => ResponseOutcome::Continue(ResponseChanges {
+                body: Some(b),
+                ..ResponseChanges::default()
+            }),
+            Scan::Blocked(rule) => {
+                env.count("blocked", &rule, 1);
+                let mut resp = json_error(
+                    502,
+                    "response_blocked",
+                    &format!("response blocked by redaction rule `{rule}`"),
+                );
+                resp.body = Some(with_rule(&resp, &rule));
+                ResponseOutcome::Replace(resp)
+            }
+        };
+        self.report(env, &counts);
+        Ok(outcome)
+    }
+}
+
+impl Redaction {
+    /// Scans a body: JSON (by content type, or by shape when it parses),
+    /// SSE line by line, else text. Bodies that are not UTF-8 are left alone.
+    pub fn redact_body(
+        &self,
+        env: &dyn Env,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Scan, PolicyError> {
+        let mut counts = Counts(vec![0; self.rules.len()]);
+        self.scan_body(env, content_type, body, &mut counts)
+    }
+
+    fn scan_body(
+        &self,
+        env: &dyn Env,
+        content_type: Option<&str>,
+        body: &[u8],
+        counts: &mut Counts,
+    ) -> Result<Scan, PolicyError> {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Ok(Scan::Clean);
+        };
+        let ct = content_type.unwrap_or("").to_ascii_lowercase();
+        if ct.starts_with("text/event-stream") {
+            return self.scan_sse(env, text, counts);
+        }
+        let json_type = ct.contains("json");
+        let json_shape = matches!(text.trim_start().bytes().next(), Some(b'{' | b'['));
+        if (json_type || json_shape) && json::is_valid(text) {
+            return json::redact_strings(text, |s| self.scan_text(env, s, counts));
+        }
+        self.scan_text(env, text, counts)
+    }
+
+    fn scan_sse(
+        &self,
+        env: &dyn Env,
+        text: &str,
+        counts: &mut Counts,
+    ) -> Result<Scan, PolicyError> {
+        let mut out = String::with_capacity(text.len());
+        let mut changed = false;
+        for line in text.split_inclusive('\n') {
+            let (content, newline) = match line.strip_suffix('\n') {
+                Some(c) => (c, "\n"),
+                None => (line, ""),
+            };
+            let scanned = match content.strip_prefix("data:") {
+                Some(data) if json::is_valid(data.trim()) => {
+                    json::redact_strings(data, |s| self.scan_text(env, s, counts))?
+                        .map_changed(|d| format!("data:{d}"))
+                }
+                _ => self.scan_text(env, content, counts)?,
+            };
+            match scanned {
+                Scan::Clean => out.push_str(content),
+                Scan::Changed(c) => {
+                    changed = true;
+                    out.push_str(&String::from_utf8_lossy(&c));
+                }
+                blocked @ Scan::Blocked(_) => return Ok(blocked),
+            }
+            out.push_str(newline);
+        }
+        Ok(if changed {
+            Scan::Changed(out.into_bytes())
+        } else {
+            Scan::Clean
+        })
+    }
+
+    /// Finds every rule's matches in `text`, resolves overlaps (earliest
+    /// start wins, then the longer match), and rewrites or blocks.
+    fn scan_text(
+        &self,
+        env: &dyn Env,
+        text: &str,
+        counts: &mut Counts,
+    ) -> Result<Scan, PolicyError> {
+        let mut found: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let RuleKind::Builtin(d) = rule.kind {
+                if !d.may_match(text) {
+                    continue;
+                }
+            }
+            let re = self.regex(i)?;
+            for m in re.find_iter(text) {
+                let accepted = match rule.kind {
+                    RuleKind::Builtin(d) => d.accept(m.as_str(), text, m.start()),
+                    RuleKind::Pattern(_) => true,
+                };
+                if accepted {
+                    found.push((m.start(), m.end(), i));
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(Scan::Clean);
+        }
+        found.sort_by_key(|&(start, end, i)| (start, std::cmp::Reverse(end), i));
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end, i) in found {
+            if start < at {
+                continue; // overlaps a match already taken
+            }
+            let rule = &self.rules[i];
+            if rule.mode == Mode::Block {
+                return Ok(Scan::Blocked(rule.name.clone()));
+            }
+            counts.0[i] += 1;
+            out.push_str(&text[at..start]);
+            match rule.mode {
+                Mode::Hash => {
+                    out.push('[');
+                    out.push_str(&rule.name);
+                    out.push(':');
+                    out.push_str(&self.pseudonym(env, &text[start..end]));
+                    out.push(']');
+                }
+                _ => {
+                    out.push_str("[REDACTED:");
+                    out.push_str(&rule.name);
+                    out.push(']');
+                }
+            }
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        Ok(Scan::Changed(out.into_bytes()))
+    }
+
+    fn regex(&self, i: usize) -> Result<&Regex, PolicyError> {
+        if let Some(re) = self.compiled[i].get() {
+            return Ok(re);
+        }
+        let pattern = match &self.rules[i].kind {
+            RuleKind::Builtin(d) => d.pattern(),
+            RuleKind::Pattern(p) => p.as_str(),
+        };
+        let re = regex::RegexBuilder::new(pattern)
+            .size_limit(MAX_PATTERN_BYTES)
+            .build()
+            .map_err(|e| {
+                PolicyError::Internal(format!(
+                    "rule `{}`: pattern does not compile: {e}",
+                    self.rules[i].name
+                ))
+            })?;
+        Ok(self.compiled[i].get_or_init(|| re))
+    }
+
+    /// First 12 hex digits of HMAC-SHA-256(hash_secret, value), or of SHA-256(value).
+    fn pseudonym(&self, env: &dyn Env, value: &str) -> String {
+        let digest = match &self.config.hash_secret {
+            Some(secret) => env.hmac_sha256(secret.as_bytes(), value.as_bytes()),
+            None => env.sha256(value.as_bytes()),
+        };
+        let mut h = hex(&digest);
+        h.truncate(12);
+        h
+    }
+
+    fn block_request(&self, env: &dyn Env, rule: &str, counts: &Counts) -> RequestOutcome {
+        self.report(env, counts);
+        env.count("blocked", rule, 1);
+        let mut resp = json_error(
+            400,
+            "redaction_blocked",
+            &format!("request blocked by redaction rule `{rule}`"),
+        );
+        resp.body = Some(with_rule(&resp, rule));
+        RequestOutcome::Respond(resp)
+    }
+
+    fn report(&self, env: &dyn Env, counts: &Counts) {
+        for (rule, &n) in self.rules.iter().zip(&counts.0) {
+            if n > 0 {
+                env.count("redactions", &rule.name, n);
+            }
+        }
+    }
+}
+
+impl Scan {
+    fn map_changed(self, f: impl FnOnce(&str) -> String) -> Scan {
+        match self {
+            Scan::Changed(b) => Scan::Changed(f(&String::from_utf8_lossy(&b)).into_bytes()),
+            other => other,
+        }
+    }
+}
+
+/// The JSON error body of `resp` with `"rule": rule` added.
+fn with_rule(resp: &HttpResponse, rule: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = resp
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default();
+    v["rule"] = serde_json::Value::String(rule.to_string());
+    v.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,310 @@
+//! Native tests of the redaction logic.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use edgegate_policy_core::testing::MemoryEnv;
+use serde_json::json;
+
+fn policy(config: serde_json::Value) -> Redaction {
+    Redaction::from_config(&config.to_string()).unwrap()
+}
+
+fn defaults() -> Redaction {
+    Redaction::from_config("").unwrap()
+}
+
+fn text(p: &Redaction, input: &str) -> String {
+    match p
+        .redact_body(&MemoryEnv::default(), Some("text/plain"), input.as_bytes())
+        .unwrap()
+    {
+        Scan::Clean => input.to_string(),
+        Scan::Changed(b) => String::from_utf8(b).unwrap(),
+        Scan::Blocked(r) => panic!("blocked by {r}"),
+    }
+}
+
+#[test]
+fn each_detector_finds_its_kind() {
+    let p = defaults();
+    let cases = [
+        ("mail jane.doe@example.com now", "mail [REDACTED:email] now"),
+        ("call +1 415 555 0134 today", "call [REDACTED:phone] today"),
+        ("call (212) 555-0199 today", "call [REDACTED:phone] today"),
+        ("call 555-123-4567", "call [REDACTED:phone]"),
+        (
+            "card 4111 1111 1111 1111 ok",
+            "card [REDACTED:credit_card] ok",
+        ),
+        ("card 5500-0000-0000-0004", "card [REDACTED:credit_card]"),
+        ("card 4111111111111111.", "card [REDACTED:credit_card]."),
+        (
+            "iban DE89 3704 0044 0532 0130 00 thanks",
+            "iban [REDACTED:iban] thanks",
+        ),
+        ("iban GB82WEST12345698765432", "iban [REDACTED:iban]"),
+        ("from 192.168.10.24.", "from [REDACTED:ip]."),
+        ("from 2001:db8::8a2e:370:7334 x", "from [REDACTED:ip] x"),
+        (
+            "key sk-proj-abcdefghijklmnopqrstuvwxyz0123",
+            "key [REDACTED:secret]",
+        ),
+        ("aws AKIAIOSFODNN7EXAMPLE", "aws [REDACTED:secret]"),
+        (
+            "gh ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "gh [REDACTED:secret]",
+        ),
+        ("-----BEGIN RSA PRIVATE KEY-----", "[REDACTED:secret]"),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(text(&p, input), expected, "{input}");
+    }
+}
+
+#[test]
+fn lookalikes_are_left_alone() {
+    let p = defaults();
+    for input in [
+        "card 4111 1111 1111 1112",         // Luhn fails
+        "iban GB82 WEST 1234 5698 7654 33", // mod 97 fails
+        "version 999.1.1.1",                // not an IPv4 address
+        "on 2024-01-15 at 10:30:00",        // a date and a time
+        "order 12345 shipped",              // a short number
+        "v1.2.3 and 1.2.3.4.5",             // versions
+        "no secrets here: sk-short",
+        "email at example dot com",
+    ] {
+        assert_eq!(text(&p, input), input, "{input}");
+    }
+}
+
+#[test]
+fn json_stays_valid_and_only_string_values_change() {
+    let p = defaults();
+    let body = r#"{"model":"gpt-4o","temperature":0.2,"n":1,
+      "messages":[{"role":"user","content":"I am jane.doe@example.com, caf\u00e9 \"quoted\""}],
+      "jane.doe@example.com":"key stays","list":[1,2.5,"10.0.0.1"]}"#;
+    let Scan::Changed(out) = p
+        .redact_body(
+            &MemoryEnv::default(),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .unwrap()
+    else {
+        panic!("nothing redacted")
+    };
+    let out = String::from_utf8(out).unwrap();
+    let before: serde_json::Value = serde_json::from_str(body).unwrap();
+    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(after["model"], before["model"]);
+    assert_eq!(after["temperature"], 0.2);
+    assert_eq!(after["list"][1], 2.5);
+    assert_eq!(after["list"][2], "[REDACTED:ip]");
+    assert_eq!(
+        after["jane.doe@example.com"], "key stays",
+        "keys are not redacted"
+    );
+    assert_eq!(
+        after["messages"][0]["content"],
+        "I am [REDACTED:email], café \"quoted\""
+    );
+    // Untouched parts keep their bytes, whitespace and escapes included.
+    assert!(
+        out.starts_with("{\"model\":\"gpt-4o\",\"temperature\":0.2,\"n\":1,\n      \"messages\"")
+    );
+}
+
+#[test]
+fn json_shape_is_detected_without_content_type_and_invalid_json_is_text() {
+    let p = defaults();
+    let env = MemoryEnv::default();
+    let Scan::Changed(out) = p.redact_body(&env, None, br#"{"a":"x@y.io"}"#).unwrap() else {
+        panic!()
+    };
+    assert_eq!(out, br#"{"a":"[REDACTED:email]"}"#);
+    let Scan::Changed(out) = p
+        .redact_body(&env, Some("application/json"), br#"{"a":"x@y.io""#)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(out, br#"{"a":"[REDACTED:email]""#);
+    assert_eq!(
+        p.redact_body(&env, None, &[0xff, 0xfe, b'@']).unwrap(),
+        Scan::Clean
+    );
+}
+
+#[test]
+fn sse_lines_are_redacted_as_json() {
+    let p = defaults();
+    let body =
+        "data: {\"choices\":[{\"delta\":{\"content\":\"mail x@y.io\"}}]}\n\ndata: [DONE]\n\n";
+    let Scan::Changed(out) = p
+        .redact_body(
+            &MemoryEnv::default(),
+            Some("text/event-stream"),
+            body.as_bytes(),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "data: {\"choices\":[{\"delta\":{\"content\":\"mail [REDACTED:email]\"}}]}\n\ndata: [DONE]\n\n"
+    );
+}
+
+#[test]
+fn hash_mode_is_a_stable_pseudonym() {
+    let p = policy(json!({"rules": [{"detector": "email", "mode": "hash"}]}));
+    let a = text(&p, "a@x.io and b@x.io and a@x.io");
+    let parts: Vec<&str> = a.split(" and ").collect();
+    assert_eq!(parts[0], parts[2]);
+    assert_ne!(parts[0], parts[1]);
+    assert!(
+        parts[0].starts_with("[email:") && parts[0].len() == "[email:]".len() + 12,
+        "{a}"
+    );
+    // A secret changes every pseudonym.
+    let keyed =
+        policy(json!({"hash_secret": "s3", "rules": [{"detector": "email", "mode": "hash"}]}));
+    assert_ne!(text(&keyed, "a@x.io"), parts[0]);
+}
+
+#[test]
+fn block_rules_refuse_requests_without_echoing_the_value() {
+    let p = policy(
+        json!({"rules": [{"detector": "email"}, {"detector": "credit_card", "mode": "block"}]}),
+    );
+    let env = MemoryEnv::default();
+    let req = HttpRequest::new("POST", "/v1/chat/completions")
+        .with_header("content-type", "application/json")
+        .with_body(json!({"messages": [{"content": "x@y.io 4111 1111 1111 1111"}]}).to_string());
+    let RequestOutcome::Respond(resp) = p.on_request(&env, req).unwrap() else {
+        panic!()
+    };
+    assert_eq!(resp.status, 400);
+    let body = String::from_utf8(resp.body.unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "redaction_blocked");
+    assert_eq!(v["rule"], "credit_card");
+    assert!(!body.contains("4111"));
+    assert_eq!(env.counter("blocked", "credit_card"), 1);
+
+    // In a response: replaced by a 502.
+    let resp = HttpResponse {
+        status: 200,
+        headers: vec![],
+        body: Some(b"leak 4111 1111 1111 1111".to_vec()),
+    };
+    let ResponseOutcome::Replace(r) = p.on_response(&env, &RequestInfo::default(), resp).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(r.status, 502);
+}
+
+#[test]
+fn custom_patterns_headers_and_metrics() {
+    let p = policy(json!({
+        "headers": ["X-User-Email"],
+        "rules": [{"detector": "email"}, {"name": "ticket", "pattern": "TKT-[0-9]{6}", "mode": "mask"}],
+    }));
+    let env = MemoryEnv::default();
+    let req = HttpRequest::new("POST", "/")
+        .with_header("x-user-email", "a@b.io")
+        .with_header("x-other", "c@d.io")
+        .with_body("see TKT-123456 and TKT-654321, mail e@f.io");
+    let RequestOutcome::Continue(c) = p.on_request(&env, req).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        c.headers,
+        [HeaderOp::Set(
+            "x-user-email".into(),
+            "[REDACTED:email]".into()
+        )]
+    );
+    assert_eq!(
+        c.body.as_deref(),
+        Some(&b"see [REDACTED:ticket] and [REDACTED:ticket], mail [REDACTED:email]"[..])
+    );
+    assert_eq!(env.counter("redactions", "ticket"), 2);
+    assert_eq!(env.counter("redactions", "email"), 2);
+    assert!(
+        env.logs.borrow().is_empty(),
+        "nothing logged, least of all values"
+    );
+}
+
+#[test]
+fn switches_turn_phases_off() {
+    let p = policy(json!({"request": false, "response": false}));
+    let env = MemoryEnv::default();
+    let req = HttpRequest::new("POST", "/").with_body("a@b.io");
+    assert_eq!(p.on_request(&env, req).unwrap(), RequestOutcome::pass());
+    let resp = HttpResponse {
+        status: 200,
+        headers: vec![],
+        body: Some(b"a@b.io".to_vec()),
+    };
+    assert_eq!(
+        p.on_response(&env, &RequestInfo::default(), resp).unwrap(),
+        ResponseOutcome::pass()
+    );
+}
+
+#[test]
+fn bad_configs_name_the_key() {
+    let cases = [
+        (
+            json!({"rules": [{"detector": "passport"}]}),
+            "rules[0].detector",
+        ),
+        (
+            json!({"rules": [{"name": "x", "pattern": "("}]}),
+            "rules[0].pattern",
+        ),
+        (
+            json!({"rules": [{"name": "x", "pattern": "a*"}]}),
+            "rules[0].pattern",
+        ),
+        (json!({"rules": [{"pattern": "abc"}]}), "rules[0].name"),
+        (json!({"rules": [{"name": "x"}]}), "rules[0]"),
+        (
+            json!({"rules": [{"detector": "email", "pattern": "a"}]}),
+            "rules[0]",
+        ),
+        (
+            json!({"rules": [{"detector": "email"}, {"detector": "email"}]}),
+            "rules[1].name",
+        ),
+        (
+            json!({"rules": [{"detector": "email", "mode": "drop"}]}),
+            "rules[0].mode",
+        ),
+        (
+            json!({"rules": [{"name": "bad name", "detector": "email"}]}),
+            "rules[0].name",
+        ),
+        (json!({"headers": ["bad header"]}), "headers[0]"),
+        (json!({"unknown": true}), "unknown"),
+    ];
+    for (cfg, key) in cases {
+        match Redaction::from_config(&cfg.to_string()) {
+            Err(PolicyError::Config(e)) => assert_eq!(e.key, key, "{cfg}: {}", e.reason),
+            Err(other) => panic!("{cfg}: {other:?}"),
+            Ok(_) => panic!("{cfg} accepted"),
+        }
+    }
+    let Err(PolicyError::Config(e)) =
+        Redaction::from_config(r#"{"rules":[{"name":"x","pattern":"("}]}"#)
+    else {
+        panic!()
+    };
+    assert!(e.reason.starts_with("invalid regex:"), "{}", e.reason);
+}
