@@ -9,6 +9,7 @@
 mod config;
 mod detect;
 mod json;
+mod scan;
 
 use std::cell::OnceCell;
 
@@ -28,8 +29,8 @@ const MAX_PATTERN_BYTES: usize = 1 << 20;
 pub struct Redaction {
     config: RedactionConfig,
     rules: Vec<Rule>,
-    /// Each rule's regex, compiled on first use: a fresh instance per call
-    /// must not pay for rules the text never needs.
+    /// Each custom rule's regex, compiled on first use: a fresh instance per
+    /// call must not pay for rules the text never needs.
     compiled: Vec<OnceCell<Regex>>,
 }
 
@@ -199,22 +200,17 @@ impl Redaction {
         counts: &mut Counts,
     ) -> Result<Scan, PolicyError> {
         let mut found: Vec<(usize, usize, usize)> = Vec::new();
+        let mut spans = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            if let RuleKind::Builtin(d) = rule.kind {
-                if !d.may_match(text) {
-                    continue;
+            spans.clear();
+            match rule.kind {
+                RuleKind::Builtin(d) if d.may_match(text) => d.find(text, &mut spans),
+                RuleKind::Builtin(_) => {}
+                RuleKind::Pattern(_) => {
+                    spans.extend(self.regex(i)?.find_iter(text).map(|m| (m.start(), m.end())))
                 }
             }
-            let re = self.regex(i)?;
-            for m in re.find_iter(text) {
-                let accepted = match rule.kind {
-                    RuleKind::Builtin(d) => d.accept(m.as_str(), text, m.start()),
-                    RuleKind::Pattern(_) => true,
-                };
-                if accepted {
-                    found.push((m.start(), m.end(), i));
-                }
-            }
+            found.extend(spans.iter().map(|&(s, e)| (s, e, i)));
         }
         if found.is_empty() {
             return Ok(Scan::Clean);
@@ -256,9 +252,8 @@ impl Redaction {
         if let Some(re) = self.compiled[i].get() {
             return Ok(re);
         }
-        let pattern = match &self.rules[i].kind {
-            RuleKind::Builtin(d) => d.pattern(),
-            RuleKind::Pattern(p) => p.as_str(),
+        let RuleKind::Pattern(pattern) = &self.rules[i].kind else {
+            return Err(PolicyError::Internal("built-in rules have no regex".into()));
         };
         let re = regex::RegexBuilder::new(pattern)
             .size_limit(MAX_PATTERN_BYTES)

@@ -308,3 +308,40 @@ fn bad_configs_name_the_key() {
     };
     assert!(e.reason.starts_with("invalid regex:"), "{}", e.reason);
 }
+
+/// Scanners see untrusted text: random strings over the characters they
+/// care about must never panic, and every match must be a valid slice.
+#[test]
+fn scanners_never_panic_and_stay_on_char_boundaries() {
+    let alphabet: Vec<char> =
+        "0123456789 .-+()@:abcdefxyzABCDEFGKZ_/é€\"\\{}[],\nsk-eyJAKIAxoxbghp_"
+            .chars()
+            .collect();
+    let mut x: u64 = 0x1234_5678;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 48) as usize;
+        let s: String = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        for d in Detector::ALL {
+            let mut spans = Vec::new();
+            d.find(&s, &mut spans);
+            for (a, b) in spans {
+                assert!(
+                    a < b && s.get(a..b).is_some(),
+                    "{d:?} gave {a}..{b} in {s:?}"
+                );
+            }
+        }
+        let p = defaults();
+        let _ = p
+            .redact_body(&MemoryEnv::default(), None, s.as_bytes())
+            .unwrap();
+    }
+}
