@@ -16,5 +16,5 @@ bash scripts/sign-components.sh "$bin"
 "$bin" demo-upstream --listen 127.0.0.1:9000 &
 upstream=$!
 trap 'kill $upstream 2>/dev/null || true' EXIT
-echo "try: curl -i http://127.0.0.1:8080/hello   and   curl http://127.0.0.1:9901/metrics"
+echo "try: curl -H 'x-api-key: demo-key' http://127.0.0.1:8080/hello   (README: a five-minute tour)"
 "$bin" serve --config policies/gateway.toml
