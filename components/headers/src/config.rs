@@ -84,7 +84,7 @@ impl HeadersConfig {
             ));
         }
         for (i, key) in self.echo_context.iter().enumerate() {
-            if key.is_empty() || !key.bytes().all(is_token_byte) {
+            if !edgegate_policy_sdk::core::is_header_name(key) {
                 return Err(Error::invalid_config(
                     format!("echo_context[{i}]"),
                     "must be usable in a header name (letters, digits, `-`, `_`, ...)",
@@ -121,7 +121,7 @@ fn checked_names(list: &str, names: &mut [String]) -> Result<(), Error> {
 }
 
 fn checked_name(key: &str, name: &str) -> Result<String, Error> {
-    if name.is_empty() || !name.bytes().all(is_token_byte) {
+    if !edgegate_policy_sdk::core::is_header_name(name) {
         return Err(Error::invalid_config(key, "not a valid header name"));
     }
     let name = name.to_ascii_lowercase();
@@ -132,11 +132,6 @@ fn checked_name(key: &str, name: &str) -> Result<String, Error> {
         ));
     }
     Ok(name)
-}
-
-/// A `tchar` of RFC 9110: what a header name is made of.
-pub fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A header value: visible characters, spaces and tabs, no CR, LF or NUL.

@@ -1,15 +1,9 @@
 //! Requests, responses and the outcomes a policy returns, as plain Rust types.
 
+use crate::header;
+
 /// Header fields in order; names lower-case.
 pub type Headers = Vec<(String, String)>;
-
-/// The first value of header `name` (case-insensitive).
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
 
 /// The request a policy sees in the request phase.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -8,14 +8,16 @@
 
 mod config;
 mod env;
+mod headers;
 mod http;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{parse_config, ConfigError, PolicyError};
 pub use env::{Circuit, Endpoint, Env, KvError, Level, SignatureAlg, VerifyKey};
+pub use headers::{header, header_values, is_header_name};
 pub use http::{
-    header, json_error, HeaderOp, Headers, HttpRequest, HttpResponse, RequestChanges, RequestInfo,
+    json_error, HeaderOp, Headers, HttpRequest, HttpResponse, RequestChanges, RequestInfo,
     RequestOutcome, ResponseChanges, ResponseOutcome, RouteDecision,
 };
 

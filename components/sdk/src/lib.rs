@@ -36,7 +36,6 @@
 extern crate self as edgegate_policy_sdk;
 
 mod config;
-mod headers;
 mod host;
 mod logic;
 mod policy;
@@ -62,7 +61,7 @@ pub use bindings::edgegate::policy::types::{
     RequestVerdict, Response, ResponseMutations, ResponseVerdict, RouteDecision,
 };
 pub use config::config;
-pub use headers::{header, header_values};
+pub use edgegate_policy_core::{header, header_values};
 pub use host::{clock, context, crypto, health, kv, log, metrics};
 pub use logic::HostEnv;
 

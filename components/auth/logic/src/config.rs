@@ -399,11 +399,7 @@ fn jwk(i: usize, k: &Jwk) -> Result<VerificationKey, PolicyError> {
 }
 
 fn header_name(key: &str, name: &mut String) -> Result<(), PolicyError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !ok {
+    if !edgegate_policy_core::is_header_name(name) {
         return Err(PolicyError::config(key, "not a valid header name"));
     }
     *name = name.to_ascii_lowercase();

@@ -131,8 +131,4 @@ impl CachingConfig {
 }
 
 /// An RFC 9110 token: what header names and directive names are made of.
-pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
+pub(crate) use edgegate_policy_core::is_header_name as is_token;

@@ -12,15 +12,7 @@ pub const MAX_VARY: usize = 8;
 const MAX_DELTA_SECONDS: u64 = 1 << 31;
 
 /// The values of every `name` header, in order.
-pub fn values<'a>(
-    headers: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
+pub use edgegate_policy_core::header_values as values;
 
 /// The items of comma-separated header lists, trimmed, empty ones skipped.
 fn items<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {

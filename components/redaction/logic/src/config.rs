@@ -89,10 +89,7 @@ impl RedactionConfig {
     pub fn parse(json: &str) -> Result<(Self, Vec<Rule>), PolicyError> {
         let mut c: RedactionConfig = parse_config(json)?;
         for (i, h) in c.headers.iter_mut().enumerate() {
-            let ok = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !ok {
+            if !edgegate_policy_core::is_header_name(h) {
                 return Err(PolicyError::config(
                     format!("headers[{i}]"),
                     "not a valid header name",

@@ -19,6 +19,14 @@ pub fn header_values<'a>(
         .map(|(_, v)| v.as_str())
 }
 
+/// Whether `name` is a valid header field name (an RFC 9110 `token`).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +44,8 @@ mod tests {
         assert_eq!(header(&h, "X-API-Key"), Some("k"));
         assert_eq!(header(&h, "missing"), None);
         assert_eq!(header_values(&h, "ACCEPT").collect::<Vec<_>>(), ["a", "b"]);
+        assert!(is_header_name("x-api-key"));
+        assert!(!is_header_name("bad header"));
+        assert!(!is_header_name(""));
     }
 }
