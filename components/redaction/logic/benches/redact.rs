@@ -9,7 +9,7 @@ use edgegate_policy_core::testing::MemoryEnv;
 use edgegate_policy_core::{HttpRequest, PolicyLogic};
 use edgegate_redaction::Redaction;
 
-fn bench(c: &mut Criterion) {
+fn redact_64k_json(c: &mut Criterion) {
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../bench/fixtures/chat-64k.json"
@@ -36,5 +36,5 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, redact_64k_json);
 criterion_main!(benches);

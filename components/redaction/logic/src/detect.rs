@@ -73,9 +73,8 @@ impl Detector {
                 b.iter().any(u8::is_ascii_uppercase) && b.iter().any(u8::is_ascii_digit)
             }
             Detector::Ip => memchr(b'.', b) || memchr(b':', b),
-            Detector::Secret => ["sk-", "AKIA", "ASIA", "gh", "xox", "eyJ", "-----BEGIN"]
-                .iter()
-                .any(|p| text.contains(p)),
+            // Its scanner is a single pass that is its own filter.
+            Detector::Secret => true,
         }
     }
 }

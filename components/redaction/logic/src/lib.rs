@@ -65,14 +65,26 @@ impl PolicyLogic for Redaction {
         let mut counts = Counts(vec![0; self.rules.len()]);
         let mut changes = RequestChanges::default();
         for name in &self.config.headers {
+            // `Set` replaces every value of a header: when one value changes,
+            // all of them are written back, in order.
+            let mut values = Vec::new();
+            let mut changed = false;
             for (_, value) in req.headers.iter().filter(|(n, _)| n == name) {
                 match self.scan_text(env, value, &mut counts)? {
-                    Scan::Clean => {}
-                    Scan::Changed(v) => changes.headers.push(HeaderOp::Set(
-                        name.clone(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    )),
-                    Scan::Blocked(rule) => return Ok(self.block_request(env, &rule, &counts)),
+                    Scan::Clean => values.push(value.clone()),
+                    Scan::Changed(v) => {
+                        changed = true;
+                        values.push(String::from_utf8_lossy(&v).into_owned());
+                    }
+                    Scan::Blocked(rule) => return Ok(self.block_request(env, &rule)),
+                }
+            }
+            if changed {
+                for (k, value) in values.into_iter().enumerate() {
+                    changes.headers.push(match k {
+                        0 => HeaderOp::Set(name.clone(), value),
+                        _ => HeaderOp::Append(name.clone(), value),
+                    });
                 }
             }
         }
@@ -80,7 +92,7 @@ impl PolicyLogic for Redaction {
             match self.scan_body(env, req.header("content-type"), body, &mut counts)? {
                 Scan::Clean => {}
                 Scan::Changed(b) => changes.body = Some(b),
-                Scan::Blocked(rule) => return Ok(self.block_request(env, &rule, &counts)),
+                Scan::Blocked(rule) => return Ok(self.block_request(env, &rule)),
             }
         }
         self.report(env, &counts);
@@ -111,7 +123,7 @@ impl PolicyLogic for Redaction {
                     &format!("response blocked by redaction rule `{rule}`"),
                 );
                 resp.body = Some(with_rule(&resp, &rule));
-                ResponseOutcome::Replace(resp)
+                return Ok(ResponseOutcome::Replace(resp));
             }
         };
         self.report(env, &counts);
@@ -191,8 +203,10 @@ impl Redaction {
         })
     }
 
-    /// Finds every rule's matches in `text`, resolves overlaps (earliest
-    /// start wins, then the longer match), and rewrites or blocks.
+    /// Finds every rule's matches in `text` and blocks when a `block` rule
+    /// matched anywhere (even inside another rule's match: masking must not
+    /// hide what should stop the message); otherwise resolves overlaps
+    /// (earliest start wins, then the longer match) and rewrites.
     fn scan_text(
         &self,
         env: &dyn Env,
@@ -216,6 +230,9 @@ impl Redaction {
             return Ok(Scan::Clean);
         }
         found.sort_by_key(|&(start, end, i)| (start, std::cmp::Reverse(end), i));
+        if let Some(&(_, _, i)) = found.iter().find(|m| self.rules[m.2].mode == Mode::Block) {
+            return Ok(Scan::Blocked(self.rules[i].name.clone()));
+        }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
         for (start, end, i) in found {
@@ -223,9 +240,6 @@ impl Redaction {
                 continue; // overlaps a match already taken
             }
             let rule = &self.rules[i];
-            if rule.mode == Mode::Block {
-                return Ok(Scan::Blocked(rule.name.clone()));
-            }
             counts.0[i] += 1;
             out.push_str(&text[at..start]);
             match rule.mode {
@@ -278,8 +292,9 @@ impl Redaction {
         h
     }
 
-    fn block_request(&self, env: &dyn Env, rule: &str, counts: &Counts) -> RequestOutcome {
-        self.report(env, counts);
+    /// The 400 for a request a `block` rule matched. Redactions found
+    /// before are not reported: nothing redacted was passed on.
+    fn block_request(&self, env: &dyn Env, rule: &str) -> RequestOutcome {
         env.count("blocked", rule, 1);
         let mut resp = json_error(
             400,

@@ -7,9 +7,6 @@ use crate::detect::{iban_valid, luhn};
 
 type Out = Vec<(usize, usize)>;
 
-/// A secret's shape: its prefix, the characters after it, and how many of them at least.
-type Shape<'a> = (&'a str, &'a dyn Fn(u8) -> bool, usize);
-
 fn alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
@@ -98,21 +95,71 @@ fn digit_runs(text: &str, seps: &[u8], mut each: impl FnMut(usize, usize, usize)
     }
 }
 
-/// Payment cards: 13–19 digits, grouped by single spaces or dashes (one kind), Luhn-valid.
+/// Payment cards: 13–19 digits with an issuer's prefix (2221–2720 or a
+/// first digit 3–6), Luhn-valid. Written in one piece or in groups joined by
+/// single spaces or dashes of one kind, every group but the last 4–6 digits
+/// long. In a longer run of groups (`ref 1234 4111 1111 1111 1111`, a card
+/// followed by its expiry month) the earliest, then longest, card is taken.
 pub fn cards(text: &str, out: &mut Out) {
-    digit_runs(text, b" -", |s, e, n| {
-        let run = &text[s..e];
-        if (13..=19).contains(&n) && !(run.contains(' ') && run.contains('-')) {
-            let digits: Vec<u8> = run
-                .bytes()
-                .filter(u8::is_ascii_digit)
-                .map(|c| c - b'0')
-                .collect();
-            if luhn(&digits) {
-                out.push((s, e));
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    digit_runs(text, b" -", |s, e, _| {
+        groups.clear();
+        let mut from = s;
+        for (k, c) in text[s..e].bytes().enumerate() {
+            if c == b' ' || c == b'-' {
+                groups.push((from, s + k));
+                from = s + k + 1;
+            }
+        }
+        groups.push((from, e));
+        let mut a = 0;
+        while a < groups.len() {
+            match card_groups(text.as_bytes(), &groups[a..]) {
+                Some(n) => {
+                    out.push((groups[a].0, groups[a + n - 1].1));
+                    a += n;
+                }
+                None => a += 1,
             }
         }
     });
+}
+
+/// How many of the leading `groups` (as many as fit) spell a card number.
+fn card_groups(b: &[u8], groups: &[(usize, usize)]) -> Option<usize> {
+    let mut digits = [0u8; 19];
+    let mut len = 0;
+    let mut best = None;
+    for (n, &(s, e)) in groups.iter().enumerate() {
+        if len + (e - s) > digits.len() {
+            break;
+        }
+        for (k, &c) in b[s..e].iter().enumerate() {
+            digits[len + k] = c - b'0';
+        }
+        len += e - s;
+        if len >= 13 && issuer(&digits[..len]) && luhn(&digits[..len]) {
+            best = Some(n + 1);
+        }
+        // The group just read is followed by another: it must look like a card group,
+        // and the separator must be the kind the card started with.
+        let (next_sep, first_sep) = (b.get(e), b.get(groups[0].1));
+        if !(4..=6).contains(&(e - s)) || next_sep != first_sep {
+            break;
+        }
+    }
+    best
+}
+
+/// Card numbers start with an issuer's prefix: 2221–2720 (Mastercard 2-series)
+/// or 3 (Amex, Diners, JCB), 4 (Visa), 5 (Mastercard, Maestro), 6 (Discover, UnionPay).
+fn issuer(digits: &[u8]) -> bool {
+    match digits {
+        [3..=6, ..] => true,
+        [2, a, b, c, ..] => (2221..=2720)
+            .contains(&(u16::from(*a) * 100 + u16::from(*b) * 10 + u16::from(*c) + 2000)),
+        _ => false,
+    }
 }
 
 /// IPv4 dotted quads and IPv6 addresses (anything `Ipv6Addr` parses with at
@@ -152,10 +199,16 @@ pub fn ips(text: &str, out: &mut Out) {
     }
 }
 
-/// Phone numbers: `+CC` and 8–15 digits, or 10–11 digits with separators or
-/// an area code in parentheses; groups of 1–5 digits joined by one of ` .-`.
+/// Phone numbers: `+` and 8–15 digits in any grouping (`+1 415 555 0134`,
+/// `+49 (0)30 1234567`, `+14155550134`); North American `(555) 123-4567`,
+/// `555-123-4567`, `1-800-555-0199`; or a trunk `0` and 10–12 digits in groups
+/// of two or more (`030 1234 5678`, `01 23 45 67 89`). Groups are joined by one
+/// of ` .-`; when a longer run fails, its longest phone-shaped start is taken
+/// (`555-123-4567 20 times`). Dates, and digits right after them (a time),
+/// are skipped.
 pub fn phones(text: &str, out: &mut Out) {
     let b = text.as_bytes();
+    let mut groups = Vec::new();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -165,79 +218,145 @@ pub fn phones(text: &str, out: &mut Out) {
             i += 1;
             continue;
         }
-        let (end, digits, international, punctuated) = phone_at(b, i);
-        let ok = if international {
-            (8..=15).contains(&digits)
-        } else {
-            punctuated && (10..=11).contains(&digits)
+        phone_groups(b, i, &mut groups);
+        let Some(last) = groups.last() else {
+            i += 1;
+            continue;
         };
-        let dotted_quad = text
-            .get(i..end)
-            .is_some_and(|t| t.parse::<Ipv4Addr>().is_ok());
-        if ok && !dotted_quad && !b.get(end).is_some_and(|&c| alnum(c)) {
-            out.push((i, end));
+        let run_end = last.end;
+        if let Some(date_end) = date(b, i, &groups) {
+            i = date_end;
+            continue;
         }
-        // Like a regex scan: the next candidate starts after this one.
-        i = end.max(i + 1);
+        let found = (1..=groups.len())
+            .rev()
+            .map(|n| &groups[..n])
+            .find(|g| phone_shaped(text, i, g));
+        match found {
+            Some(g) => {
+                let end = g[g.len() - 1].end;
+                out.push((i, end));
+                i = end;
+            }
+            // Like a regex scan: the next candidate starts after this one.
+            None => i = run_end.max(i + 1),
+        }
     }
 }
 
-/// Reads a phone-shaped run at `i`: (end, digit count, starts with `+`, has separators or parentheses).
-fn phone_at(b: &[u8], mut i: usize) -> (usize, usize, bool, bool) {
-    let start = i;
-    let international = b[i] == b'+';
-    let mut digits = 0;
-    let mut punctuated = false;
-    let mut groups = 0;
-    if international {
-        i += 1;
+/// One group of a phone number: `start..end`, `(` and `)` included.
+struct Group {
+    start: usize,
+    end: usize,
+    paren: bool,
+}
+
+impl Group {
+    fn digits(&self) -> usize {
+        self.end - self.start - if self.paren { 2 } else { 0 }
     }
-    let group = |i: &mut usize, digits: &mut usize| -> bool {
-        let s = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() && *i - s < 5 {
-            *i += 1;
-        }
-        *digits += *i - s;
-        *i > s && !b.get(*i).is_some_and(u8::is_ascii_digit)
-    };
-    let mut end = i;
+
+    /// Where its digits start.
+    fn first_digit(&self) -> usize {
+        self.start + usize::from(self.paren)
+    }
+}
+
+/// Reads the phone-shaped groups at `i` (after an optional `+`): up to six
+/// groups of 1–8 digits (the first after `+` up to 15), the first two may be
+/// in parentheses, joined by one of ` .-` (or nothing after a `)`).
+fn phone_groups(b: &[u8], i: usize, groups: &mut Vec<Group>) {
+    groups.clear();
+    let plus = b[i] == b'+';
+    let mut j = i + usize::from(plus);
     loop {
-        let mut j = end;
-        let paren = b.get(j) == Some(&b'(') && groups <= 1;
-        if paren {
+        let start = j;
+        let paren = b.get(j) == Some(&b'(') && groups.len() <= 1;
+        j += usize::from(paren);
+        let first = j;
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
             j += 1;
         }
-        let mut d = digits;
-        if !group(&mut j, &mut d) {
-            break;
+        let most = if plus && groups.is_empty() && !paren {
+            15
+        } else {
+            8
+        };
+        if !(1..=most).contains(&(j - first)) || (paren && b.get(j) != Some(&b')')) {
+            return;
         }
-        if paren {
-            if b.get(j) != Some(&b')') {
-                break;
+        j += usize::from(paren);
+        groups.push(Group {
+            start,
+            end: j,
+            paren,
+        });
+        if groups.len() == 6 {
+            return;
+        }
+        match b.get(j) {
+            Some(b' ' | b'.' | b'-')
+                if b.get(j + 1)
+                    .is_some_and(|&c| c.is_ascii_digit() || c == b'(') =>
+            {
+                j += 1
             }
-            j += 1;
-            punctuated = true;
+            Some(c) if paren && c.is_ascii_digit() => {}
+            _ => return,
         }
-        digits = d;
-        groups += 1;
-        end = j;
-        // One separator, then another group.
-        let mut k = end;
-        if matches!(b.get(k), Some(b' ' | b'.' | b'-')) {
-            k += 1;
-            if b.get(k).is_some_and(|&c| c.is_ascii_digit() || c == b'(') && groups < 6 {
-                punctuated = true;
-                end = k;
-                continue;
-            }
-        }
-        break;
     }
-    // A trailing separator was consumed only when a group followed it.
-    while end > start && matches!(b[end - 1], b' ' | b'.' | b'-') {
-        end -= 1;
+}
+
+/// Whether the number starting at `start` and made of `groups` is a phone number.
+fn phone_shaped(text: &str, start: usize, groups: &[Group]) -> bool {
+    let b = text.as_bytes();
+    let (Some(first), Some(last)) = (groups.first(), groups.last()) else {
+        return false;
+    };
+    if b.get(last.end).is_some_and(|&c| alnum(c))
+        || text[start..last.end].parse::<Ipv4Addr>().is_ok()
+    {
+        return false;
     }
-    (end, digits, international, punctuated || groups > 1)
+    let digits: usize = groups.iter().map(Group::digits).sum();
+    if b[start] == b'+' {
+        return (8..=15).contains(&digits);
+    }
+    let lens = |want: &[usize]| groups.iter().map(Group::digits).eq(want.iter().copied());
+    let north_american =
+        lens(&[3, 3, 4]) || (lens(&[1, 3, 3, 4]) && b[first.first_digit()] == b'1');
+    let trunk = b[first.first_digit()] == b'0'
+        && groups.len() >= 2
+        && groups.iter().all(|g| g.digits() >= 2)
+        && (10..=12).contains(&digits);
+    north_american || trunk
+}
+
+/// The end of a date (`2024-01-15`, `15.01.2024`, `01-15-2024`) that the
+/// groups at `start` begin with, and of a time's hour right after it.
+fn date(b: &[u8], start: usize, groups: &[Group]) -> Option<usize> {
+    let [g0, g1, g2, rest @ ..] = groups else {
+        return None;
+    };
+    if b[start] == b'+' || groups[..3].iter().any(|g| g.paren) || b[g0.end] != b[g1.end] {
+        return None;
+    }
+    let value = |g: &Group| {
+        b[g.start..g.end]
+            .iter()
+            .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'))
+    };
+    let year = |g: &Group| g.digits() == 4 && (1900..=2099).contains(&value(g));
+    let part = |g: &Group, most| g.digits() <= 2 && (1..=most).contains(&value(g));
+    let is_date = (year(g0) && part(g1, 12) && part(g2, 31))
+        || (year(g2) && ((part(g0, 31) && part(g1, 12)) || (part(g0, 12) && part(g1, 31))));
+    if !is_date {
+        return None;
+    }
+    let time = rest
+        .first()
+        .filter(|g| g.digits() <= 2 && b[g2.end] == b' ');
+    Some(time.map_or(g2.end, |g| g.end))
 }
 
 /// IBANs: country letters and check digits, then 11–30 letters or digits
@@ -286,89 +405,134 @@ pub fn ibans(text: &str, out: &mut Out) {
     }
 }
 
-/// Secrets with a recognisable shape.
+/// Secrets with a recognisable shape, in one pass: at each token start whose
+/// first byte can begin a shape, the shapes are tried in place (a pass per
+/// prefix with `str::match_indices` cost 3× more inside wasm, which has no
+/// SIMD string search).
 pub fn secrets(text: &str, out: &mut Out) {
-    let token = |c: u8| alnum(c) || c == b'_' || c == b'-';
     let b = text.as_bytes();
-    let run = |from: usize, ok: &dyn Fn(u8) -> bool| {
-        let mut e = from;
-        while e < b.len() && ok(b[e]) {
-            e += 1;
+    let mut i = 0;
+    while i < b.len() {
+        let first = matches!(b[i], b's' | b'A' | b'g' | b'x' | b'e' | b'-');
+        if !first || before(b, i).is_some_and(token) {
+            i += 1;
+            continue;
         }
-        e
+        match secret_at(text, i) {
+            Some(end) => {
+                out.push((i, end));
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// A token character: letters, digits, `_` and `-`.
+fn token(c: u8) -> bool {
+    alnum(c) || c == b'_' || c == b'-'
+}
+
+/// The end of the longest run from `from` of bytes that `ok` accepts.
+fn run_end(b: &[u8], from: usize, ok: impl Fn(u8) -> bool) -> usize {
+    let mut e = from;
+    while e < b.len() && ok(b[e]) {
+        e += 1;
+    }
+    e
+}
+
+/// The end of a secret starting at `s`, if one does.
+fn secret_at(text: &str, s: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let rest = &text[s..];
+    let upper_digit = |c: u8| c.is_ascii_uppercase() || c.is_ascii_digit();
+    let after = |prefix: &str, ok: &dyn Fn(u8) -> bool, least: usize| {
+        let e = run_end(b, s + prefix.len(), ok);
+        (e - s - prefix.len() >= least).then_some(e)
     };
-    // (prefix, allowed characters after it, least characters after it)
-    let shapes: [Shape; 7] = [
-        ("sk-", &token, 20),
-        (
-            "AKIA",
-            &|c: u8| c.is_ascii_uppercase() || c.is_ascii_digit(),
-            16,
-        ),
-        (
-            "ASIA",
-            &|c: u8| c.is_ascii_uppercase() || c.is_ascii_digit(),
-            16,
-        ),
-        ("github_pat_", &|c: u8| alnum(c) || c == b'_', 22),
-        ("xox", &|c: u8| alnum(c) || c == b'-', 12),
-        ("gh", &|c: u8| alnum(c) || c == b'_', 38),
-        (
-            "-----BEGIN ",
-            &|c: u8| c.is_ascii_uppercase() || c == b' ' || c == b'-',
-            0,
-        ),
-    ];
-    for (prefix, ok, least) in shapes {
-        for (s, _) in text.match_indices(prefix) {
-            if before(b, s).is_some_and(token) {
-                continue;
-            }
-            let e = run(s + prefix.len(), ok);
-            let body = &text[s + prefix.len()..e];
-            let shaped = match prefix {
-                "xox" => {
-                    body.len() >= least
-                        && matches!(
-                            body.as_bytes().first(),
-                            Some(b'b' | b'a' | b'p' | b'r' | b's')
-                        )
-                        && body.as_bytes().get(1) == Some(&b'-')
-                }
-                "gh" => {
-                    body.len() >= least
-                        && matches!(
-                            body.as_bytes().first(),
-                            Some(b'p' | b'o' | b'u' | b's' | b'r')
-                        )
-                        && body.as_bytes().get(1) == Some(&b'_')
-                }
-                "-----BEGIN " => body.ends_with("PRIVATE KEY-----"),
-                "AKIA" | "ASIA" => body.len() == least,
-                _ => body.len() >= least,
-            };
-            if shaped {
-                out.push((s, e));
-            }
-        }
+    if rest.starts_with("sk-") {
+        return after("sk-", &token, 20);
     }
-    // JWTs: three base64url parts, the first two starting with `eyJ`.
-    for (s, _) in text.match_indices("eyJ") {
-        if before(b, s).is_some_and(|c| token(c) || c == b'.') {
-            continue;
-        }
-        let b64 = |c: u8| token(c);
-        let e1 = run(s, &b64);
+    if rest.starts_with("AKIA") || rest.starts_with("ASIA") {
+        let e = run_end(b, s + 4, upper_digit);
+        return (e - s - 4 == 16).then_some(e);
+    }
+    if rest.starts_with("github_pat_") {
+        return after("github_pat_", &|c| alnum(c) || c == b'_', 22);
+    }
+    if rest.len() > 3 && rest.starts_with("gh") && b"pousr".contains(&b[s + 2]) && b[s + 3] == b'_'
+    {
+        return after("ghp_", &alnum, 36);
+    }
+    if rest.len() > 4 && rest.starts_with("xox") && b"baprs".contains(&b[s + 3]) && b[s + 4] == b'-'
+    {
+        return after("xoxb-", &|c| alnum(c) || c == b'-', 10);
+    }
+    if rest.starts_with("-----BEGIN ") {
+        let e = run_end(b, s + 11, |c| {
+            c.is_ascii_uppercase() || c == b' ' || c == b'-'
+        });
+        return text[s..e]
+            .ends_with("PRIVATE KEY-----")
+            .then(|| pem_end(text, e));
+    }
+    if rest.starts_with("eyJ") {
+        // JWT: three base64url parts, the first two starting with `eyJ`.
+        let e1 = run_end(b, s, token);
         if e1 - s < 11 || b.get(e1) != Some(&b'.') || !text[e1 + 1..].starts_with("eyJ") {
-            continue;
+            return None;
         }
-        let e2 = run(e1 + 1, &b64);
+        let e2 = run_end(b, e1 + 1, token);
         if e2 - e1 < 12 || b.get(e2) != Some(&b'.') {
-            continue;
+            return None;
         }
-        let e3 = run(e2 + 1, &b64);
-        if e3 - e2 > 8 {
-            out.push((s, e3));
-        }
+        let e3 = run_end(b, e2 + 1, token);
+        return (e3 - e2 > 8).then_some(e3);
     }
+    None
+}
+
+/// Where a PEM private key whose header ends at `from` ends: after its
+/// `-----END … PRIVATE KEY-----` line, or, when that is missing (a truncated
+/// paste), after the whole base64 lines that follow. The key material is the
+/// secret, not the header.
+fn pem_end(text: &str, from: usize) -> usize {
+    let b = text.as_bytes();
+    // Base64, line breaks (real, or escaped in text that was JSON), and the
+    // `Proc-Type: 4,ENCRYPTED` / `DEK-Info:` headers of encrypted keys.
+    let keyish = |c: u8| alnum(c) || b"+/=:,- \t\r\n\\".contains(&c);
+    let mut e = from;
+    while e < b.len() && keyish(b[e]) {
+        if b[e] == b'-' && text[e..].starts_with("-----END ") {
+            let tail = &text[e + 9..];
+            let label = tail
+                .bytes()
+                .take_while(|&c| c.is_ascii_uppercase() || c == b' ')
+                .count();
+            if tail[label..].starts_with("-----") && tail[..label].ends_with("PRIVATE KEY") {
+                return e + 9 + label + 5;
+            }
+            break;
+        }
+        e += 1;
+    }
+    // No end line: whole lines of base64 after the header, up to a blank
+    // line or one with other characters.
+    let line_break = |i: usize| {
+        ["\r\n", "\n", "\\r\\n", "\\n"]
+            .iter()
+            .find(|t| text[i..].starts_with(**t))
+            .map(|t| t.len())
+    };
+    let mut end = from;
+    while let Some(n) = line_break(end) {
+        let line = end + n;
+        let j = run_end(b, line, |c| alnum(c) || b"+/=".contains(&c));
+        if j == line || (j < b.len() && line_break(j).is_none()) {
+            break;
+        }
+        end = j;
+    }
+    end
 }

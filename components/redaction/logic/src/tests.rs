@@ -345,3 +345,133 @@ fn scanners_never_panic_and_stay_on_char_boundaries() {
             .unwrap();
     }
 }
+
+#[test]
+fn values_are_found_next_to_other_numbers_and_words() {
+    let p = defaults();
+    let cases = [
+        // The longest phone-shaped start of a longer run of digit groups.
+        (
+            "call 555-123-4567 20 times",
+            "call [REDACTED:phone] 20 times",
+        ),
+        ("call 1-800-555-0199 now", "call [REDACTED:phone] now"),
+        ("call +14155550134 now", "call [REDACTED:phone] now"),
+        ("tel +49 (0)30 1234567", "tel [REDACTED:phone]"),
+        ("tel 030 1234 5678", "tel [REDACTED:phone]"),
+        ("tel 01 23 45 67 89.", "tel [REDACTED:phone]."),
+        ("2024-01-15 555-123-4567", "2024-01-15 [REDACTED:phone]"),
+        // A card inside a longer run of groups: after a reference, before an expiry.
+        (
+            "ref 1234 4111 1111 1111 1111",
+            "ref 1234 [REDACTED:credit_card]",
+        ),
+        ("4111 1111 1111 1111 12/26", "[REDACTED:credit_card] 12/26"),
+        (
+            "4111 1111 1111 1111 5500 0000 0000 0004",
+            "[REDACTED:credit_card] [REDACTED:credit_card]",
+        ),
+        ("amex 3782 822463 10005", "amex [REDACTED:credit_card]"),
+        // An IBAN followed by more upper-case words.
+        (
+            "iban DE89 3704 0044 0532 0130 00 BIC COBADEFFXXX",
+            "iban [REDACTED:iban] BIC COBADEFFXXX",
+        ),
+        ("host 10.0.0.1:8080", "host [REDACTED:ip]:8080"),
+        ("from ::ffff:192.168.1.1 x", "from [REDACTED:ip] x"),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(text(&p, input), expected, "{input}");
+    }
+}
+
+#[test]
+fn dates_times_and_number_lists_are_not_phones_or_cards() {
+    let p = defaults();
+    for input in [
+        "at 2024-01-15 10:30 ok",
+        "on 15.01.2024 10:30 ok",
+        "on 01.02.2024 10 am",
+        "01-15-2024 09:00",
+        "scores 10 20 30 40 50 60",
+        "id 12345 67890 12345",
+        "ms 1700000000004",  // Luhn-valid, but no card issuer starts with 1
+        "ref 7992 7398 713", // Luhn-valid, 11 digits
+        "task-abcdefghijklmnopqrstuvwxyz012345", // `sk-` inside a word
+    ] {
+        assert_eq!(text(&p, input), input, "{input}");
+    }
+}
+
+#[test]
+fn private_keys_are_masked_with_their_key_material() {
+    let p = defaults();
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1234\nabcd==\n-----END RSA PRIVATE KEY-----";
+    assert_eq!(text(&p, &format!("{key}\nbye")), "[REDACTED:secret]\nbye");
+    // Truncated: the base64 lines that follow the header go too.
+    assert_eq!(
+        text(
+            &p,
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg+/=\nabc\n\nthanks"
+        ),
+        "[REDACTED:secret]\n\nthanks"
+    );
+    // Inside JSON the newlines are escapes; the value is unescaped before scanning.
+    let body = json!({ "content": format!("my key: {key} ok") }).to_string();
+    let Scan::Changed(out) = p
+        .redact_body(&MemoryEnv::default(), None, body.as_bytes())
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(out, br#"{"content":"my key: [REDACTED:secret] ok"}"#);
+}
+
+#[test]
+fn a_block_rule_blocks_even_inside_another_rules_match() {
+    let p = policy(json!({"rules": [
+        {"detector": "email"},
+        {"name": "corp", "pattern": "secretcorp", "mode": "block"},
+    ]}));
+    let env = MemoryEnv::default();
+    assert_eq!(
+        p.redact_body(&env, None, b"mail x@secretcorp.com").unwrap(),
+        Scan::Blocked("corp".into())
+    );
+}
+
+#[test]
+fn every_value_of_a_redacted_header_is_written_back() {
+    let p = policy(json!({"headers": ["x-e"], "rules": [{"detector": "email"}]}));
+    let req = HttpRequest::new("GET", "/")
+        .with_header("x-e", "plain")
+        .with_header("x-e", "c@d.io");
+    let RequestOutcome::Continue(c) = p.on_request(&MemoryEnv::default(), req).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        c.headers,
+        [
+            HeaderOp::Set("x-e".into(), "plain".into()),
+            HeaderOp::Append("x-e".into(), "[REDACTED:email]".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_blocked_request_reports_the_block_only() {
+    let p = policy(json!({
+        "headers": ["x-e"],
+        "rules": [{"detector": "email"}, {"detector": "credit_card", "mode": "block"}],
+    }));
+    let env = MemoryEnv::default();
+    let req = HttpRequest::new("POST", "/")
+        .with_header("x-e", "a@b.io")
+        .with_body("a@b.io 4111 1111 1111 1111");
+    assert!(matches!(
+        p.on_request(&env, req).unwrap(),
+        RequestOutcome::Respond(_)
+    ));
+    assert_eq!(env.counter("blocked", "credit_card"), 1);
+    assert_eq!(env.counter("redactions", "email"), 0);
+}
