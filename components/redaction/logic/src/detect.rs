@@ -2,6 +2,8 @@
 //! cannot contain a match, and a scanner (`crate::scan`) that finds candidates
 //! and checks them (Luhn, IBAN mod 97, address parsing).
 
+use crate::scan::{self, Lexed};
+
 /// A built-in detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detector {
@@ -52,35 +54,28 @@ impl Detector {
     /// Hand-written scanners rather than regexes: the gateway builds a policy
     /// for every call, and compiling six regexes took ~1 ms per call natively,
     /// more than scanning 64 KB.
-    pub fn find(self, text: &str, out: &mut Vec<(usize, usize)>) {
+    pub fn find(self, text: &str, lexed: &Lexed, out: &mut Vec<(usize, usize)>) {
         match self {
-            Detector::Email => crate::scan::emails(text, out),
-            Detector::Phone => crate::scan::phones(text, out),
-            Detector::CreditCard => crate::scan::cards(text, out),
-            Detector::Iban => crate::scan::ibans(text, out),
-            Detector::Ip => crate::scan::ips(text, out),
-            Detector::Secret => crate::scan::secrets(text, out),
+            Detector::Email => crate::scan::emails(text, lexed, out),
+            Detector::Phone => crate::scan::phones(text, lexed, out),
+            Detector::CreditCard => crate::scan::cards(text, lexed, out),
+            Detector::Iban => crate::scan::ibans(text, lexed, out),
+            Detector::Ip => crate::scan::ips(text, lexed, out),
+            Detector::Secret => crate::scan::secrets(text, lexed, out),
         }
     }
 
     /// False when `text` cannot contain a match (skips the scanner).
-    pub fn may_match(self, text: &str) -> bool {
-        let b = text.as_bytes();
+    pub fn may_match(self, lexed: &Lexed) -> bool {
         match self {
-            Detector::Email => memchr(b'@', b),
-            Detector::Phone | Detector::CreditCard => b.iter().any(u8::is_ascii_digit),
-            Detector::Iban => {
-                b.iter().any(u8::is_ascii_uppercase) && b.iter().any(u8::is_ascii_digit)
-            }
-            Detector::Ip => memchr(b'.', b) || memchr(b':', b),
-            // Its scanner is a single pass that is its own filter.
+            Detector::Email => lexed.has(scan::AT),
+            Detector::Phone | Detector::CreditCard => lexed.has(scan::DIGIT),
+            Detector::Iban => lexed.has(scan::UPPER) && lexed.has(scan::DIGIT),
+            Detector::Ip => lexed.has(scan::DOT_OR_COLON),
+            // Its scanner looks at few token starts; it is its own filter.
             Detector::Secret => true,
         }
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> bool {
-    hay.contains(&needle)
 }
 
 /// Luhn checksum over digit values.

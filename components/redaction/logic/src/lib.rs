@@ -11,6 +11,8 @@ mod detect;
 mod json;
 mod scan;
 
+pub use scan::Lexed;
+
 use std::cell::OnceCell;
 
 use edgegate_policy_core::{
@@ -215,11 +217,17 @@ impl Redaction {
     ) -> Result<Scan, PolicyError> {
         let mut found: Vec<(usize, usize, usize)> = Vec::new();
         let mut spans = Vec::new();
+        // One pass shared by the built-in scanners, made when the first needs it.
+        let lexed = OnceCell::new();
         for (i, rule) in self.rules.iter().enumerate() {
             spans.clear();
             match rule.kind {
-                RuleKind::Builtin(d) if d.may_match(text) => d.find(text, &mut spans),
-                RuleKind::Builtin(_) => {}
+                RuleKind::Builtin(d) => {
+                    let lexed = lexed.get_or_init(|| Lexed::of(text));
+                    if d.may_match(lexed) {
+                        d.find(text, lexed, &mut spans);
+                    }
+                }
                 RuleKind::Pattern(_) => {
                     spans.extend(self.regex(i)?.find_iter(text).map(|m| (m.start(), m.end())))
                 }

@@ -7,6 +7,103 @@ use crate::detect::{iban_valid, luhn};
 
 type Out = Vec<(usize, usize)>;
 
+/// What one pass over a text found, shared by the scanners: the token
+/// starts (a byte that is alphanumeric or one of `+(-` after one that is
+/// not), where every built-in match begins, and which byte classes occur.
+#[derive(Debug, Default)]
+pub struct Lexed {
+    starts: Vec<usize>,
+    classes: u8,
+}
+
+/// Byte classes in [`Lexed`].
+pub const DIGIT: u8 = 1;
+/// An upper-case ASCII letter.
+pub const UPPER: u8 = 2;
+/// `@`.
+pub const AT: u8 = 4;
+/// `.` or `:`.
+pub const DOT_OR_COLON: u8 = 8;
+/// A letter or digit (table bit, not reported).
+const ALNUM: u8 = 16;
+/// `+`, `(` or `-`: may start a token (table bit, not reported).
+const STARTS_TOKEN: u8 = 32;
+
+/// Each byte's classes.
+static BYTE_TABLE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_digit() {
+            DIGIT | ALNUM
+        } else if b.is_ascii_uppercase() {
+            UPPER | ALNUM
+        } else if b.is_ascii_lowercase() {
+            ALNUM
+        } else {
+            match b {
+                b'@' => AT,
+                b'.' | b':' => DOT_OR_COLON,
+                b'+' | b'(' | b'-' => STARTS_TOKEN,
+                _ => 0,
+            }
+        };
+        c += 1;
+    }
+    t
+};
+
+impl Lexed {
+    /// One pass over `text`, table-driven.
+    pub fn of(text: &str) -> Self {
+        let b = text.as_bytes();
+        let mut starts = Vec::with_capacity(b.len() / 4);
+        let mut classes = 0;
+        let mut prev = 0u8;
+        for (i, &c) in b.iter().enumerate() {
+            let t = BYTE_TABLE[usize::from(c)];
+            classes |= t;
+            if prev & ALNUM == 0 && t & (ALNUM | STARTS_TOKEN) != 0 {
+                starts.push(i);
+            }
+            prev = t;
+        }
+        Lexed {
+            starts,
+            classes: classes & (DIGIT | UPPER | AT | DOT_OR_COLON),
+        }
+    }
+
+    /// Whether a byte of `class` occurs.
+    pub fn has(&self, class: u8) -> bool {
+        self.classes & class != 0
+    }
+}
+
+/// Walks the token starts from left to right; a scanner that consumed up to
+/// `end` asks for the next start at or after it.
+struct Cursor<'a> {
+    starts: &'a [usize],
+    k: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(lexed: &'a Lexed) -> Self {
+        Cursor {
+            starts: &lexed.starts,
+            k: 0,
+        }
+    }
+
+    fn next_from(&mut self, pos: usize) -> Option<usize> {
+        while self.k < self.starts.len() && self.starts[self.k] < pos {
+            self.k += 1;
+        }
+        self.starts.get(self.k).copied()
+    }
+}
+
 fn alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
@@ -18,7 +115,7 @@ fn before(b: &[u8], i: usize) -> Option<u8> {
 
 /// E-mail addresses: a local part of `[A-Za-z0-9._%+-]` (≤ 64) around each
 /// `@`, and a domain of dot-separated labels ending in a 2–24 letter TLD.
-pub fn emails(text: &str, out: &mut Out) {
+pub fn emails(text: &str, _lexed: &Lexed, out: &mut Out) {
     let b = text.as_bytes();
     let local = |c: u8| alnum(c) || b"._%+-".contains(&c);
     let domain = |c: u8| alnum(c) || c == b'.' || c == b'-';
@@ -61,10 +158,12 @@ pub fn emails(text: &str, out: &mut Out) {
 
 /// Runs of digit groups joined by single separators from `seps`, starting at
 /// a digit not glued to a letter, digit or separator: `(start, end, digits)`.
-fn digit_runs(text: &str, seps: &[u8], mut each: impl FnMut(usize, usize, usize)) {
+fn digit_runs(text: &str, lexed: &Lexed, seps: &[u8], mut each: impl FnMut(usize, usize, usize)) {
     let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
+    let mut cursor = Cursor::new(lexed);
+    let mut pos = 0;
+    while let Some(i) = cursor.next_from(pos) {
+        pos = i + 1;
         let glued = match before(b, i) {
             Some(c) if alnum(c) => true,
             // `-7` or `.5` right after a digit continues something else (`3-7`, `1.5`).
@@ -72,7 +171,6 @@ fn digit_runs(text: &str, seps: &[u8], mut each: impl FnMut(usize, usize, usize)
             _ => false,
         };
         if !b[i].is_ascii_digit() || glued {
-            i += 1;
             continue;
         }
         let start = i;
@@ -91,7 +189,7 @@ fn digit_runs(text: &str, seps: &[u8], mut each: impl FnMut(usize, usize, usize)
         if !b.get(end).is_some_and(|&c| alnum(c)) {
             each(start, end, digits);
         }
-        i = end.max(i + 1);
+        pos = end.max(i + 1);
     }
 }
 
@@ -100,9 +198,9 @@ fn digit_runs(text: &str, seps: &[u8], mut each: impl FnMut(usize, usize, usize)
 /// single spaces or dashes of one kind, every group but the last 4–6 digits
 /// long. In a longer run of groups (`ref 1234 4111 1111 1111 1111`, a card
 /// followed by its expiry month) the earliest, then longest, card is taken.
-pub fn cards(text: &str, out: &mut Out) {
+pub fn cards(text: &str, lexed: &Lexed, out: &mut Out) {
     let mut groups: Vec<(usize, usize)> = Vec::new();
-    digit_runs(text, b" -", |s, e, _| {
+    digit_runs(text, lexed, b" -", |s, e, _| {
         groups.clear();
         let mut from = s;
         for (k, c) in text[s..e].bytes().enumerate() {
@@ -164,9 +262,9 @@ fn issuer(digits: &[u8]) -> bool {
 
 /// IPv4 dotted quads and IPv6 addresses (anything `Ipv6Addr` parses with at
 /// least two colons and a hex digit), not glued to more address characters.
-pub fn ips(text: &str, out: &mut Out) {
+pub fn ips(text: &str, lexed: &Lexed, out: &mut Out) {
     let b = text.as_bytes();
-    digit_runs(text, b".", |s, e, _| {
+    digit_runs(text, lexed, b".", |s, e, _| {
         let run = &text[s..e];
         if run.bytes().filter(|&c| c == b'.').count() == 3 && run.parse::<Ipv4Addr>().is_ok() {
             out.push((s, e));
@@ -206,26 +304,26 @@ pub fn ips(text: &str, out: &mut Out) {
 /// of ` .-`; when a longer run fails, its longest phone-shaped start is taken
 /// (`555-123-4567 20 times`). Dates, and digits right after them (a time),
 /// are skipped.
-pub fn phones(text: &str, out: &mut Out) {
+pub fn phones(text: &str, lexed: &Lexed, out: &mut Out) {
     let b = text.as_bytes();
     let mut groups = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
+    let mut cursor = Cursor::new(lexed);
+    let mut pos = 0;
+    while let Some(i) = cursor.next_from(pos) {
+        pos = i + 1;
         let c = b[i];
         let starts = (c == b'+' || c == b'(' || c.is_ascii_digit())
             && !before(b, i).is_some_and(|p| alnum(p) || matches!(p, b'.' | b'-' | b'+' | b'('));
         if !starts {
-            i += 1;
             continue;
         }
         phone_groups(b, i, &mut groups);
         let Some(last) = groups.last() else {
-            i += 1;
             continue;
         };
         let run_end = last.end;
         if let Some(date_end) = date(b, i, &groups) {
-            i = date_end;
+            pos = date_end;
             continue;
         }
         let found = (1..=groups.len())
@@ -236,10 +334,10 @@ pub fn phones(text: &str, out: &mut Out) {
             Some(g) => {
                 let end = g[g.len() - 1].end;
                 out.push((i, end));
-                i = end;
+                pos = end;
             }
             // Like a regex scan: the next candidate starts after this one.
-            None => i = run_end.max(i + 1),
+            None => pos = run_end.max(i + 1),
         }
     }
 }
@@ -361,17 +459,21 @@ fn date(b: &[u8], start: usize, groups: &[Group]) -> Option<usize> {
 
 /// IBANs: country letters and check digits, then 11–30 letters or digits
 /// (spaces between groups allowed); the longest mod-97-valid prefix wins.
-pub fn ibans(text: &str, out: &mut Out) {
+pub fn ibans(text: &str, lexed: &Lexed, out: &mut Out) {
     let b = text.as_bytes();
-    let mut i = 0;
-    while i + 4 <= b.len() {
+    let mut cursor = Cursor::new(lexed);
+    let mut pos = 0;
+    while let Some(i) = cursor.next_from(pos) {
+        pos = i + 1;
+        if i + 4 > b.len() {
+            break;
+        }
         let head = b[i].is_ascii_uppercase()
             && b[i + 1].is_ascii_uppercase()
             && b[i + 2].is_ascii_digit()
             && b[i + 3].is_ascii_digit()
             && !before(b, i).is_some_and(alnum);
         if !head {
-            i += 1;
             continue;
         }
         // Group ends (exclusive) where a match may stop.
@@ -395,35 +497,30 @@ pub fn ibans(text: &str, out: &mut Out) {
         if !b.get(j).is_some_and(|&c| alnum(c)) {
             ends.push(j);
         }
-        match ends.iter().rev().find(|&&e| iban_valid(&text[i..e])) {
-            Some(&e) => {
-                out.push((i, e));
-                i = e;
-            }
-            None => i += 1,
+        if let Some(&e) = ends.iter().rev().find(|&&e| iban_valid(&text[i..e])) {
+            out.push((i, e));
+            pos = e;
         }
     }
 }
 
-/// Secrets with a recognisable shape, in one pass: at each token start whose
-/// first byte can begin a shape, the shapes are tried in place (a pass per
-/// prefix with `str::match_indices` cost 3× more inside wasm, which has no
-/// SIMD string search).
-pub fn secrets(text: &str, out: &mut Out) {
+/// Secrets with a recognisable shape: at each token start whose first byte
+/// can begin a shape, the shapes are tried in place (a pass per prefix with
+/// `str::match_indices` cost 3× more inside wasm, which has no SIMD string
+/// search).
+pub fn secrets(text: &str, lexed: &Lexed, out: &mut Out) {
     let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
+    let mut cursor = Cursor::new(lexed);
+    let mut pos = 0;
+    while let Some(i) = cursor.next_from(pos) {
+        pos = i + 1;
         let first = matches!(b[i], b's' | b'A' | b'g' | b'x' | b'e' | b'-');
         if !first || before(b, i).is_some_and(token) {
-            i += 1;
             continue;
         }
-        match secret_at(text, i) {
-            Some(end) => {
-                out.push((i, end));
-                i = end;
-            }
-            None => i += 1,
+        if let Some(end) = secret_at(text, i) {
+            out.push((i, end));
+            pos = end;
         }
     }
 }

@@ -331,7 +331,7 @@ fn scanners_never_panic_and_stay_on_char_boundaries() {
             .collect();
         for d in Detector::ALL {
             let mut spans = Vec::new();
-            d.find(&s, &mut spans);
+            d.find(&s, &Lexed::of(&s), &mut spans);
             for (a, b) in spans {
                 assert!(
                     a < b && s.get(a..b).is_some(),
