@@ -81,6 +81,11 @@ impl Runtime {
             .memory_guard_size(32 << 20)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // `EDGEGATE_PERF_MAP=1` writes /tmp/perf-PID.map so `perf report`
+        // names the functions of compiled guests (profiling only).
+        if std::env::var_os("EDGEGATE_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
