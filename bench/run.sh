@@ -141,6 +141,7 @@ max_idle_per_endpoint = 256
 [policies.auth]
 component = "$PWD/target/signed/auth.wasm"
 kind = "auth"
+reuse_instances = true
 capabilities = ["kv", "clock", "crypto"]
 request_body = "buffer"
 response_body = "buffer"
@@ -152,6 +153,7 @@ token_quota = { tokens = 100000000000, window_s = 3600 }
 [policies.routing]
 component = "$PWD/target/signed/routing.wasm"
 kind = "routing"
+reuse_instances = true
 capabilities = ["health"]
 request_body = "buffer"
 [policies.routing.config]
@@ -159,12 +161,14 @@ llm = { models = { "gpt-4o" = ["backend"] }, retries = 1 }
 [policies.redaction]
 component = "$PWD/target/signed/redaction.wasm"
 kind = "redaction"
+reuse_instances = true
 capabilities = ["crypto"]
 request_body = "buffer"
 response_body = "buffer"
 [policies.caching]
 component = "$PWD/target/signed/caching.wasm"
 kind = "caching"
+reuse_instances = true
 capabilities = ["kv", "clock", "crypto"]
 request_body = "buffer"
 response_body = "buffer"

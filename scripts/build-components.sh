@@ -16,7 +16,7 @@ out="$repo/target/components"
 
 # The packages to copy out, by workspace; each file is named after its package.
 components=(noop headers auth routing caching redaction) # components/
-guests=(trap spin oom init-fails kv-user stack body-echo)  # tests/guests/
+guests=(trap spin oom init-fails kv-user stack body-echo instance-counter)  # tests/guests/
 
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"

@@ -126,3 +126,49 @@ async fn capabilities_are_denied_unless_granted() {
         .collect();
     assert_eq!(hits, ["1", "2", "3"]);
 }
+
+/// `reuse_instances = true` keeps an initialised instance (and its memory)
+/// for later calls; the default gives every call a fresh one. An instance that
+/// trapped is never used again.
+#[tokio::test]
+async fn reused_instances_keep_guest_memory_until_they_trap() {
+    let up = Upstream::start();
+    let config = base_config(up.addr)
+        + &policy("fresh", "instance-counter", "")
+        + &policy("reused", "instance-counter", "reuse_instances = true")
+        + &route("fresh", "/fresh", &["fresh"])
+        + &route("reused", "/reused", &["reused"]);
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let calls = |up: &Upstream| {
+        up.seen()
+            .last()
+            .and_then(|s| s.header("x-instance-calls").map(String::from))
+            .unwrap()
+    };
+
+    for _ in 0..5 {
+        let r = client.get(gw.url("/fresh")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(calls(&up), "1", "a fresh instance per call");
+    }
+    // One request at a time: the one idle instance serves them all.
+    for n in 1..=5 {
+        client.get(gw.url("/reused")).send().await.unwrap();
+        assert_eq!(calls(&up), n.to_string());
+    }
+    let trapped = client
+        .get(gw.url("/reused"))
+        .header("x-trap", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trapped.status(), 503, "on_error = deny");
+    client.get(gw.url("/reused")).send().await.unwrap();
+    assert_eq!(calls(&up), "1", "the trapped instance was dropped");
+    assert_eq!(
+        failure_count(&gw, "reused", "trap").await,
+        1,
+        "the trap is counted like any other"
+    );
+}

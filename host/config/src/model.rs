@@ -303,6 +303,11 @@ pub struct PolicyConfig {
     /// Key/value namespace; defaults to the policy name.
     #[serde(default)]
     pub kv_namespace: Option<String>,
+    /// Keep initialised instances for later calls instead of a fresh instance
+    /// per call (faster; guest memory then lives across requests, so only for
+    /// policies that keep no per-request state in globals). Off by default.
+    #[serde(default)]
+    pub reuse_instances: bool,
     /// The policy's own settings, handed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,

@@ -187,6 +187,7 @@ impl GatewayState {
                     capabilities: caps,
                     memory_limit_bytes: p.memory_limit_bytes,
                     timeout: Duration::from_millis(p.timeout_ms),
+                    reuse_instances: p.reuse_instances,
                 },
                 kv_ns,
                 services.clone(),

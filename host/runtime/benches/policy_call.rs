@@ -49,6 +49,16 @@ fn policy_with(
     config_json: &str,
     capabilities: Capabilities,
 ) -> PolicyInstance {
+    build(runtime, name, config_json, capabilities, false)
+}
+
+fn build(
+    runtime: &Runtime,
+    name: &str,
+    config_json: &str,
+    capabilities: Capabilities,
+    reuse_instances: bool,
+) -> PolicyInstance {
     let compiled = runtime.compile(name, &component(name)).unwrap();
     PolicyInstance::new(
         compiled,
@@ -58,6 +68,7 @@ fn policy_with(
             capabilities,
             memory_limit_bytes: 64 << 20,
             timeout: Duration::from_millis(100),
+            reuse_instances,
         },
         None,
         edgegate_runtime::HostServices::none(),
@@ -76,6 +87,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = ContextBag::default();
             rt.block_on(noop.on_request(&req, &mut ctx)).unwrap()
+        })
+    });
+    // The same call on a kept, initialised instance (`reuse_instances = true`).
+    let reused = build(&runtime, "noop", "{}", Capabilities::NONE, true);
+    c.bench_function("noop: reused instance, on-request", |b| {
+        b.iter(|| {
+            let mut ctx = ContextBag::default();
+            rt.block_on(reused.on_request(&req, &mut ctx)).unwrap()
         })
     });
     let headers = policy(

@@ -69,6 +69,21 @@ pub struct PolicySettings {
     pub memory_limit_bytes: usize,
     /// Wall-time budget per call (init + the hook).
     pub timeout: Duration,
+    /// Keep initialised instances for later calls (see [`PolicyInstance`]).
+    pub reuse_instances: bool,
+}
+
+/// Most idle initialised instances kept per policy when instances are reused.
+const MAX_IDLE_INSTANCES: usize = 32;
+/// Calls after which a reused instance is dropped, so guest heap growth and
+/// fragmentation cannot build up without bound.
+const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
+
+/// An instantiated, initialised policy kept for later calls.
+struct Warm {
+    store: Store<HostState>,
+    policy: crate::bindings::Policy,
+    calls: u32,
 }
 
 /// A policy ready to run: a compiled component plus its settings and shared host state.
@@ -84,6 +99,8 @@ pub struct PolicyInstance {
     services: HostServices,
     /// What `init` said at admission: whether the response phase needs this policy.
     wants_response: AtomicBool,
+    /// Idle initialised instances, when `reuse_instances` is on.
+    idle: Option<std::sync::Mutex<Vec<Warm>>>,
 }
 
 /// Limits of one store, remembering whether the memory limit was hit.
@@ -150,6 +167,9 @@ impl PolicyInstance {
             services,
             component,
             wants_response: AtomicBool::new(true),
+            idle: settings
+                .reuse_instances
+                .then(|| std::sync::Mutex::new(Vec::new())),
         }
     }
 
@@ -212,6 +232,81 @@ impl PolicyInstance {
         ctx: &mut ContextBag,
         hook: Hook<'_>,
     ) -> Result<HookResult, PolicyFailure> {
+        match (&self.idle, &hook) {
+            (Some(idle), Hook::Request(_) | Hook::Response(..)) => {
+                self.call_reused(idle, ctx, hook).await
+            }
+            _ => self.call_fresh(ctx, hook).await,
+        }
+    }
+
+    /// A fresh store per call: instantiate, `init`, the hook, drop.
+    async fn call_fresh(
+        &self,
+        ctx: &mut ContextBag,
+        hook: Hook<'_>,
+    ) -> Result<HookResult, PolicyFailure> {
+        let mut store = self.new_store(ctx.clone());
+        let outcome = self.run(&mut store, hook).await;
+        self.finish(&mut store, ctx, outcome)
+    }
+
+    /// An idle initialised instance (or a new one) runs the hook; it goes back
+    /// to the idle list unless the call trapped, timed out or ran out of
+    /// memory (a trapped instance's state is not trusted again).
+    async fn call_reused(
+        &self,
+        idle: &std::sync::Mutex<Vec<Warm>>,
+        ctx: &mut ContextBag,
+        hook: Hook<'_>,
+    ) -> Result<HookResult, PolicyFailure> {
+        let taken = match idle.lock() {
+            Ok(mut list) => list.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        };
+        let mut warm = match taken {
+            Some(w) => w,
+            None => {
+                let mut store = self.new_store(ContextBag::default());
+                let started = self.instantiate_and_init(&mut store).await;
+                let policy = match started {
+                    Ok((policy, _)) => policy,
+                    Err(e) => {
+                        let mut scratch = ContextBag::default();
+                        return self.finish(&mut store, &mut scratch, Err(e));
+                    }
+                };
+                Warm {
+                    store,
+                    policy,
+                    calls: 0,
+                }
+            }
+        };
+        {
+            let state = warm.store.data_mut();
+            state.ctx = ctx.clone();
+            state.events_left = crate::host::MAX_EVENTS_PER_CALL;
+            state.limiter.memory_denied = false;
+        }
+        warm.store.set_epoch_deadline(self.deadline_ticks);
+        let outcome = Self::run_hook(&warm.policy, &mut warm.store, hook).await;
+        let reusable = matches!(outcome, Ok(_) | Err(Outcome::Guest(_)));
+        let result = self.finish(&mut warm.store, ctx, outcome);
+        warm.calls += 1;
+        if reusable && warm.calls < MAX_CALLS_PER_INSTANCE {
+            let mut list = match idle.lock() {
+                Ok(list) => list,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if list.len() < MAX_IDLE_INSTANCES {
+                list.push(warm);
+            }
+        }
+        result
+    }
+
+    fn new_store(&self, ctx: ContextBag) -> Store<HostState> {
         let limiter = PolicyLimiter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.memory_limit)
@@ -230,14 +325,22 @@ impl PolicyInstance {
             self.caps,
             self.kv.clone(),
             self.services.clone(),
-            ctx.clone(),
+            ctx,
         );
         let mut store = Store::new(&self.component.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
+        store
+    }
 
-        let outcome = self.run(&mut store, hook).await;
+    /// The call's result; on success the store's context becomes the request's.
+    fn finish(
+        &self,
+        store: &mut Store<HostState>,
+        ctx: &mut ContextBag,
+        outcome: Result<HookResult, Outcome>,
+    ) -> Result<HookResult, PolicyFailure> {
         match outcome {
             Ok(r) => {
                 *ctx = std::mem::take(&mut store.data_mut().ctx);
@@ -258,20 +361,46 @@ impl PolicyInstance {
         store: &mut Store<HostState>,
         hook: Hook<'_>,
     ) -> Result<HookResult, Outcome> {
+        let (policy, info) = self.instantiate_and_init(store).await?;
+        match hook {
+            Hook::Init => Ok(HookResult::Init(info)),
+            hook => Self::run_hook(&policy, store, hook).await,
+        }
+    }
+
+    /// A new instance in `store`, with `init` run on it.
+    async fn instantiate_and_init(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> Result<(crate::bindings::Policy, types::PolicyInfo), Outcome> {
         let policy = self
             .component
             .pre
             .instantiate_async(&mut *store)
             .await
             .map_err(Outcome::Instantiate)?;
-        let hooks = policy.edgegate_policy_hooks();
-        let info = hooks
+        let info = policy
+            .edgegate_policy_hooks()
             .call_init(&mut *store, &self.config_json)
             .await
             .map_err(Outcome::Wasm)?
             .map_err(Outcome::Guest)?;
+        Ok((policy, info))
+    }
+
+    /// One request or response hook on an initialised instance.
+    async fn run_hook(
+        policy: &crate::bindings::Policy,
+        store: &mut Store<HostState>,
+        hook: Hook<'_>,
+    ) -> Result<HookResult, Outcome> {
+        let hooks = policy.edgegate_policy_hooks();
         Ok(match hook {
-            Hook::Init => HookResult::Init(info),
+            Hook::Init => {
+                return Err(Outcome::Guest(types::Error::Internal(
+                    "init is not a hook".into(),
+                )))
+            }
             Hook::Request(req) => HookResult::Request(
                 hooks
                     .call_on_request(&mut *store, req)
