@@ -135,6 +135,21 @@ fn bench(c: &mut Criterion) {
             rt.block_on(redaction.on_request(&big, &mut ctx)).unwrap()
         })
     });
+    // As the demo and bench configs run it (`reuse_instances = true`): a kept
+    // instance, compared with the native "policy kept" case.
+    let kept = build(
+        &runtime,
+        "redaction",
+        "{}",
+        Capabilities::NONE.with(edgegate_runtime::Capability::Crypto),
+        true,
+    );
+    group.bench_function("wasm: 64 KB JSON, policy kept", |b| {
+        b.iter(|| {
+            let mut ctx = ContextBag::default();
+            rt.block_on(kept.on_request(&big, &mut ctx)).unwrap()
+        })
+    });
     group.finish();
 }
 
