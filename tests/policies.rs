@@ -704,7 +704,7 @@ async fn the_demo_config_runs_all_four_policies_on_one_route() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-edgegate-cache"], "miss");
-    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
+    let left = resp.headers()["x-ratelimit-remaining-tokens"].clone();
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(
         body["choices"][0]["message"]["content"],
@@ -718,6 +718,11 @@ async fn the_demo_config_runs_all_four_policies_on_one_route() {
         .await
         .unwrap();
     assert_eq!(again.headers()["x-edgegate-cache"], "hit");
+    assert_eq!(
+        again.headers()["x-ratelimit-remaining-tokens"],
+        left,
+        "a cached answer costs no tokens"
+    );
     assert_eq!(up.count(), 2);
 
     let blocked = client

@@ -30,6 +30,9 @@ pub mod ctx {
     pub const METHOD: &str = "auth.method";
     /// Set when the token quota applies: the request's estimated tokens.
     pub const QUOTA_ESTIMATE: &str = "auth.quota_estimate";
+    /// Set to `hit` by the caching policy when it answered (read): a cached
+    /// answer costs the provider nothing, so no tokens are charged.
+    pub const CACHE_STATUS: &str = "cache.status";
 }
 
 /// Response header with the tokens left in the principal's quota window.
@@ -161,6 +164,11 @@ impl PolicyLogic for Auth {
         ) else {
             return Ok(ResponseOutcome::pass());
         };
+        let now = env.now_millis();
+        if env.ctx_get(ctx::CACHE_STATUS).as_deref() == Some("hit") {
+            let used = limits::used(env, &principal, quota, now)?;
+            return Ok(remaining(quota, used));
+        }
         // Count what the upstream says it used; without `usage` (streaming
         // without include_usage, or no body buffered), charge the estimate.
         let tokens = match resp.body.as_deref() {
@@ -172,15 +180,20 @@ impl PolicyLogic for Auth {
         if resp.status >= 400 && tokens == 0 {
             return Ok(ResponseOutcome::pass());
         }
-        let used = limits::spend(env, &principal, quota, tokens, env.now_millis())?;
+        let used = limits::spend(env, &principal, quota, tokens, now)?;
         env.count("tokens", "total", tokens);
-        let mut changes = ResponseChanges::default();
-        changes.headers.push(edgegate_policy_core::HeaderOp::Set(
-            TOKENS_REMAINING_HEADER.into(),
-            quota.tokens.saturating_sub(used).to_string(),
-        ));
-        Ok(ResponseOutcome::Continue(changes))
+        Ok(remaining(quota, used))
     }
+}
+
+/// The response change that tells the client how many tokens are left.
+fn remaining(quota: config::TokenQuota, used: u64) -> ResponseOutcome {
+    let mut changes = ResponseChanges::default();
+    changes.headers.push(edgegate_policy_core::HeaderOp::Set(
+        TOKENS_REMAINING_HEADER.into(),
+        quota.tokens.saturating_sub(used).to_string(),
+    ));
+    ResponseOutcome::Continue(changes)
 }
 
 impl Auth {

@@ -75,6 +75,16 @@ pub fn quota_key(principal: &str, quota: TokenQuota, now_ms: u64) -> String {
     format!("tq:{principal}:{}", now_ms / window)
 }
 
+/// Tokens `principal` has used in the window of `now_ms`.
+pub fn used(
+    env: &dyn Env,
+    principal: &str,
+    quota: TokenQuota,
+    now_ms: u64,
+) -> Result<u64, KvError> {
+    read_count(env, &quota_key(principal, quota, now_ms))
+}
+
 /// Checks that `principal` may spend about `estimate` more tokens.
 pub fn check_quota(
     env: &dyn Env,
@@ -84,7 +94,7 @@ pub fn check_quota(
     now_ms: u64,
 ) -> Result<Decision, KvError> {
     let window = u64::from(quota.window_s) * 1000;
-    let used = read_count(env, &quota_key(principal, quota, now_ms))?;
+    let used = used(env, principal, quota, now_ms)?;
     if used >= quota.tokens || used.saturating_add(estimate) > quota.tokens {
         let wait_ms = window - now_ms % window;
         return Ok(Decision::Refuse {

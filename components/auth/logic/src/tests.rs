@@ -529,6 +529,18 @@ fn token_quota_counts_upstream_usage_and_refuses_when_spent() {
     assert_eq!(status(&a.on_request(&env, plain).unwrap()), None);
     env.advance(3_600_000);
     assert_eq!(status(&a.on_request(&env, chat("hi")).unwrap()), None);
+
+    // An answer from the cache costs nothing: no tokens are charged.
+    let before = env.counter("tokens", "total");
+    env.ctx_set("cache.status", "hit");
+    let ResponseOutcome::Continue(c) = a.on_response(&env, &info, upstream(70)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        c.headers,
+        [HeaderOp::Set(TOKENS_REMAINING_HEADER.into(), "100".into())]
+    );
+    assert_eq!(env.counter("tokens", "total"), before);
 }
 
 #[test]
