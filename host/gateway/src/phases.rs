@@ -682,45 +682,66 @@ async fn response_phase(
         route: route.name.clone(),
         upstream: upstream.to_string(),
     };
+    // One WIT view of the response for every policy, kept in step with the
+    // changes they make: no per-policy copies of the headers or the body.
+    let mut wit = types::Response {
+        status: rparts.status.as_u16(),
+        headers: wit_headers(&rparts.headers),
+        body: buffered.map(Vec::from),
+    };
     for entry in route.chain[..ran].iter().rev() {
         if !entry.policy.wants_response() {
             continue;
         }
-        let wit = types::Response {
-            status: rparts.status.as_u16(),
-            headers: wit_headers(&rparts.headers),
-            body: match entry.response_body {
-                BodyMode::Buffer => buffered.as_ref().map(|b| b.to_vec()),
-                BodyMode::Stream => None,
-            },
+        wit.status = rparts.status.as_u16();
+        // A policy that streams does not see the body.
+        let hidden = match entry.response_body {
+            BodyMode::Stream => wit.body.take(),
+            BodyMode::Buffer => None,
         };
         let started = Instant::now();
         let result = entry.policy.on_response(&summary, &wit, ctx).await;
         entry
             .metrics
             .record_call(Phase::Response, started.elapsed().as_secs_f64());
+        if hidden.is_some() {
+            wit.body = hidden;
+        }
         let applied = result.and_then(|verdict| match verdict {
             types::ResponseVerdict::Continue(m) => {
                 if let Some(s) = m.status {
                     rparts.status = StatusCode::from_u16(s)
                         .map_err(|_| PolicyFailure::Guest(format!("invalid status {s}")))?;
                 }
-                apply_header_ops(&m.headers, &mut rparts.headers, None)?;
+                apply_header_ops(&m.headers, &mut rparts.headers, Some(&mut wit.headers))?;
                 if let Some(b) = m.body {
-                    if buffered.is_none() {
+                    if wit.body.is_none() {
                         return Err(PolicyFailure::Guest(
                             "policy replaced the response body, but its config does not buffer it (response_body = \"buffer\")".into(),
                         ));
                     }
                     rparts.headers.remove(header::CONTENT_LENGTH);
-                    buffered = Some(Bytes::from(b));
+                    wit.headers
+                        .retain(|(k, _)| !k.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str()));
+                    wit.body = Some(b);
                 }
                 Ok(())
             }
             types::ResponseVerdict::Replace(r) => {
-                let (p, _) = build_response(types::Response { body: None, ..r.clone() })?.into_parts();
+                let types::Response {
+                    status,
+                    headers,
+                    body,
+                } = r;
+                let (p, _) = build_response(types::Response {
+                    status,
+                    headers,
+                    body: None,
+                })?
+                .into_parts();
                 rparts = p;
-                buffered = Some(Bytes::from(r.body.unwrap_or_default()));
+                wit.headers = wit_headers(&rparts.headers);
+                wit.body = Some(body.unwrap_or_default());
                 stream = None;
                 Ok(())
             }
@@ -731,7 +752,7 @@ async fn response_phase(
             }
         }
     }
-    let body = match (buffered, stream) {
+    let body = match (wit.body, stream) {
         (Some(b), _) => {
             rparts.headers.remove(header::TRANSFER_ENCODING);
             rparts
