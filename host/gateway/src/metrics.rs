@@ -62,10 +62,10 @@ impl edgegate_runtime::EventSink for PolicyEvents {
             return;
         }
         {
-            let mut series = match self.series.lock() {
-                Ok(s) => s,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut series = self
+                .series
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = series.entry(policy.to_string()).or_default();
             if *n >= MAX_EVENT_SERIES_PER_POLICY {
                 if *n == MAX_EVENT_SERIES_PER_POLICY {

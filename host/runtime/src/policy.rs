@@ -79,6 +79,12 @@ const MAX_IDLE_INSTANCES: usize = 32;
 /// fragmentation cannot build up without bound.
 const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
 
+/// The idle list; a panic elsewhere while it was held leaves a usable `Vec`.
+fn lock(idle: &std::sync::Mutex<Vec<Warm>>) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+    idle.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An instantiated, initialised policy kept for later calls.
 struct Warm {
     store: Store<HostState>,
@@ -260,10 +266,7 @@ impl PolicyInstance {
         ctx: &mut ContextBag,
         hook: Hook<'_>,
     ) -> Result<HookResult, PolicyFailure> {
-        let taken = match idle.lock() {
-            Ok(mut list) => list.pop(),
-            Err(poisoned) => poisoned.into_inner().pop(),
-        };
+        let taken = lock(idle).pop();
         let mut warm = match taken {
             Some(w) => w,
             None => {
@@ -295,10 +298,7 @@ impl PolicyInstance {
         let result = self.finish(&mut warm.store, ctx, outcome);
         warm.calls += 1;
         if reusable && warm.calls < MAX_CALLS_PER_INSTANCE {
-            let mut list = match idle.lock() {
-                Ok(list) => list,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut list = lock(idle);
             if list.len() < MAX_IDLE_INSTANCES {
                 list.push(warm);
             }

@@ -237,6 +237,20 @@ pub struct TokenQuota {
     pub window_s: u32,
 }
 
+impl RateLimit {
+    /// The window in milliseconds.
+    pub fn window_ms(self) -> u64 {
+        u64::from(self.window_s) * 1000
+    }
+}
+
+impl TokenQuota {
+    /// The window in milliseconds.
+    pub fn window_ms(self) -> u64 {
+        u64::from(self.window_s) * 1000
+    }
+}
+
 /// A key from a JWKS, ready for the host's verifier.
 #[derive(Debug, Clone)]
 pub struct VerificationKey {

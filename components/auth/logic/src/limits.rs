@@ -20,6 +20,15 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// Refused for `wait_ms`, as whole `Retry-After` seconds (at least 1).
+    fn refuse_for(wait_ms: u64) -> Self {
+        Decision::Refuse {
+            retry_after_s: wait_ms.div_ceil(1000).max(1),
+        }
+    }
+}
+
 /// Counts one request against `limit` for `scope` (route and principal) with a
 /// sliding window: this window's count plus the previous window's, weighted
 /// by how much of it still overlaps the last `window_s` seconds.
@@ -29,7 +38,7 @@ pub fn check_rate(
     limit: RateLimit,
     now_ms: u64,
 ) -> Result<Decision, KvError> {
-    let window = u64::from(limit.window_s) * 1000;
+    let window = limit.window_ms();
     let index = now_ms / window;
     let into = now_ms % window;
     let current_key = format!("rl:{scope}:{index}");
@@ -57,9 +66,7 @@ pub fn check_rate(
         let t = (window - into) as f64 - room * window as f64 / previous as f64;
         t.clamp(1.0, (window - into) as f64) as u64
     };
-    Ok(Decision::Refuse {
-        retry_after_s: wait_ms.div_ceil(1000).max(1),
-    })
+    Ok(Decision::refuse_for(wait_ms))
 }
 
 fn read_count(env: &dyn Env, key: &str) -> Result<u64, KvError> {
@@ -71,8 +78,7 @@ fn read_count(env: &dyn Env, key: &str) -> Result<u64, KvError> {
 
 /// The kv key of a principal's token counter for the window containing `now_ms`.
 pub fn quota_key(principal: &str, quota: TokenQuota, now_ms: u64) -> String {
-    let window = u64::from(quota.window_s) * 1000;
-    format!("tq:{principal}:{}", now_ms / window)
+    format!("tq:{principal}:{}", now_ms / quota.window_ms())
 }
 
 /// Tokens `principal` has used in the window of `now_ms`.
@@ -93,13 +99,10 @@ pub fn check_quota(
     estimate: u64,
     now_ms: u64,
 ) -> Result<Decision, KvError> {
-    let window = u64::from(quota.window_s) * 1000;
     let used = used(env, principal, quota, now_ms)?;
     if used >= quota.tokens || used.saturating_add(estimate) > quota.tokens {
-        let wait_ms = window - now_ms % window;
-        return Ok(Decision::Refuse {
-            retry_after_s: wait_ms.div_ceil(1000).max(1),
-        });
+        let window = quota.window_ms();
+        return Ok(Decision::refuse_for(window - now_ms % window));
     }
     Ok(Decision::Allow {
         remaining: quota.tokens - used,
@@ -114,9 +117,9 @@ pub fn spend(
     tokens: u64,
     now_ms: u64,
 ) -> Result<u64, KvError> {
-    let window = u64::from(quota.window_s) * 1000;
     let delta = i64::try_from(tokens).unwrap_or(i64::MAX);
-    let total = env.kv_incr(&quota_key(principal, quota, now_ms), delta, Some(window))?;
+    let key = quota_key(principal, quota, now_ms);
+    let total = env.kv_incr(&key, delta, Some(quota.window_ms()))?;
     Ok(total.max(0) as u64)
 }
 
