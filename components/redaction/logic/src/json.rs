@@ -13,8 +13,8 @@ pub fn is_valid(text: &str) -> bool {
 /// object keys, and re-encodes only the strings it changed.
 pub fn redact_strings(
     text: &str,
-    mut scan: impl FnMut(&str) -> Result<Scan, PolicyError>,
-) -> Result<Scan, PolicyError> {
+    mut scan: impl FnMut(&str) -> Result<Scan<String>, PolicyError>,
+) -> Result<Scan<String>, PolicyError> {
     let bytes = text.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
@@ -56,22 +56,19 @@ pub fn redact_strings(
         match scan(&value)? {
             Scan::Clean => {}
             Scan::Changed(new) => {
-                let new = String::from_utf8_lossy(&new);
                 out.push_str(&text[copied..start]);
-                out.push_str(
-                    &serde_json::to_string(new.as_ref()).unwrap_or_else(|_| "\"\"".into()),
-                );
+                out.push_str(&serde_json::to_string(&new).unwrap_or_else(|_| "\"\"".into()));
                 copied = end;
                 changed = true;
             }
-            blocked @ Scan::Blocked(_) => return Ok(blocked),
+            Scan::Blocked(rule) => return Ok(Scan::Blocked(rule)),
         }
     }
     if !changed {
         return Ok(Scan::Clean);
     }
     out.push_str(&text[copied..]);
-    Ok(Scan::Changed(out.into_bytes()))
+    Ok(Scan::Changed(out))
 }
 
 /// A string followed (after whitespace) by `:` is an object key.

@@ -36,13 +36,14 @@ pub struct Redaction {
     compiled: Vec<OnceCell<Regex>>,
 }
 
-/// What scanning one message found.
+/// What scanning one message found: a body (`Vec<u8>`, the default) or,
+/// inside the policy, a piece of text (`String`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scan {
+pub enum Scan<T = Vec<u8>> {
     /// Nothing to change.
     Clean,
     /// The redacted message.
-    Changed(Vec<u8>),
+    Changed(T),
     /// A `block` rule matched: its name.
     Blocked(String),
 }
@@ -76,7 +77,7 @@ impl PolicyLogic for Redaction {
                     Scan::Clean => values.push(value.clone()),
                     Scan::Changed(v) => {
                         changed = true;
-                        values.push(String::from_utf8_lossy(&v).into_owned());
+                        values.push(v);
                     }
                     Scan::Blocked(rule) => return Ok(self.block_request(env, &rule)),
                 }
@@ -157,15 +158,16 @@ impl Redaction {
             return Ok(Scan::Clean);
         };
         let ct = content_type.unwrap_or("").to_ascii_lowercase();
-        if ct.starts_with("text/event-stream") {
-            return self.scan_sse(env, text, counts);
-        }
         let json_type = ct.contains("json");
         let json_shape = matches!(text.trim_start().bytes().next(), Some(b'{' | b'['));
-        if (json_type || json_shape) && json::is_valid(text) {
-            return json::redact_strings(text, |s| self.scan_text(env, s, counts));
-        }
-        self.scan_text(env, text, counts)
+        let scanned = if ct.starts_with("text/event-stream") {
+            self.scan_sse(env, text, counts)?
+        } else if (json_type || json_shape) && json::is_valid(text) {
+            json::redact_strings(text, |s| self.scan_text(env, s, counts))?
+        } else {
+            self.scan_text(env, text, counts)?
+        };
+        Ok(scanned.map(String::into_bytes))
     }
 
     fn scan_sse(
@@ -173,7 +175,7 @@ impl Redaction {
         env: &dyn Env,
         text: &str,
         counts: &mut Counts,
-    ) -> Result<Scan, PolicyError> {
+    ) -> Result<Scan<String>, PolicyError> {
         let mut out = String::with_capacity(text.len());
         let mut changed = false;
         for line in text.split_inclusive('\n') {
@@ -184,7 +186,7 @@ impl Redaction {
             let scanned = match content.strip_prefix("data:") {
                 Some(data) if json::is_valid(data.trim()) => {
                     json::redact_strings(data, |s| self.scan_text(env, s, counts))?
-                        .map_changed(|d| format!("data:{d}"))
+                        .map(|d| format!("data:{d}"))
                 }
                 _ => self.scan_text(env, content, counts)?,
             };
@@ -192,14 +194,14 @@ impl Redaction {
                 Scan::Clean => out.push_str(content),
                 Scan::Changed(c) => {
                     changed = true;
-                    out.push_str(&String::from_utf8_lossy(&c));
+                    out.push_str(&c);
                 }
-                blocked @ Scan::Blocked(_) => return Ok(blocked),
+                Scan::Blocked(rule) => return Ok(Scan::Blocked(rule)),
             }
             out.push_str(newline);
         }
         Ok(if changed {
-            Scan::Changed(out.into_bytes())
+            Scan::Changed(out)
         } else {
             Scan::Clean
         })
@@ -214,7 +216,7 @@ impl Redaction {
         env: &dyn Env,
         text: &str,
         counts: &mut Counts,
-    ) -> Result<Scan, PolicyError> {
+    ) -> Result<Scan<String>, PolicyError> {
         let mut found: Vec<(usize, usize, usize)> = Vec::new();
         let mut spans = Vec::new();
         // One pass shared by the built-in scanners, made when the first needs it.
@@ -267,7 +269,7 @@ impl Redaction {
             at = end;
         }
         out.push_str(&text[at..]);
-        Ok(Scan::Changed(out.into_bytes()))
+        Ok(Scan::Changed(out))
     }
 
     fn regex(&self, i: usize) -> Result<&Regex, PolicyError> {
@@ -322,11 +324,13 @@ impl Redaction {
     }
 }
 
-impl Scan {
-    fn map_changed(self, f: impl FnOnce(&str) -> String) -> Scan {
+impl<T> Scan<T> {
+    /// The same finding with the changed message turned by `f`.
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Scan<U> {
         match self {
-            Scan::Changed(b) => Scan::Changed(f(&String::from_utf8_lossy(&b)).into_bytes()),
-            other => other,
+            Scan::Clean => Scan::Clean,
+            Scan::Changed(t) => Scan::Changed(f(t)),
+            Scan::Blocked(rule) => Scan::Blocked(rule),
         }
     }
 }
