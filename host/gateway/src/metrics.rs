@@ -47,36 +47,63 @@ const MAX_EVENT_SERIES_PER_POLICY: usize = 256;
 /// Counters policies report through the `metrics` import, bounded in series.
 pub struct PolicyEvents {
     family: Family<PolicyEvent, Counter>,
-    series: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Handles by policy: found with borrowed strings, so counting on a
+    /// series that exists allocates nothing (this runs on every policy call).
+    series: std::sync::RwLock<std::collections::HashMap<String, PolicySeries>>,
+}
+
+/// One policy's series: counters by event, then label.
+#[derive(Default)]
+struct PolicySeries {
+    counters: std::collections::HashMap<String, std::collections::HashMap<String, Counter>>,
+    len: usize,
+    warned: bool,
 }
 
 impl edgegate_runtime::EventSink for PolicyEvents {
     fn count(&self, policy: &str, event: &str, label: &str, delta: u64) {
-        let labels = PolicyEvent {
+        let counted = {
+            let series = self
+                .series
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            series
+                .get(policy)
+                .and_then(|p| p.counters.get(event))
+                .and_then(|labels| labels.get(label))
+                .map(|counter| counter.inc_by(delta))
+        };
+        if counted.is_some() {
+            return;
+        }
+        let mut series = self
+            .series
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = series.entry(policy.to_string()).or_default();
+        if let Some(counter) = mine.counters.get(event).and_then(|l| l.get(label)) {
+            counter.inc_by(delta); // created meanwhile by another worker
+            return;
+        }
+        if mine.len >= MAX_EVENT_SERIES_PER_POLICY {
+            if !mine.warned {
+                tracing::warn!(policy, "policy reports more than {MAX_EVENT_SERIES_PER_POLICY} metric series; dropping new ones");
+                mine.warned = true;
+            }
+            return;
+        }
+        let key = PolicyEvent {
             policy: policy.into(),
             event: event.into(),
             label: label.into(),
         };
-        if let Some(counter) = self.family.get(&labels) {
-            counter.inc_by(delta);
-            return;
-        }
-        {
-            let mut series = self
-                .series
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = series.entry(policy.to_string()).or_default();
-            if *n >= MAX_EVENT_SERIES_PER_POLICY {
-                if *n == MAX_EVENT_SERIES_PER_POLICY {
-                    tracing::warn!(policy, "policy reports more than {MAX_EVENT_SERIES_PER_POLICY} metric series; dropping new ones");
-                    *n += 1;
-                }
-                return;
-            }
-            *n += 1;
-        }
-        handle(&self.family, &labels).inc_by(delta);
+        let counter = handle(&self.family, &key);
+        counter.inc_by(delta);
+        mine.counters
+            .entry(event.to_string())
+            .or_default()
+            .insert(label.to_string(), counter);
+        mine.len += 1;
     }
 }
 
@@ -372,4 +399,40 @@ pub(crate) struct EndpointMetrics {
     pub(crate) timeout: Counter,
     pub(crate) error: Counter,
     pub(crate) duration: Histogram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgegate_runtime::EventSink;
+
+    #[test]
+    fn policy_events_add_up_and_stop_at_the_series_bound() {
+        let m = Metrics::new();
+        let events = m.events();
+        events.count("p", "cache", "hit", 2);
+        events.count("p", "cache", "hit", 3);
+        for i in 0..MAX_EVENT_SERIES_PER_POLICY + 10 {
+            events.count("p", &format!("e{i}"), "", 1);
+        }
+        events.count("q", "cache", "hit", 1);
+        let text = m.encode();
+        let series = |policy: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with(&format!(
+                        "edgegate_policy_events_total{{policy=\"{policy}\""
+                    ))
+                })
+                .count()
+        };
+        assert!(text.contains(
+            "edgegate_policy_events_total{policy=\"p\",event=\"cache\",label=\"hit\"} 5"
+        ));
+        assert_eq!(series("p"), MAX_EVENT_SERIES_PER_POLICY);
+        assert_eq!(series("q"), 1, "the bound is per policy");
+        // "cache" and 255 of the "e{i}" events: the dropped ones left no entry.
+        let kept = events.series.read().unwrap()["p"].counters.len();
+        assert_eq!(kept, MAX_EVENT_SERIES_PER_POLICY);
+    }
 }
