@@ -30,9 +30,6 @@ pub mod ctx {
     pub const METHOD: &str = "auth.method";
     /// Set when the token quota applies: the request's estimated tokens.
     pub const QUOTA_ESTIMATE: &str = "auth.quota_estimate";
-    /// Set to `hit` by the caching policy when it answered (read): a cached
-    /// answer costs the provider nothing, so no tokens are charged.
-    pub const CACHE_STATUS: &str = "cache.status";
 }
 
 /// Response header with the tokens left in the principal's quota window.
@@ -154,7 +151,7 @@ impl PolicyLogic for Auth {
     fn on_response(
         &self,
         env: &dyn Env,
-        _info: &RequestInfo,
+        info: &RequestInfo,
         resp: HttpResponse,
     ) -> Result<ResponseOutcome, PolicyError> {
         let (Some(quota), Some(estimate), Some(principal)) = (
@@ -165,7 +162,9 @@ impl PolicyLogic for Auth {
             return Ok(ResponseOutcome::pass());
         };
         let now = env.now_millis();
-        if env.ctx_get(ctx::CACHE_STATUS).as_deref() == Some("hit") {
+        // No upstream answered (a policy after this one did: a cache hit, a
+        // block): no provider was called, so nothing is charged.
+        if info.upstream.is_empty() {
             let used = limits::used(env, &principal, quota, now)?;
             return Ok(remaining(quota, used));
         }

@@ -493,7 +493,10 @@ fn token_quota_counts_upstream_usage_and_refuses_when_spent() {
         body: Some(json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": total - 10, "total_tokens": total}}).to_string().into_bytes()),
     }
     };
-    let info = RequestInfo::default();
+    let info = RequestInfo {
+        upstream: "openai".into(),
+        ..RequestInfo::default()
+    };
 
     assert_eq!(status(&a.on_request(&env, chat("hi")).unwrap()), None);
     let out = a.on_response(&env, &info, upstream(70)).unwrap();
@@ -530,10 +533,11 @@ fn token_quota_counts_upstream_usage_and_refuses_when_spent() {
     env.advance(3_600_000);
     assert_eq!(status(&a.on_request(&env, chat("hi")).unwrap()), None);
 
-    // An answer from the cache costs nothing: no tokens are charged.
+    // An answer no upstream gave (a cache hit) costs nothing: no tokens are charged.
     let before = env.counter("tokens", "total");
-    env.ctx_set("cache.status", "hit");
-    let ResponseOutcome::Continue(c) = a.on_response(&env, &info, upstream(70)).unwrap() else {
+    let from_cache = RequestInfo::default();
+    let ResponseOutcome::Continue(c) = a.on_response(&env, &from_cache, upstream(70)).unwrap()
+    else {
         panic!()
     };
     assert_eq!(

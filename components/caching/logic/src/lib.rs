@@ -40,9 +40,6 @@ pub mod ctx {
     pub const PRINCIPAL: &str = "principal";
     /// What the request phase decided, for the response phase (set).
     pub const REQUEST: &str = "cache.request";
-    /// `hit` when the answer came from the cache (set), so the policies
-    /// before the cache can tell (auth charges no tokens for it).
-    pub const STATUS: &str = "cache.status";
 }
 
 /// Headers a 304 carries over from the stored response (RFC 9110 §15.4.5).
@@ -272,7 +269,6 @@ impl Caching {
             return Ok(None);
         }
         env.count("cache", "hit", 1);
-        env.ctx_set(ctx::STATUS, "hit");
         let mut resp = if not_modified(req, &entry) {
             HttpResponse {
                 status: 304,
