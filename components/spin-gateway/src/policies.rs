@@ -1,0 +1,96 @@
+//! The four policies' logic, linked in: the very crates the edgegate
+//! components are built from.
+
+use edgegate_auth::Auth;
+use edgegate_caching::Caching;
+use edgegate_policy_core::{
+    Env, HttpRequest, HttpResponse, PolicyError, PolicyLogic, RequestInfo, RequestOutcome,
+    ResponseOutcome,
+};
+use edgegate_redaction::Redaction;
+use edgegate_routing::Routing;
+
+/// Which logic a configured policy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// API keys, JWT, Basic, rate limits, token quotas.
+    Auth,
+    /// Upstream choice, LLM fallback, rewrites.
+    Routing,
+    /// PII and secrets.
+    Redaction,
+    /// HTTP and LLM response cache.
+    Caching,
+}
+
+impl Kind {
+    /// The kind named `name` in a config.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "auth" => Kind::Auth,
+            "routing" => Kind::Routing,
+            "redaction" => Kind::Redaction,
+            "caching" => Kind::Caching,
+            _ => return None,
+        })
+    }
+}
+
+/// A policy's logic, built from its config.
+pub enum Policy {
+    /// See [`Auth`].
+    Auth(Auth),
+    /// See [`Routing`].
+    Routing(Routing),
+    /// See [`Redaction`].
+    Redaction(Redaction),
+    /// See [`Caching`].
+    Caching(Caching),
+}
+
+impl Policy {
+    /// Builds the logic of `kind` from its config (JSON text).
+    pub fn build(kind: Kind, json: &str) -> Result<Self, PolicyError> {
+        Ok(match kind {
+            Kind::Auth => Policy::Auth(Auth::from_config(json)?),
+            Kind::Routing => Policy::Routing(Routing::from_config(json)?),
+            Kind::Redaction => Policy::Redaction(Redaction::from_config(json)?),
+            Kind::Caching => Policy::Caching(Caching::from_config(json)?),
+        })
+    }
+
+    /// Whether the response phase does anything.
+    pub fn wants_response(&self) -> bool {
+        match self {
+            Policy::Auth(_) => Auth::WANTS_RESPONSE,
+            Policy::Routing(_) => Routing::WANTS_RESPONSE,
+            Policy::Redaction(_) => Redaction::WANTS_RESPONSE,
+            Policy::Caching(_) => Caching::WANTS_RESPONSE,
+        }
+    }
+
+    /// The request phase.
+    pub fn on_request(&self, env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
+        match self {
+            Policy::Auth(p) => p.on_request(env, req),
+            Policy::Routing(p) => p.on_request(env, req),
+            Policy::Redaction(p) => p.on_request(env, req),
+            Policy::Caching(p) => p.on_request(env, req),
+        }
+    }
+
+    /// The response phase.
+    pub fn on_response(
+        &self,
+        env: &dyn Env,
+        info: &RequestInfo,
+        resp: HttpResponse,
+    ) -> Result<ResponseOutcome, PolicyError> {
+        match self {
+            Policy::Auth(p) => p.on_response(env, info, resp),
+            Policy::Routing(p) => p.on_response(env, info, resp),
+            Policy::Redaction(p) => p.on_response(env, info, resp),
+            Policy::Caching(p) => p.on_response(env, info, resp),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The Spin side: the exported HTTP handler, Spin variables and key-value
+//! store, outbound HTTP through `wasi:http/outgoing-handler`, timers on the
+//! monotonic clock.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use edgegate_policy_core::{json_error, HttpResponse, Level};
+use futures::future::{select, Either};
+use futures::StreamExt;
+use spin_executor::CancelOnDropToken;
+use spin_sdk::http::{ErrorCode, IncomingRequest, IncomingResponse, Method, Request, Response};
+use spin_sdk::key_value::Store;
+
+use crate::chain::{self, Incoming, Outgoing, SendError, Transport};
+use crate::config::Config;
+use crate::env::{parse_level, KvStore, RequestEnv};
+
+/// The Spin variable holding the gateway config (TOML).
+pub const CONFIG_VARIABLE: &str = "gateway_config";
+/// The Spin variable naming the log level (`debug`, `info`, `warn`, `error`).
+pub const LOG_LEVEL_VARIABLE: &str = "log_level";
+/// The Spin variable naming the key-value store (a label in `key_value_stores`).
+pub const KV_STORE_VARIABLE: &str = "kv_store";
+
+thread_local! {
+    /// The last parsed config and its text: a host that keeps the instance
+    /// for several requests parses it once.
+    static PARSED: RefCell<Option<(String, Rc<Config>)>> = const { RefCell::new(None) };
+}
+
+#[spin_sdk::http_component]
+async fn handle(req: IncomingRequest) -> Response {
+    let resp = serve(req).await;
+    let mut builder = Response::builder();
+    builder.status(resp.status);
+    let mut headers: Vec<(String, String)> = resp
+        .headers
+        .into_iter()
+        .filter(|(n, _)| n != "content-length" && n != "transfer-encoding")
+        .collect();
+    headers.push(("via".into(), chain::VIA.into()));
+    builder.headers(headers);
+    builder.body(resp.body.unwrap_or_default());
+    builder.build()
+}
+
+fn variable(name: &str) -> Option<String> {
+    spin_sdk::variables::get(name).ok()
+}
+
+async fn serve(req: IncomingRequest) -> HttpResponse {
+    let log_level = variable(LOG_LEVEL_VARIABLE)
+        .and_then(|l| parse_level(&l))
+        .unwrap_or(Level::Info);
+    let config = match load_config() {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("ERROR gateway: {message}");
+            return json_error(500, "config_invalid", &message);
+        }
+    };
+    let store_label = variable(KV_STORE_VARIABLE).unwrap_or_else(|| "default".into());
+    let store = SpinStore::open(&store_label);
+    let env = RequestEnv::new(
+        store.as_ref().map(|s| s as &dyn KvStore),
+        log_level,
+        now_millis,
+    );
+    if store.is_none() {
+        env.log(
+            Level::Debug,
+            "gateway",
+            &format!("key-value store `{store_label}` is not available to this component (key_value_stores in spin.toml)"),
+        );
+    }
+
+    let method = req.method().to_string();
+    let path = req.path_with_query().unwrap_or_else(|| "/".into());
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let authority = req
+        .authority()
+        .or_else(|| edgegate_policy_core::header(&headers, "host").map(String::from))
+        .unwrap_or_default();
+    let Some(route) = config.find_route(&authority, &path, &method) else {
+        return json_error(404, "no_route", "no route matches this request");
+    };
+    let limit = chain::request_limit(&config, route);
+    let declared = edgegate_policy_core::header(&headers, "content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) if body.len() + chunk.len() > limit => return too_large(limit),
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(e) => {
+                return json_error(
+                    400,
+                    "body_read_failed",
+                    &format!("reading the request body failed: {e}"),
+                )
+            }
+        }
+    }
+    let client_ip = edgegate_policy_core::header(&headers, "spin-client-addr")
+        .map(chain::client_ip)
+        .unwrap_or_default();
+    let incoming = Incoming {
+        method,
+        path,
+        authority,
+        headers,
+        body,
+        client_ip,
+    };
+    chain::run(&config, route, &env, &SpinTransport, incoming).await
+}
+
+fn too_large(limit: usize) -> HttpResponse {
+    json_error(
+        413,
+        "body_too_large",
+        &format!("request body exceeds {limit} bytes"),
+    )
+}
+
+fn load_config() -> Result<Rc<Config>, String> {
+    let text = spin_sdk::variables::get(CONFIG_VARIABLE).map_err(|e| {
+        format!("Spin variable `{CONFIG_VARIABLE}` is not readable ({e}); declare it in spin.toml's [component.<id>.variables]")
+    })?;
+    if let Some(config) = PARSED.with_borrow(|p| {
+        p.as_ref()
+            .filter(|(t, _)| *t == text)
+            .map(|(_, c)| Rc::clone(c))
+    }) {
+        return Ok(config);
+    }
+    let config = Rc::new(
+        Config::parse(&text)
+            .map_err(|e| format!("Spin variable `{CONFIG_VARIABLE}` refused: {e}"))?,
+    );
+    if !config.ignored.is_empty() {
+        eprintln!(
+            "INFO gateway: keys only the edgegate host reads, ignored on Spin: {}",
+            config.ignored.join(", ")
+        );
+    }
+    PARSED.with_borrow_mut(|p| *p = Some((text, Rc::clone(&config))));
+    Ok(config)
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Spin's key-value store.
+struct SpinStore(Store);
+
+impl SpinStore {
+    fn open(label: &str) -> Option<Self> {
+        Store::open(label).ok().map(SpinStore)
+    }
+}
+
+impl KvStore for SpinStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.get(key).map_err(|e| e.to_string())
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.0.set(key, value).map_err(|e| e.to_string())
+    }
+    fn delete(&self, key: &str) -> Result<(), String> {
+        self.0.delete(key).map_err(|e| e.to_string())
+    }
+}
+
+/// A future ready at a monotonic-clock deadline, driven by Spin's executor.
+struct Sleep {
+    deadline: u64,
+    token: Option<CancelOnDropToken>,
+}
+
+fn sleep(duration: Duration) -> Sleep {
+    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    Sleep {
+        deadline: wasi::clocks::monotonic_clock::now().saturating_add(nanos),
+        token: None,
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let pollable = wasi::clocks::monotonic_clock::subscribe_instant(self.deadline);
+        if pollable.ready() {
+            self.token = None;
+            return Poll::Ready(());
+        }
+        self.token = Some(CancelOnDropToken::from(
+            spin_executor::push_waker_and_get_token(pollable, cx.waker().clone()),
+        ));
+        Poll::Pending
+    }
+}
+
+/// Outbound HTTP through Spin (`allowed_outbound_hosts` applies).
+struct SpinTransport;
+
+fn method(name: &str) -> Method {
+    match name {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "CONNECT" => Method::Connect,
+        "OPTIONS" => Method::Options,
+        "TRACE" => Method::Trace,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_string()),
+    }
+}
+
+fn send_error(e: spin_sdk::http::SendError) -> SendError {
+    match e {
+        spin_sdk::http::SendError::Http(code) => match code {
+            ErrorCode::DnsTimeout
+            | ErrorCode::DnsError(_)
+            | ErrorCode::DestinationNotFound
+            | ErrorCode::DestinationUnavailable
+            | ErrorCode::DestinationIpProhibited
+            | ErrorCode::DestinationIpUnroutable
+            | ErrorCode::ConnectionRefused
+            | ErrorCode::ConnectionTimeout
+            | ErrorCode::TlsProtocolError
+            | ErrorCode::TlsCertificateError
+            | ErrorCode::HttpRequestDenied => SendError::Connect(format!("{code:?}")),
+            ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+                SendError::Timeout
+            }
+            other => SendError::Other(format!("{other:?}")),
+        },
+        other => SendError::Other(other.to_string()),
+    }
+}
+
+impl SpinTransport {
+    async fn exchange(&self, req: Outgoing<'_>, limit: usize) -> Result<HttpResponse, SendError> {
+        let request = Request::builder()
+            .method(method(req.method))
+            .uri(req.url)
+            .headers(req.headers.clone())
+            .body(req.body.to_vec())
+            .build();
+        let resp: IncomingResponse = spin_sdk::http::send(request).await.map_err(send_error)?;
+        let status = resp.status();
+        let headers = resp
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let mut body = Vec::new();
+        let mut stream = resp.take_body_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| SendError::Other(format!("reading the answer: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(SendError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: Some(body),
+        })
+    }
+}
+
+impl Transport for SpinTransport {
+    async fn send(
+        &self,
+        req: Outgoing<'_>,
+        timeout: Duration,
+        body_limit: usize,
+    ) -> Result<HttpResponse, SendError> {
+        let exchange = std::pin::pin!(self.exchange(req, body_limit));
+        match select(exchange, sleep(timeout)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => Err(SendError::Timeout),
+        }
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        sleep(duration).await;
+    }
+}
