@@ -4,7 +4,11 @@
 # target/components/<package-name>.wasm. Works from any directory; quiet and
 # quick when nothing changed. Checks that every output is a component (not a
 # core module) and, when `wasm-tools` is on PATH, that it imports nothing but
-# edgegate:policy/* and wasi:* interfaces.
+# edgegate:policy/* and wasi:* interfaces (the Spin gateway: fermyon:spin/*
+# and wasi:*).
+#
+#   scripts/build-components.sh                     # everything
+#   scripts/build-components.sh --only spin-gateway # one package (spin.toml's build)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,22 +19,39 @@ built="$CARGO_TARGET_DIR/$target/release"
 out="$repo/target/components"
 
 # The packages to copy out, by workspace; each file is named after its package.
-components=(noop headers auth routing caching redaction) # components/
+components=(noop headers auth routing caching redaction spin-gateway) # components/
 guests=(trap spin oom init-fails kv-user stack body-echo instance-counter)  # tests/guests/
+workspaces=(components tests/guests)
+build_args=()
+
+if [[ "${1:-}" == "--only" ]]; then
+    only="${2:?--only needs a package name}"
+    if [[ " ${components[*]} " == *" $only "* ]]; then
+        workspaces=(components)
+    elif [[ " ${guests[*]} " == *" $only "* ]]; then
+        workspaces=(tests/guests)
+    else
+        echo "error: no package \`$only\`; known: ${components[*]} ${guests[*]}" >&2
+        exit 2
+    fi
+    components=("$only")
+    guests=()
+    build_args=(--package "$only")
+fi
 
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"
 fi
 
-for workspace in components tests/guests; do
+for workspace in "${workspaces[@]}"; do
     echo "building $workspace for $target" >&2
-    cargo build --quiet --release --target "$target" --manifest-path "$repo/$workspace/Cargo.toml"
+    cargo build --quiet --release --target "$target" --manifest-path "$repo/$workspace/Cargo.toml" "${build_args[@]}"
 done
 
 mkdir -p "$out"
 component_header="0061736d0d000100" # "\0asm", version 0x0d, layer 1 (a core module has layer 0)
 status=0
-for package in "${components[@]}" "${guests[@]}"; do
+for package in "${components[@]}" "${guests[@]+"${guests[@]}"}"; do
     src="$built/${package//-/_}.wasm"
     dst="$out/$package.wasm"
     if [[ ! -f "$src" ]]; then
@@ -45,9 +66,11 @@ for package in "${components[@]}" "${guests[@]}"; do
         continue
     fi
     if command -v wasm-tools >/dev/null; then
+        allowed='^(edgegate:policy/|wasi:)'
+        [[ "$package" == spin-gateway ]] && allowed='^(fermyon:spin/|wasi:)'
         foreign="$(wasm-tools component wit "$src" |
             awk '$1 == "import" { sub(/;$/, "", $2); print $2 }' |
-            grep -Ev '^(edgegate:policy/|wasi:)' | tr '\n' ' ' || true)"
+            grep -Ev "$allowed" | tr '\n' ' ' || true)"
         if [[ -n "$foreign" ]]; then
             echo "error: $src imports interfaces the host does not provide: $foreign" >&2
             status=1

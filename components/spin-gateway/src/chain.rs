@@ -152,7 +152,11 @@ pub async fn run<T: Transport>(
     };
     let Some(default) = config.upstreams.get_key_value(&route.upstream) else {
         // Config::parse checked it; keep the process answering anyway.
-        return json_error(502, "upstream_error", "the route's upstream is not configured");
+        return json_error(
+            502,
+            "upstream_error",
+            "the route's upstream is not configured",
+        );
     };
     let mut target = Target {
         clusters: vec![(default.0.as_str(), default.1)],
@@ -322,7 +326,11 @@ pub fn client_ip(addr: &str) -> String {
 /// The headers the upstream sees: no hop-by-hop or Spin headers, plus `X-Forwarded-For` and `Via`.
 fn upstream_headers(req: &HttpRequest) -> Headers {
     let named_by_connection: Vec<String> = header(&req.headers, "connection")
-        .map(|c| c.split(',').map(|n| n.trim().to_ascii_lowercase()).collect())
+        .map(|c| {
+            c.split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect()
+        })
         .unwrap_or_default();
     let mut headers: Headers = req
         .headers
@@ -394,7 +402,10 @@ async fn forward<'c, T: Transport>(
                 env.log(
                     Level::Info,
                     "gateway",
-                    &format!("upstream `{name}` answered {}; trying the next attempt", resp.status),
+                    &format!(
+                        "upstream `{name}` answered {}; trying the next attempt",
+                        resp.status
+                    ),
                 );
                 last_error = Some(json_error(
                     502,
@@ -403,7 +414,11 @@ async fn forward<'c, T: Transport>(
                 ));
             }
             Err(e) => {
-                env.log(Level::Warn, "gateway", &format!("upstream `{name}` ({endpoint}): {e:?}"));
+                env.log(
+                    Level::Warn,
+                    "gateway",
+                    &format!("upstream `{name}` ({endpoint}): {e:?}"),
+                );
                 last_error = Some(match e {
                     SendError::Connect(_) => json_error(
                         502,
@@ -423,24 +438,29 @@ async fn forward<'c, T: Transport>(
                         return Err(json_error(
                             502,
                             "response_too_large",
-                            &format!("upstream response body exceeds the {limit}-byte buffering limit"),
+                            &format!(
+                                "upstream response body exceeds the {limit}-byte buffering limit"
+                            ),
                         ));
                     }
-                    SendError::Other(_) => json_error(
-                        502,
-                        "upstream_error",
-                        &format!("upstream `{name}` failed"),
-                    ),
+                    SendError::Other(_) => {
+                        json_error(502, "upstream_error", &format!("upstream `{name}` failed"))
+                    }
                 });
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| json_error(502, "upstream_error", "no upstream attempt was possible")))
+    Err(last_error
+        .unwrap_or_else(|| json_error(502, "upstream_error", "no upstream attempt was possible")))
 }
 
 fn strip_hop_by_hop(headers: &mut Headers) {
     let named: Vec<String> = header(headers, "connection")
-        .map(|c| c.split(',').map(|n| n.trim().to_ascii_lowercase()).collect())
+        .map(|c| {
+            c.split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect()
+        })
         .unwrap_or_default();
     headers.retain(|(n, _)| {
         let n = n.to_ascii_lowercase();
@@ -500,11 +520,14 @@ mod tests {
     use crate::env::tests::MapStore;
     use std::cell::RefCell;
 
+    /// One recorded upstream request: method, URL, headers, body.
+    type Sent = (String, String, Headers, Vec<u8>);
+
     /// A scripted upstream: answers by URL prefix, records every request.
     #[derive(Default)]
     struct Script {
         answers: Vec<(&'static str, Result<HttpResponse, SendError>)>,
-        sent: RefCell<Vec<(String, String, Headers, Vec<u8>)>>,
+        sent: RefCell<Vec<Sent>>,
         slept: RefCell<Vec<Duration>>,
     }
 
@@ -524,7 +547,9 @@ mod tests {
             self.answers
                 .iter()
                 .find(|(prefix, _)| req.url.starts_with(prefix))
-                .map_or(Err(SendError::Connect("no script".into())), |(_, a)| a.clone())
+                .map_or(Err(SendError::Connect("no script".into())), |(_, a)| {
+                    a.clone()
+                })
         }
 
         async fn sleep(&self, duration: Duration) {
@@ -595,7 +620,9 @@ mod tests {
 
     fn run_one(config: &Config, store: &MapStore, t: &Script, req: Incoming) -> HttpResponse {
         let env = RequestEnv::new(Some(store), Level::Error, now);
-        let route = config.find_route(&req.authority, &req.path, &req.method).expect("route");
+        let route = config
+            .find_route(&req.authority, &req.path, &req.method)
+            .expect("route");
         futures::executor::block_on(run(config, route, &env, t, req))
     }
 
@@ -610,18 +637,36 @@ mod tests {
         let script = Script {
             answers: vec![
                 ("http://primary:1", ok(503, "{}")),
-                ("http://backup:2", ok(200, r#"{"choices":[{"message":{"content":"write to a@b.example"}}],"usage":{"total_tokens":9}}"#)),
+                (
+                    "http://backup:2",
+                    ok(
+                        200,
+                        r#"{"choices":[{"message":{"content":"write to a@b.example"}}],"usage":{"total_tokens":9}}"#,
+                    ),
+                ),
             ],
             ..Script::default()
         };
 
         let refused = run_one(&config, &store, &script, chat("wrong", "hi"));
         assert_eq!(refused.status, 401);
-        assert!(script.sent.borrow().is_empty(), "a refused request never goes upstream");
+        assert!(
+            script.sent.borrow().is_empty(),
+            "a refused request never goes upstream"
+        );
 
-        let resp = run_one(&config, &store, &script, chat("demo-key", "mail me at jane@corp.example"));
+        let resp = run_one(
+            &config,
+            &store,
+            &script,
+            chat("demo-key", "mail me at jane@corp.example"),
+        );
         assert_eq!(resp.status, 200, "{}", body(&resp));
-        assert!(body(&resp).contains("write to [REDACTED:email]"), "response redacted: {}", body(&resp));
+        assert!(
+            body(&resp).contains("write to [REDACTED:email]"),
+            "response redacted: {}",
+            body(&resp)
+        );
         assert_eq!(resp.headers.iter().find(|(n, _)| n == "x-secret-hop"), None);
         assert_eq!(resp.headers.iter().find(|(n, _)| n == "connection"), None);
         {
@@ -638,24 +683,43 @@ mod tests {
             );
             let (_, _, headers, sent_body) = &sent[2];
             let sent_body = String::from_utf8_lossy(sent_body);
-            assert!(sent_body.contains("mail me at [REDACTED:email]"), "{sent_body}");
+            assert!(
+                sent_body.contains("mail me at [REDACTED:email]"),
+                "{sent_body}"
+            );
             assert!(!sent_body.contains("jane@"));
-            assert_eq!(header(headers, "x-api-key"), None, "the credential stays here");
+            assert_eq!(
+                header(headers, "x-api-key"),
+                None,
+                "the credential stays here"
+            );
             assert_eq!(header(headers, "x-edgegate-principal"), Some("team"));
             assert_eq!(header(headers, "spin-full-url"), None);
             assert_eq!(header(headers, "x-forwarded-for"), Some("192.0.2.7"));
             assert_eq!(header(headers, "via"), Some(VIA));
-            assert_eq!(header(headers, "content-length"), Some(sent_body.len().to_string().as_str()));
+            assert_eq!(
+                header(headers, "content-length"),
+                Some(sent_body.len().to_string().as_str())
+            );
         }
         assert_eq!(script.slept.borrow().len(), 1);
         assert!(script.slept.borrow()[0] <= Duration::from_millis(100));
 
         // The same deterministic call again: answered from the cache in the store.
         let before = script.sent.borrow().len();
-        let again = run_one(&config, &store, &script, chat("demo-key", "mail me at jane@corp.example"));
+        let again = run_one(
+            &config,
+            &store,
+            &script,
+            chat("demo-key", "mail me at jane@corp.example"),
+        );
         assert_eq!(again.status, 200);
         assert_eq!(header(&again.headers, "x-edgegate-cache"), Some("hit"));
-        assert_eq!(script.sent.borrow().len(), before, "a hit does not go upstream");
+        assert_eq!(
+            script.sent.borrow().len(),
+            before,
+            "a hit does not go upstream"
+        );
     }
 
     #[test]
@@ -665,7 +729,11 @@ mod tests {
         let down = Script::default();
         let resp = run_one(&config, &store, &down, chat("demo-key", "hi"));
         assert_eq!(resp.status, 502);
-        assert!(body(&resp).contains("upstream `backup` is unreachable"), "{}", body(&resp));
+        assert!(
+            body(&resp).contains("upstream `backup` is unreachable"),
+            "{}",
+            body(&resp)
+        );
         assert_eq!(down.sent.borrow().len(), 4, "two tries on each cluster");
 
         let slow = Script {
@@ -700,7 +768,9 @@ mod tests {
             ..Script::default()
         };
         let req = chat("demo-key", "hi");
-        let route = limited.find_route(&req.authority, &req.path, &req.method).expect("route");
+        let route = limited
+            .find_route(&req.authority, &req.path, &req.method)
+            .expect("route");
         let resp = futures::executor::block_on(run(&limited, route, &env, &ok_script, req));
         assert_eq!(resp.status, 503, "{}", body(&resp));
         assert!(body(&resp).contains("policy `auth` failed"));
@@ -727,7 +797,13 @@ mod tests {
         )
         .expect("ops");
         assert_eq!(headers, [("b".to_string(), "3".to_string())]);
-        assert!(apply_headers(&[HeaderOp::Set("bad name".into(), "x".into())], &mut headers).is_err());
-        assert!(apply_headers(&[HeaderOp::Set("x".into(), "a\r\nb".into())], &mut headers).is_err());
+        assert!(apply_headers(
+            &[HeaderOp::Set("bad name".into(), "x".into())],
+            &mut headers
+        )
+        .is_err());
+        assert!(
+            apply_headers(&[HeaderOp::Set("x".into(), "a\r\nb".into())], &mut headers).is_err()
+        );
     }
 }

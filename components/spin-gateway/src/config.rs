@@ -197,11 +197,16 @@ impl Config {
                 .endpoints
                 .iter()
                 .enumerate()
-                .map(|(i, e)| base_url(e).map_err(|m| ConfigError::new(format!("{at}.endpoints[{i}]"), m)))
+                .map(|(i, e)| {
+                    base_url(e).map_err(|m| ConfigError::new(format!("{at}.endpoints[{i}]"), m))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let timeout_ms = u.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
             if timeout_ms == 0 {
-                return Err(ConfigError::new(format!("{at}.timeout_ms"), "must be above 0"));
+                return Err(ConfigError::new(
+                    format!("{at}.timeout_ms"),
+                    "must be above 0",
+                ));
             }
             upstreams.insert(
                 name,
@@ -245,7 +250,10 @@ impl Config {
             })?;
             let body_limit = p.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT);
             if body_limit == 0 {
-                return Err(ConfigError::new(format!("{at}.body_limit_bytes"), "must be above 0"));
+                return Err(ConfigError::new(
+                    format!("{at}.body_limit_bytes"),
+                    "must be above 0",
+                ));
             }
             policies.push(PolicyDef {
                 on_error: p.on_error.unwrap_or(match kind {
@@ -270,13 +278,22 @@ impl Config {
                 ));
             }
             if !r.path_prefix.starts_with('/') {
-                return Err(ConfigError::new(format!("{at}.path_prefix"), "must start with `/`"));
+                return Err(ConfigError::new(
+                    format!("{at}.path_prefix"),
+                    "must start with `/`",
+                ));
             }
             let mut chain = Vec::new();
             for (j, name) in r.policies.iter().enumerate() {
-                let index = policies.iter().position(|p| &p.name == name).ok_or_else(|| {
-                    ConfigError::new(format!("{at}.policies[{j}]"), format!("unknown policy `{name}`"))
-                })?;
+                let index = policies
+                    .iter()
+                    .position(|p| &p.name == name)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{at}.policies[{j}]"),
+                            format!("unknown policy `{name}`"),
+                        )
+                    })?;
                 chain.push(index);
             }
             routes.push(Route {
@@ -289,7 +306,10 @@ impl Config {
             });
         }
         if routes.is_empty() {
-            return Err(ConfigError::new("routes", "no routes: add at least one [[routes]]"));
+            return Err(ConfigError::new(
+                "routes",
+                "no routes: add at least one [[routes]]",
+            ));
         }
         Ok(Config {
             upstreams,
@@ -445,9 +465,14 @@ mod tests {
         let config = Config::parse(text).expect("policies/gateway.toml");
         assert_eq!(config.policies.len(), 4);
         assert_eq!(config.routes[0].chain.len(), 4);
-        assert_eq!(config.upstreams["demo"].endpoints, ["http://127.0.0.1:9000"]);
+        assert_eq!(
+            config.upstreams["demo"].endpoints,
+            ["http://127.0.0.1:9000"]
+        );
         assert!(config.ignored.contains(&"server".to_string()));
-        assert!(config.ignored.contains(&"policies.auth.component".to_string()));
+        assert!(config
+            .ignored
+            .contains(&"policies.auth.component".to_string()));
     }
 
     #[test]
@@ -463,7 +488,9 @@ mod tests {
         assert!(!api.matches("a.example.com", "/apix", "POST"));
         assert!(!api.matches("a.example.com", "/api", "GET"));
         assert_eq!(
-            config.find_route("a.example.com:8080", "/x", "GET").map(|r| r.name.as_str()),
+            config
+                .find_route("a.example.com:8080", "/x", "GET")
+                .map(|r| r.name.as_str()),
             Some("all")
         );
         assert_eq!(strip_port("[::1]:80"), "::1");
@@ -487,8 +514,10 @@ mod tests {
             refused(&format!("{MINIMAL}\n[policies.auth]\nlisten = 1\n")),
             "key `policies.auth.listen`: unknown key"
         );
-        assert!(refused(&format!("{MINIMAL}\n[policies.x]\nkind = \"custom\"\n"))
-            .starts_with("key `policies.x.kind`: `custom` cannot run on Spin"));
+        assert!(
+            refused(&format!("{MINIMAL}\n[policies.x]\nkind = \"custom\"\n"))
+                .starts_with("key `policies.x.kind`: `custom` cannot run on Spin")
+        );
         let bad_policy = refused(&format!(
             "{MINIMAL}\n[policies.auth.config]\napi_keys = {{ keys = [{{ id = \"k\", sha256 = \"zz\" }}] }}\n"
         ));
@@ -497,6 +526,9 @@ mod tests {
             "{bad_policy}"
         );
         assert!(refused("routes = 3").starts_with("key `routes`"));
-        assert_eq!(refused(""), "key `routes`: no routes: add at least one [[routes]]");
+        assert_eq!(
+            refused(""),
+            "key `routes`: no routes: add at least one [[routes]]"
+        );
     }
 }

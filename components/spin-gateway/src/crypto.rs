@@ -30,7 +30,12 @@ fn hmac_verify<M: Mac + hmac::digest::KeyInit>(secret: &[u8], message: &[u8], si
 }
 
 /// Checks `sig` over `message`; `Err` names why the key does not fit `alg`.
-pub fn verify(alg: SignatureAlg, key: &VerifyKey, message: &[u8], sig: &[u8]) -> Result<bool, String> {
+pub fn verify(
+    alg: SignatureAlg,
+    key: &VerifyKey,
+    message: &[u8],
+    sig: &[u8],
+) -> Result<bool, String> {
     use SignatureAlg::*;
     Ok(match (alg, key) {
         (Hs256, VerifyKey::HmacSecret(s)) => hmac_verify::<Hmac<Sha256>>(s, message, sig),
@@ -45,9 +50,18 @@ pub fn verify(alg: SignatureAlg, key: &VerifyKey, message: &[u8], sig: &[u8]) ->
                 return Err("RSA keys below 2048 bits are refused".into());
             }
             let (scheme, digest) = match alg {
-                Rs256 => (Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(message).to_vec()),
-                Rs384 => (Pkcs1v15Sign::new::<Sha384>(), Sha384::digest(message).to_vec()),
-                _ => (Pkcs1v15Sign::new::<Sha512>(), Sha512::digest(message).to_vec()),
+                Rs256 => (
+                    Pkcs1v15Sign::new::<Sha256>(),
+                    Sha256::digest(message).to_vec(),
+                ),
+                Rs384 => (
+                    Pkcs1v15Sign::new::<Sha384>(),
+                    Sha384::digest(message).to_vec(),
+                ),
+                _ => (
+                    Pkcs1v15Sign::new::<Sha512>(),
+                    Sha512::digest(message).to_vec(),
+                ),
             };
             key.verify(scheme, &digest, sig).is_ok()
         }
@@ -90,7 +104,11 @@ pub fn verify(alg: SignatureAlg, key: &VerifyKey, message: &[u8], sig: &[u8]) ->
 
 /// A coordinate as exactly `N` big-endian bytes (JWKs may drop leading zeros).
 fn fixed<const N: usize>(bytes: &[u8], name: &str) -> Result<[u8; N], String> {
-    let trimmed = &bytes[bytes.iter().take_while(|b| **b == 0).count().min(bytes.len())..];
+    let trimmed = &bytes[bytes
+        .iter()
+        .take_while(|b| **b == 0)
+        .count()
+        .min(bytes.len())..];
     if trimmed.len() > N {
         return Err(format!("EC coordinate `{name}` is longer than {N} bytes"));
     }
@@ -123,7 +141,11 @@ mod tests {
             (SignatureAlg::Hs512, ring::hmac::HMAC_SHA512),
         ] {
             let sig = ring::hmac::sign(&ring::hmac::Key::new(h, &secret), msg);
-            cases.push((alg, VerifyKey::HmacSecret(secret.clone()), sig.as_ref().to_vec()));
+            cases.push((
+                alg,
+                VerifyKey::HmacSecret(secret.clone()),
+                sig.as_ref().to_vec(),
+            ));
         }
 
         let rsa = RsaKeyPair::from_pkcs8(include_bytes!("../../auth/logic/testdata/rsa2048.pk8"))
@@ -140,14 +162,26 @@ mod tests {
         }
 
         for (alg, signing, len) in [
-            (SignatureAlg::Es256, &signature::ECDSA_P256_SHA256_FIXED_SIGNING, 32),
-            (SignatureAlg::Es384, &signature::ECDSA_P384_SHA384_FIXED_SIGNING, 48),
+            (
+                SignatureAlg::Es256,
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                32,
+            ),
+            (
+                SignatureAlg::Es384,
+                &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                48,
+            ),
         ] {
             let pk8 = EcdsaKeyPair::generate_pkcs8(signing, &rng).expect("ec key");
             let ec = EcdsaKeyPair::from_pkcs8(signing, pk8.as_ref(), &rng).expect("ec key");
             let point = ec.public_key().as_ref();
             let key = VerifyKey::Ec(point[1..=len].to_vec(), point[len + 1..].to_vec());
-            cases.push((alg, key, ec.sign(&rng, msg).expect("ec sign").as_ref().to_vec()));
+            cases.push((
+                alg,
+                key,
+                ec.sign(&rng, msg).expect("ec sign").as_ref().to_vec(),
+            ));
         }
 
         let pk8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed key");
@@ -163,15 +197,44 @@ mod tests {
             assert_eq!(ring_env.verify_signature(*alg, key, msg, sig), Ok(true));
             let mut flipped = sig.clone();
             flipped[0] ^= 1;
-            assert_eq!(verify(*alg, key, msg, &flipped), Ok(false), "{alg:?} flipped");
-            assert_eq!(verify(*alg, key, b"other", sig), Ok(false), "{alg:?} message");
+            assert_eq!(
+                verify(*alg, key, msg, &flipped),
+                Ok(false),
+                "{alg:?} flipped"
+            );
+            assert_eq!(
+                verify(*alg, key, b"other", sig),
+                Ok(false),
+                "{alg:?} message"
+            );
             assert_eq!(verify(*alg, key, msg, &[]), Ok(false), "{alg:?} empty");
         }
-        assert!(verify(SignatureAlg::Es256, &VerifyKey::Ed25519(vec![0; 32]), msg, &[]).is_err());
-        assert!(verify(SignatureAlg::Es256, &VerifyKey::Ec(vec![1; 32], vec![2; 32]), msg, &[]).is_err());
-        assert!(verify(SignatureAlg::Rs256, &VerifyKey::Rsa(vec![0xc1; 128], vec![1, 0, 1]), msg, &[]).is_err());
+        assert!(verify(
+            SignatureAlg::Es256,
+            &VerifyKey::Ed25519(vec![0; 32]),
+            msg,
+            &[]
+        )
+        .is_err());
+        assert!(verify(
+            SignatureAlg::Es256,
+            &VerifyKey::Ec(vec![1; 32], vec![2; 32]),
+            msg,
+            &[]
+        )
+        .is_err());
+        assert!(verify(
+            SignatureAlg::Rs256,
+            &VerifyKey::Rsa(vec![0xc1; 128], vec![1, 0, 1]),
+            msg,
+            &[]
+        )
+        .is_err());
 
         assert_eq!(sha256(b"abc"), ring_env.sha256(b"abc"));
-        assert_eq!(hmac_sha256(b"k", b"abc"), ring_env.hmac_sha256(b"k", b"abc"));
+        assert_eq!(
+            hmac_sha256(b"k", b"abc"),
+            ring_env.hmac_sha256(b"k", b"abc")
+        );
     }
 }

@@ -112,8 +112,11 @@ impl PolicyEnv<'_, '_> {
     }
 
     fn failed(&self, op: &str, e: &str) -> KvError {
-        self.req
-            .log(Level::Error, self.policy, &format!("key-value {op} failed: {e}"));
+        self.req.log(
+            Level::Error,
+            self.policy,
+            &format!("key-value {op} failed: {e}"),
+        );
         KvError::Denied
     }
 
@@ -287,7 +290,11 @@ pub(crate) mod tests {
         assert!(store.0.borrow().contains_key("auth/k"));
 
         assert_eq!(auth.kv_incr("n", 2, Some(500)), Ok(2));
-        assert_eq!(auth.kv_incr("n", 3, Some(10_000)), Ok(5), "the first TTL stays");
+        assert_eq!(
+            auth.kv_incr("n", 3, Some(10_000)),
+            Ok(5),
+            "the first TTL stays"
+        );
         assert_eq!(auth.kv_incr("k", 1, None), Err(KvError::NotANumber));
 
         NOW.with(|n| n.set(n.get() + 600));
@@ -302,18 +309,29 @@ pub(crate) mod tests {
         assert_eq!(auth.kv_delete("n"), Ok(false));
 
         // A value someone else wrote (shorter than the expiry prefix) reads as absent.
-        store.0.borrow_mut().insert("auth/raw".into(), b"x".to_vec());
+        store
+            .0
+            .borrow_mut()
+            .insert("auth/raw".into(), b"x".to_vec());
         assert_eq!(auth.kv_get("raw"), Ok(None));
 
         let denied = RequestEnv::new(None, Level::Warn, now);
-        assert_eq!(denied.for_policy("a", "a").kv_get("k"), Err(KvError::Denied));
+        assert_eq!(
+            denied.for_policy("a", "a").kv_get("k"),
+            Err(KvError::Denied)
+        );
     }
 
     #[test]
     fn the_context_bag_is_shared_by_the_policies_of_a_request() {
         let env = RequestEnv::new(None, Level::Warn, now);
         env.for_policy("auth", "auth").ctx_set("principal", "p");
-        assert_eq!(env.for_policy("routing", "routing").ctx_get("principal").as_deref(), Some("p"));
+        assert_eq!(
+            env.for_policy("routing", "routing")
+                .ctx_get("principal")
+                .as_deref(),
+            Some("p")
+        );
         assert_eq!(parse_level(" Debug"), Some(Level::Debug));
         assert_eq!(parse_level("loud"), None);
     }

@@ -36,7 +36,9 @@ impl Kind {
     }
 }
 
-/// A policy's logic, built from its config.
+/// A policy's logic, built from its config. Built once per config and kept
+/// (a handful per gateway), so the variants' size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Policy {
     /// See [`Auth`].
     Auth(Auth),
@@ -70,7 +72,11 @@ impl Policy {
     }
 
     /// The request phase.
-    pub fn on_request(&self, env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
+    pub fn on_request(
+        &self,
+        env: &dyn Env,
+        req: HttpRequest,
+    ) -> Result<RequestOutcome, PolicyError> {
         match self {
             Policy::Auth(p) => p.on_request(env, req),
             Policy::Routing(p) => p.on_request(env, req),

@@ -85,7 +85,12 @@ async fn serve(req: IncomingRequest) -> HttpResponse {
         .headers()
         .entries()
         .into_iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
         .collect();
     let authority = req
         .authority()
@@ -207,11 +212,14 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let pollable = wasi::clocks::monotonic_clock::subscribe_instant(self.deadline);
-        if pollable.ready() {
+        // Compare clocks rather than ask a fresh pollable: wasmtime reports a
+        // new past-deadline pollable as not ready until it has yielded once,
+        // so re-subscribing on every poll would never finish.
+        if wasi::clocks::monotonic_clock::now() >= self.deadline {
             self.token = None;
             return Poll::Ready(());
         }
+        let pollable = wasi::clocks::monotonic_clock::subscribe_instant(self.deadline);
         self.token = Some(CancelOnDropToken::from(
             spin_executor::push_waker_and_get_token(pollable, cx.waker().clone()),
         ));
@@ -251,11 +259,16 @@ fn send_error(e: spin_sdk::http::SendError) -> SendError {
             | ErrorCode::TlsProtocolError
             | ErrorCode::TlsCertificateError
             | ErrorCode::HttpRequestDenied => SendError::Connect(format!("{code:?}")),
-            ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
-                SendError::Timeout
-            }
+            ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => SendError::Timeout,
             other => SendError::Other(format!("{other:?}")),
         },
+        // The body could not be written: the host refused or dropped the
+        // request before any answer (spin-sdk writes the body before it reads
+        // the response future, so a refusal such as `allowed_outbound_hosts`
+        // surfaces here).
+        spin_sdk::http::SendError::Io(e) => {
+            SendError::Connect(format!("the request was not accepted: {e}"))
+        }
         other => SendError::Other(other.to_string()),
     }
 }
@@ -274,7 +287,12 @@ impl SpinTransport {
             .headers()
             .entries()
             .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
         let mut body = Vec::new();
         let mut stream = resp.take_body_stream();
