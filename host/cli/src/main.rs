@@ -1,5 +1,6 @@
 //! `edgegate`: the edge gateway binary.
 
+mod admin_client;
 mod demo_upstream;
 mod signing;
 
@@ -95,12 +96,74 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Push a signed component as a new version of a policy (admin API).
+    Push {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Start it as a canary for this percent of requests (1-99).
+        #[arg(long)]
+        canary: Option<u32>,
+        /// Canary by client IP (the same client always gets the same version).
+        #[arg(long)]
+        sticky: bool,
+        /// Policy name (as in the config).
+        policy: String,
+        /// The signed component.
+        component: PathBuf,
+    },
+    /// Show every policy's serving, canary, previous and refused versions.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve a policy's canary to everyone.
+    Promote {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Policy name.
+        policy: String,
+    },
+    /// End a policy's canary, or serve its previous version again.
+    Rollback {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Policy name.
+        policy: String,
+    },
+    /// Make a running gateway read its config file again (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run a small local upstream for demos and benchmarks (echoes requests as JSON).
     DemoUpstream {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: std::net::SocketAddr,
     },
+}
+
+/// Where the admin API is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin listener URL.
+    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    admin: String,
+    /// Bearer token (`admin.token`); also read from EDGEGATE_ADMIN_TOKEN.
+    #[arg(long, env = "EDGEGATE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(&self) -> admin_client::Admin<'_> {
+        admin_client::Admin {
+            url: &self.admin,
+            token: self.token.as_deref(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -110,6 +173,17 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::DemoUpstream { listen } => demo_upstream::run(listen),
+        Command::Push {
+            admin,
+            canary,
+            sticky,
+            policy,
+            component,
+        } => admin.client().push(&policy, &component, canary, sticky),
+        Command::Status { admin, json } => admin.client().status(json),
+        Command::Promote { admin, policy } => admin.client().promote(&policy),
+        Command::Rollback { admin, policy } => admin.client().rollback(&policy),
+        Command::Reload { admin } => admin.client().reload(),
         Command::Keygen { out, kinds } => signing::keygen(&out, &kinds),
         Command::Sign {
             key,
@@ -177,24 +251,33 @@ fn serve(file: &std::path::Path) -> anyhow::Result<()> {
         "edgegate listening on http://{} (admin http://{})",
         handle.proxy_addr, handle.admin_addr
     );
-    wait_for_shutdown_signal()?;
+    wait_for_signals(&handle)?;
     tracing::info!("shutting down: draining in-flight requests");
     handle.shutdown();
     tracing::info!("stopped");
     Ok(())
 }
 
-fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the config file meanwhile.
+fn wait_for_signals(handle: &edgegate_gateway::GatewayHandle) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let control = handle.control().clone();
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match control.reload().await {
+                    Ok(_) => tracing::info!("SIGHUP: config reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; still serving the previous config"),
+                },
+            }
         }
         Ok(())
     })

@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     /// Routes, matched in order; the first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// How a canary version pushed through the admin API is judged.
+    #[serde(default)]
+    pub canary: CanaryConfig,
     /// Folder of the config file; relative paths resolve against it (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -110,13 +113,22 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[admin]`: the admin listener (`/healthz`, `/readyz`, `/metrics`).
+/// `[admin]`: the admin listener (`/healthz`, `/readyz`, `/metrics`) and the
+/// admin API under `/v1/` (push, promote, roll back, reload; docs/operations.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin listener; keep it on loopback or a private network.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Bearer token the admin API requires. Without one, the API answers
+    /// only clients on loopback.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Where pushed component versions are kept, so a restart serves the last
+    /// promoted ones; relative to the config file. Default `.edgegate-state`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -127,8 +139,88 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            token: None,
+            state_dir: None,
         }
     }
+}
+
+/// `[canary]`: when a canary version is promoted or rolled back on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// How long a canary runs before it is promoted (when it stayed healthy).
+    #[serde(default = "default_canary_window_ms")]
+    pub window_ms: u64,
+    /// Canary calls needed before it is judged (promotion waits for them too).
+    #[serde(default = "default_canary_min_requests")]
+    pub min_requests: u64,
+    /// Roll back when the canary's failure rate (trap, timeout, OOM, error)
+    /// exceeds the serving version's by more than this (0.01 = one point).
+    #[serde(default = "default_rate_margin")]
+    pub max_failure_rate_increase: f64,
+    /// Roll back when the share of 5xx answers on requests the canary handled
+    /// exceeds the serving version's by more than this.
+    #[serde(default = "default_rate_margin")]
+    pub max_5xx_rate_increase: f64,
+    /// Roll back when the canary's p99 call time is more than this many times
+    /// the serving version's (and at least 1 ms slower).
+    #[serde(default = "default_p99_ratio")]
+    pub max_p99_ratio: f64,
+}
+
+fn default_canary_window_ms() -> u64 {
+    60_000
+}
+fn default_canary_min_requests() -> u64 {
+    50
+}
+fn default_rate_margin() -> f64 {
+    0.02
+}
+fn default_p99_ratio() -> f64 {
+    2.0
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: default_canary_window_ms(),
+            min_requests: default_canary_min_requests(),
+            max_failure_rate_increase: default_rate_margin(),
+            max_5xx_rate_increase: default_rate_margin(),
+            max_p99_ratio: default_p99_ratio(),
+        }
+    }
+}
+
+/// One admission self-test: a request the policy must answer as expected
+/// before a new version of it may serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTest {
+    /// Method.
+    #[serde(default = "default_self_test_method")]
+    pub method: String,
+    /// Path and query.
+    #[serde(default = "default_self_test_path")]
+    pub path: String,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body (text).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// The status the policy must answer with; absent: it must let the request continue.
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+}
+
+fn default_self_test_method() -> String {
+    "GET".into()
+}
+fn default_self_test_path() -> String {
+    "/".into()
 }
 
 /// `[trust]`: the gateway runs only components signed by keys it trusts.
@@ -311,6 +403,9 @@ pub struct PolicyConfig {
     /// The policy's own settings, handed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
+    /// Requests every new version must answer as expected at admission.
+    #[serde(default)]
+    pub self_tests: Vec<SelfTest>,
 }
 
 fn default_memory_limit() -> usize {

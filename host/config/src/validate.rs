@@ -54,6 +54,16 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
             *p = config.base_dir.join(&*p);
         }
     }
+    let state_dir = config
+        .admin
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| ".edgegate-state".into());
+    config.admin.state_dir = Some(if state_dir.is_relative() {
+        config.base_dir.join(state_dir)
+    } else {
+        state_dir
+    });
     for policy in config.policies.values_mut() {
         let p = policy.component.get_mut();
         if p.is_relative() {
@@ -107,6 +117,47 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
         return Err(err(
             "server.max_header_bytes".into(),
             "must be at least 1024".into(),
+            None,
+        ));
+    }
+    if c.admin
+        .token
+        .as_deref()
+        .is_some_and(|t| t.trim().len() < 16)
+    {
+        return Err(err(
+            "admin.token".into(),
+            "must be at least 16 characters (it guards pushing code into the gateway)".into(),
+            None,
+        ));
+    }
+    let canary = &c.canary;
+    for (key, value) in [
+        (
+            "max_failure_rate_increase",
+            canary.max_failure_rate_increase,
+        ),
+        ("max_5xx_rate_increase", canary.max_5xx_rate_increase),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(err(
+                format!("canary.{key}"),
+                "must be between 0 and 1".into(),
+                None,
+            ));
+        }
+    }
+    if !(canary.max_p99_ratio >= 1.0) {
+        return Err(err(
+            "canary.max_p99_ratio".into(),
+            "must be at least 1".into(),
+            None,
+        ));
+    }
+    if canary.window_ms == 0 {
+        return Err(err(
+            "canary.window_ms".into(),
+            "must be above 0".into(),
             None,
         ));
     }

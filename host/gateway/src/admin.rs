@@ -1,24 +1,33 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the admin API
+//! under `/v1/` (docs/operations.md): list, push, promote, roll back, reload.
 
 use std::convert::Infallible;
-use std::net::TcpListener as StdListener;
+use std::net::{IpAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::body::{self, ProxyBody};
+use crate::body::{self, BufferError, ProxyBody};
+use crate::control::{Control, ControlError, PushMode, MAX_PUSH_BYTES};
 use crate::metrics::Metrics;
 use crate::phases::error_response;
+
+/// How often running canaries are judged.
+const JUDGE_EVERY: Duration = Duration::from_millis(250);
 
 /// The admin server's shared state.
 pub(crate) struct Admin {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) control: Arc<Control>,
 }
 
 impl Admin {
@@ -42,15 +51,23 @@ impl Admin {
                     return;
                 }
             };
+            let judge = admin.control.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(JUDGE_EVERY);
+                loop {
+                    tick.tick().await;
+                    judge.judge_canaries().await;
+                }
+            });
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
+                        let Ok((stream, peer)) = accepted else { continue };
                         let admin = admin.clone();
                         tokio::spawn(async move {
                             let service = service_fn(move |req| {
                                 let admin = admin.clone();
-                                async move { Ok::<_, Infallible>(admin.handle(req)) }
+                                async move { Ok::<_, Infallible>(admin.handle(req, peer.ip()).await) }
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
@@ -63,7 +80,114 @@ impl Admin {
         });
     }
 
-    fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(&self, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+        if req.uri().path().starts_with("/v1/") {
+            return match self.authorize(&req, peer).await {
+                Ok(()) => self.api(req).await,
+                Err(resp) => resp,
+            };
+        }
+        self.probe(req)
+    }
+
+    /// The admin API needs the bearer token when one is configured, else a loopback client.
+    async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<(), Response<ProxyBody>> {
+        match self.control.token().await {
+            Some(token) => {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                // Compare digests: equal length, no early exit on the secret's bytes.
+                if edgegate_trust::sha256_hex(given.trim().as_bytes())
+                    == edgegate_trust::sha256_hex(token.trim().as_bytes())
+                {
+                    Ok(())
+                } else {
+                    let mut resp = error_response(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "the admin API needs `Authorization: Bearer <admin.token>`",
+                    );
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer realm=\"edgegate-admin\""),
+                    );
+                    Err(resp)
+                }
+            }
+            None if peer.is_loopback() => Ok(()),
+            None => Err(error_response(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no admin.token is configured, so the admin API answers loopback clients only",
+            )),
+        }
+    }
+
+    async fn api(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        let result = match (req.method(), segments.as_slice()) {
+            (&Method::GET, ["policies"]) => Ok((StatusCode::OK, self.control.status().await)),
+            (&Method::POST, ["policies", name, "versions"]) => {
+                let name = name.to_string();
+                match push_mode(&query) {
+                    Err(e) => Err(e),
+                    Ok(mode) => match read_body(req).await {
+                        Err(resp) => return resp,
+                        Ok(bytes) => self
+                            .control
+                            .push(&name, bytes, mode)
+                            .await
+                            .map(|v| (StatusCode::CREATED, v)),
+                    },
+                }
+            }
+            (&Method::POST, ["policies", name, "promote"]) => self
+                .control
+                .promote(name)
+                .await
+                .map(|v| (StatusCode::OK, v)),
+            (&Method::POST, ["policies", name, "rollback"]) => self
+                .control
+                .rollback(name)
+                .await
+                .map(|v| (StatusCode::OK, v)),
+            (&Method::POST, ["reload"]) => self.control.reload().await.map(|v| (StatusCode::OK, v)),
+            _ => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!(
+                        "no admin API endpoint {} {path} (docs/operations.md)",
+                        req.method()
+                    ),
+                )
+            }
+        };
+        match result {
+            Ok((status, value)) => json_response(status, &value),
+            Err(e) => {
+                let (status, code) = match &e {
+                    ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                    ControlError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+                    ControlError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+                    ControlError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                };
+                error_response(status, code, &e.to_string())
+            }
+        }
+    }
+
+    fn probe(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let text = |status: StatusCode, content_type: &'static str, body: String| {
             let mut r = Response::new(body::full(body));
             *r.status_mut() = status;
@@ -93,5 +217,95 @@ impl Admin {
             ),
             _ => error_response(StatusCode::NOT_FOUND, "not_found", "unknown admin path"),
         }
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    let mut r = Response::new(body::full(format!("{value:#}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `?canary=PERCENT&sticky=true`.
+fn push_mode(query: &str) -> Result<PushMode, ControlError> {
+    let mut mode = PushMode {
+        canary_percent: None,
+        sticky: false,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "canary" => {
+                mode.canary_percent = Some(v.parse().map_err(|_| {
+                    ControlError::BadRequest(format!("canary: `{v}` is not a percent"))
+                })?)
+            }
+            "sticky" => {
+                mode.sticky = match v {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ControlError::BadRequest(format!(
+                            "sticky: `{v}` is not true or false"
+                        )))
+                    }
+                }
+            }
+            other => {
+                return Err(ControlError::BadRequest(format!(
+                    "unknown parameter `{other}` (canary, sticky)"
+                )))
+            }
+        }
+    }
+    Ok(mode)
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Response<ProxyBody>> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("components are limited to {MAX_PUSH_BYTES} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_PUSH_BYTES as u64) {
+        return Err(too_large());
+    }
+    let stream = req
+        .into_body()
+        .map_err(|e| Box::new(e) as crate::body::BoxError)
+        .boxed_unsync();
+    match body::buffer(stream, MAX_PUSH_BYTES).await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(BufferError::TooLarge) => Err(too_large()),
+        Err(BufferError::Read(e)) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "body_read_failed",
+            &format!("reading the upload failed: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_parameters_are_checked() {
+        let m = push_mode("canary=10&sticky=true").expect("mode");
+        assert_eq!((m.canary_percent, m.sticky), (Some(10), true));
+        assert!(push_mode("").expect("mode").canary_percent.is_none());
+        assert!(push_mode("canary=ten").is_err());
+        assert!(push_mode("percent=3").is_err());
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod body;
+mod control;
 mod forwarding;
 mod metrics;
 mod phases;
@@ -10,8 +11,10 @@ mod routes;
 mod server;
 mod state;
 mod upstream;
+mod versions;
 
+pub use control::{Control, ControlError, PushMode};
 pub use edgegate_runtime as runtime;
 pub use metrics::Metrics;
 pub use server::{Gateway, GatewayHandle};
-pub use state::{BuildError, GatewayState};
+pub use state::{AdmitTimes, BuildError, GatewayState};

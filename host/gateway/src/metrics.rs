@@ -119,6 +119,12 @@ struct Upstream {
     upstream: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwapStep {
+    policy: String,
+    step: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Look up (or create) one labelled metric and return a handle to it. Going through
@@ -150,6 +156,7 @@ pub struct Metrics {
     upstream_duration: HistogramFamily<Upstream>,
     in_flight: Gauge,
     config_reloads: Counter,
+    swap_steps: Family<SwapStep, Counter>,
     events: std::sync::Arc<PolicyEvents>,
 }
 
@@ -214,6 +221,12 @@ impl Metrics {
             "Requests being handled",
             in_flight.clone(),
         );
+        let swap_steps = Family::<SwapStep, Counter>::default();
+        registry.register(
+            "policy_swap_steps",
+            "Steps of pushed versions: admitted, refused, canary, promoted, rolled_back, auto_promoted, auto_rolled_back",
+            swap_steps.clone(),
+        );
         let config_reloads = Counter::default();
         registry.register(
             "config_loads",
@@ -241,6 +254,7 @@ impl Metrics {
             upstream_duration,
             in_flight,
             config_reloads,
+            swap_steps,
         }
     }
 
@@ -336,6 +350,18 @@ impl Metrics {
 
     pub(crate) fn count_config_load(&self) {
         self.config_reloads.inc();
+    }
+
+    /// One step of a pushed version's life (`edgegate_policy_swap_steps_total`).
+    pub(crate) fn count_swap_step(&self, policy: &str, step: &str) {
+        handle(
+            &self.swap_steps,
+            &SwapStep {
+                policy: policy.into(),
+                step: step.into(),
+            },
+        )
+        .inc();
     }
 }
 

@@ -22,6 +22,7 @@ use crate::metrics::Phase;
 use crate::routes::{ChainEntry, Route};
 use crate::state::GatewayState;
 use crate::upstream::Cluster;
+use crate::versions::{Roll, Version as PolicyVersion};
 
 /// Most attempts per cluster a routing decision may ask for.
 const MAX_RETRIES: u32 = 3;
@@ -85,12 +86,37 @@ pub(crate) async fn handle(
     };
     route.metrics.in_flight.inc();
     let _guard = InFlight(route);
-    let mut resp = proxy(&state, route, peer, authority, req).await;
+    let roll = if route.has_canary {
+        Roll {
+            random: fastrand::u32(..100),
+            sticky: sticky_roll(peer.ip),
+        }
+    } else {
+        Roll::default()
+    };
+    let mut resp = proxy(&state, route, peer, roll, authority, req).await;
     resp.headers_mut().append(header::VIA, state.via.clone());
+    let status = resp.status().as_u16();
+    if route.has_canary {
+        // Both versions of a policy under canary count the requests they
+        // took part in, so their 5xx rates compare.
+        for entry in route.chain.iter().filter(|e| e.versions.canary.is_some()) {
+            entry.pick(roll).stats.record_request(status);
+        }
+    }
     route
         .metrics
-        .record(resp.status().as_u16(), started.elapsed().as_secs_f64());
+        .record(status, started.elapsed().as_secs_f64());
     resp
+}
+
+/// A client's place in 0..100 for sticky canaries: a hash of its IP.
+fn sticky_roll(ip: IpAddr) -> u32 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same client lands on the same side on every node and restart.
+    let mut h = std::hash::DefaultHasher::new();
+    ip.hash(&mut h);
+    (h.finish() % 100) as u32
 }
 
 /// Limits checked before anything else: header size.
@@ -178,6 +204,7 @@ async fn proxy(
     state: &GatewayState,
     route: &Route,
     peer: Peer,
+    roll: Roll,
     authority: String,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -203,6 +230,7 @@ async fn proxy(
             state,
             route,
             peer,
+            roll,
             &authority,
             &mut parts,
             &mut body,
@@ -215,6 +243,7 @@ async fn proxy(
             RequestOutcome::Respond(resp, ran) => {
                 return response_phase(
                     route,
+                    roll,
                     &RequestLine::of(&parts),
                     &authority,
                     "",
@@ -239,7 +268,17 @@ async fn proxy(
     let Some(line) = line else {
         return resp;
     };
-    response_phase(route, &line, &authority, &cluster.name, ran, resp, &mut ctx).await
+    response_phase(
+        route,
+        roll,
+        &line,
+        &authority,
+        &cluster.name,
+        ran,
+        resp,
+        &mut ctx,
+    )
+    .await
 }
 
 async fn buffer_request(
@@ -286,6 +325,7 @@ async fn request_phase<'a>(
     state: &'a GatewayState,
     route: &Route,
     peer: Peer,
+    roll: Roll,
     authority: &str,
     parts: &mut Parts,
     body: &mut RequestBody,
@@ -310,11 +350,14 @@ async fn request_phase<'a>(
             (BodyMode::Buffer, RequestBody::Buffered(b)) => Some(b.to_vec()),
             _ => None,
         };
+        let version = entry.pick(roll);
         let started = Instant::now();
-        let result = entry.policy.on_request(&wit, ctx).await;
-        entry
+        let result = version.instance.on_request(&wit, ctx).await;
+        let took = started.elapsed();
+        version
             .metrics
-            .record_call(Phase::Request, started.elapsed().as_secs_f64());
+            .record_call(Phase::Request, took.as_secs_f64());
+        version.stats.record_call(took, result.is_err());
         let result = result.and_then(|verdict| match verdict {
             types::RequestVerdict::Continue(m) => {
                 apply_request_mutations(&m, &mut wit, parts, body).map(|()| None)
@@ -345,7 +388,7 @@ async fn request_phase<'a>(
             Ok(None) => ran += 1,
             Ok(Some(resp)) => return RequestOutcome::Respond(resp, ran),
             Err(failure) => {
-                if let Some(resp) = policy_failed(entry, Phase::Request, &failure) {
+                if let Some(resp) = policy_failed(entry, version, Phase::Request, &failure) {
                     return RequestOutcome::Respond(resp, ran);
                 }
             }
@@ -357,11 +400,12 @@ async fn request_phase<'a>(
 /// Apply `on_error`: `Some(503)` for deny, `None` (skip) for allow.
 fn policy_failed(
     entry: &ChainEntry,
+    version: &PolicyVersion,
     phase: Phase,
     failure: &PolicyFailure,
 ) -> Option<Response<ProxyBody>> {
-    entry.metrics.record_failure(failure.kind());
-    let policy = entry.policy.name();
+    version.metrics.record_failure(failure.kind());
+    let policy = entry.name.as_str();
     let phase_name = match phase {
         Phase::Request => "request",
         Phase::Response => "response",
@@ -635,8 +679,10 @@ async fn forward<'a>(
 }
 
 /// Response phase: `on-response` of the policies that ran, in reverse order.
+#[allow(clippy::too_many_arguments)]
 async fn response_phase(
     route: &Route,
+    roll: Roll,
     line: &RequestLine,
     authority: &str,
     upstream: &str,
@@ -644,7 +690,10 @@ async fn response_phase(
     resp: Response<ProxyBody>,
     ctx: &mut ContextBag,
 ) -> Response<ProxyBody> {
-    if !route.chain[..ran].iter().any(|e| e.policy.wants_response()) {
+    if !route.chain[..ran]
+        .iter()
+        .any(|e| e.pick(roll).instance.wants_response())
+    {
         return resp;
     }
     let (mut rparts, rbody) = resp.into_parts();
@@ -690,7 +739,8 @@ async fn response_phase(
         body: buffered.map(Vec::from),
     };
     for entry in route.chain[..ran].iter().rev() {
-        if !entry.policy.wants_response() {
+        let version = entry.pick(roll);
+        if !version.instance.wants_response() {
             continue;
         }
         wit.status = rparts.status.as_u16();
@@ -700,10 +750,12 @@ async fn response_phase(
             BodyMode::Buffer => None,
         };
         let started = Instant::now();
-        let result = entry.policy.on_response(&summary, &wit, ctx).await;
-        entry
+        let result = version.instance.on_response(&summary, &wit, ctx).await;
+        let took = started.elapsed();
+        version
             .metrics
-            .record_call(Phase::Response, started.elapsed().as_secs_f64());
+            .record_call(Phase::Response, took.as_secs_f64());
+        version.stats.record_call(took, result.is_err());
         if hidden.is_some() {
             wit.body = hidden;
         }
@@ -747,7 +799,7 @@ async fn response_phase(
             }
         });
         if let Err(failure) = applied {
-            if let Some(resp) = policy_failed(entry, Phase::Response, &failure) {
+            if let Some(resp) = policy_failed(entry, version, Phase::Response, &failure) {
                 return resp;
             }
         }

@@ -3,20 +3,29 @@
 use std::sync::Arc;
 
 use edgegate_config::{BodyMode, OnError};
-use edgegate_runtime::PolicyInstance;
 use http::Method;
 
-use crate::metrics::{PolicyMetrics, RouteMetrics};
+use crate::metrics::RouteMetrics;
 use crate::upstream::Cluster;
+use crate::versions::{PolicySet, Roll, Version};
 
 /// One policy in a route's chain.
 pub(crate) struct ChainEntry {
-    pub(crate) policy: Arc<PolicyInstance>,
+    /// Policy name.
+    pub(crate) name: String,
+    /// Its serving version and canary.
+    pub(crate) versions: PolicySet,
     pub(crate) on_error: OnError,
     pub(crate) request_body: BodyMode,
     pub(crate) response_body: BodyMode,
     pub(crate) body_limit: usize,
-    pub(crate) metrics: PolicyMetrics,
+}
+
+impl ChainEntry {
+    /// The version a request with `roll` runs.
+    pub(crate) fn pick(&self, roll: Roll) -> &Arc<Version> {
+        self.versions.pick(roll)
+    }
 }
 
 /// Which hosts a route accepts.
@@ -58,6 +67,8 @@ pub(crate) struct Route {
     pub(crate) metrics: RouteMetrics,
     /// Request body limit when a policy of the chain buffers it (the smallest of their limits).
     pub(crate) buffer_request: Option<usize>,
+    /// Whether any policy of the chain has a canary (requests then roll the dice).
+    pub(crate) has_canary: bool,
     /// Response body limit when a policy of the chain buffers it (the smallest of their limits).
     pub(crate) buffer_response: Option<usize>,
 }

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::admin;
 use crate::body::ProxyBody;
+use crate::control::{self, Control};
 use crate::metrics::Metrics;
 use crate::phases::{self, Peer};
 use crate::state::{BuildError, GatewayState};
@@ -31,8 +32,9 @@ pub struct Gateway {
     config: GatewayConfig,
     runtime: Arc<Runtime>,
     kv: Arc<KvStore>,
-    metrics: Arc<Metrics>,
     state: Arc<ArcSwap<GatewayState>>,
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
     workers: usize,
 }
 
@@ -53,15 +55,35 @@ impl Gateway {
             .enable_all()
             .build()
             .map_err(|e| BuildError::Invalid(format!("starting a runtime: {e}")))?;
-        let state = rt.block_on(GatewayState::build(
-            &config, &runtime, &kv, &metrics, workers,
+        // Pushed versions kept in the state folder serve again (verified anew).
+        let pushed = control::load_pushed(&config);
+        let (state, skipped) = rt.block_on(GatewayState::build_with(
+            &config, &runtime, &kv, &metrics, workers, &pushed,
         ))?;
+        for s in &skipped {
+            tracing::error!("{s}");
+        }
+        for (name, set) in &state.policies {
+            if pushed.contains_key(name) && set.serving.source == crate::versions::Source::Push {
+                tracing::info!(policy = %name, digest = %set.serving.digest, "serving the version pushed before the restart");
+            }
+        }
+        let state = Arc::new(ArcSwap::from_pointee(state));
+        let control = Arc::new(Control::new(
+            config.clone(),
+            state.clone(),
+            runtime.clone(),
+            kv.clone(),
+            metrics.clone(),
+            workers,
+        ));
         Ok(Self {
             config,
             runtime,
             kv,
+            state,
+            control,
             metrics,
-            state: Arc::new(ArcSwap::from_pointee(state)),
             workers,
         })
     }
@@ -101,6 +123,7 @@ impl Gateway {
         let admin = admin::Admin {
             metrics: self.metrics.clone(),
             ready: ready.clone(),
+            control: self.control.clone(),
         };
         let rx = shutdown_rx.clone();
         threads.push(
@@ -112,6 +135,7 @@ impl Gateway {
         Ok(GatewayHandle {
             proxy_addr,
             admin_addr,
+            control: self.control,
             shutdown: shutdown_tx,
             ready,
             threads,
@@ -127,6 +151,7 @@ pub struct GatewayHandle {
     pub proxy_addr: SocketAddr,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
+    control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     ready: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -135,6 +160,11 @@ pub struct GatewayHandle {
 }
 
 impl GatewayHandle {
+    /// The control plane (push, promote, roll back, reload).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
     /// Stop accepting, let in-flight requests finish (up to the grace period), then return.
     pub fn shutdown(self) {
         self.ready.store(false, Ordering::SeqCst);

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use edgegate_config::{BodyMode, CapabilityName, GatewayConfig};
+use edgegate_config::{BodyMode, CapabilityName, GatewayConfig, PolicyConfig, SelfTest};
+use edgegate_runtime::bindings::types;
 use edgegate_runtime::{
-    Capabilities, Capability, HostServices, KvStore, PolicyFailure, PolicyInstance, PolicySettings,
-    Runtime, RuntimeError,
+    Capabilities, Capability, ContextBag, HostServices, KvStore, PolicyFailure, PolicyInstance,
+    PolicySettings, Runtime, RuntimeError,
 };
 use edgegate_trust::{
     sha256_hex, verify_component, Refusal, RevocationList, TrustStore, VerifyOptions,
@@ -19,6 +20,7 @@ use http::Method;
 use crate::metrics::Metrics;
 use crate::routes::{ChainEntry, HostMatch, Route, RouteTable};
 use crate::upstream::{Cluster, Upstreams};
+use crate::versions::{PolicySet, Source, Version, VersionStats};
 
 /// Largest component file read.
 const MAX_COMPONENT_BYTES: u64 = 64 << 20;
@@ -70,23 +72,284 @@ pub enum BuildError {
     Invalid(String),
 }
 
-/// Everything one config generation serves with: the route table and its clusters.
+/// The trust store and revocation list of one config generation.
+pub(crate) struct Trust {
+    store: Option<TrustStore>,
+    revocations: Option<RevocationList>,
+}
+
+impl Trust {
+    fn load(config: &GatewayConfig) -> Result<Self, BuildError> {
+        let store = match &config.trust.store {
+            Some(path) => Some(TrustStore::load(path.get_ref())?),
+            None => {
+                if !config.policies.is_empty() {
+                    tracing::warn!("trust.allow_unsigned = true: running components without verifying signatures");
+                }
+                None
+            }
+        };
+        let revocations = match (&store, &config.trust.revocations) {
+            (Some(store), Some(path)) => {
+                let path = path.get_ref();
+                Some(RevocationList::load(
+                    path,
+                    store,
+                    &RevocationList::held_file(path),
+                )?)
+            }
+            _ => None,
+        };
+        Ok(Self { store, revocations })
+    }
+
+    /// Checks `bytes` as policy `p`'s component; the verified signers' key ids.
+    fn verify(
+        &self,
+        config: &GatewayConfig,
+        p: &PolicyConfig,
+        bytes: &[u8],
+    ) -> Result<Vec<String>, Refusal> {
+        match &self.store {
+            Some(store) => {
+                let opts = VerifyOptions {
+                    kind: p.kind.as_str(),
+                    required_signers: config
+                        .trust
+                        .required_signers
+                        .get(&p.kind)
+                        .copied()
+                        .unwrap_or(1),
+                    sha256_pin: p.sha256.as_deref(),
+                    now: SystemTime::now(),
+                    revocations: self.revocations.as_ref(),
+                };
+                Ok(verify_component(bytes, store, &opts)?.key_ids)
+            }
+            None => {
+                if let Some(pin) = &p.sha256 {
+                    let actual = sha256_hex(bytes);
+                    if !pin.eq_ignore_ascii_case(&actual) {
+                        return Err(Refusal::DigestMismatch {
+                            expected: pin.to_ascii_lowercase(),
+                            actual,
+                        });
+                    }
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+/// How long each step of admitting a version took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitTimes {
+    /// Signature verification.
+    pub verify: Duration,
+    /// Compiling to machine code.
+    pub compile: Duration,
+    /// Instantiation, `init` and the self-tests.
+    pub admission: Duration,
+}
+
+/// What a new version needs besides its bytes.
+pub(crate) struct AdmitContext<'a> {
+    pub(crate) config: &'a GatewayConfig,
+    pub(crate) runtime: &'a Arc<Runtime>,
+    pub(crate) kv: &'a KvStore,
+    pub(crate) services: &'a HostServices,
+    pub(crate) trust: &'a Trust,
+    pub(crate) metrics: &'a Metrics,
+}
+
+/// Verifies, compiles (off the calling thread) and admits `bytes` as a version
+/// of policy `name`: instantiate, `init` with the policy's config, then the
+/// policy's self-tests.
+pub(crate) async fn admit(
+    cx: &AdmitContext<'_>,
+    name: &str,
+    bytes: Arc<Vec<u8>>,
+    source: Source,
+) -> Result<(Arc<Version>, AdmitTimes), BuildError> {
+    let p = cx
+        .config
+        .policies
+        .get(name)
+        .ok_or_else(|| BuildError::Invalid(format!("no policy `{name}` in the config")))?;
+    let mut times = AdmitTimes::default();
+    let started = Instant::now();
+    let signers = cx
+        .trust
+        .verify(cx.config, p, &bytes)
+        .map_err(|refusal| BuildError::Refused {
+            policy: name.to_string(),
+            path: match source {
+                Source::Config => p.component.get_ref().clone(),
+                Source::Push => PathBuf::from("(pushed)"),
+            },
+            refusal,
+        })?;
+    times.verify = started.elapsed();
+    tracing::info!(policy = %name, signers = %signers.join(","), source = source.as_str(), "component verified");
+
+    let started = Instant::now();
+    let compiled = {
+        let runtime = Arc::clone(cx.runtime);
+        let bytes = Arc::clone(&bytes);
+        let policy = name.to_string();
+        // Compiling takes milliseconds to seconds: keep it off the thread that asked.
+        match tokio::task::spawn_blocking(move || runtime.compile(&policy, &bytes)).await {
+            Ok(result) => result,
+            Err(e) => {
+                return Err(BuildError::Invalid(format!(
+                    "policy `{name}`: compiling failed: {e}"
+                )))
+            }
+        }
+    }
+    .map_err(|source| BuildError::Compile {
+        policy: name.to_string(),
+        source,
+    })?;
+    times.compile = started.elapsed();
+
+    let started = Instant::now();
+    let caps: Capabilities = p
+        .capabilities
+        .iter()
+        .map(|c| match c {
+            CapabilityName::Clock => Capability::Clock,
+            CapabilityName::Kv => Capability::Kv,
+            CapabilityName::Health => Capability::Health,
+            CapabilityName::Crypto => Capability::Crypto,
+        })
+        .collect();
+    let kv_ns = caps.has(Capability::Kv).then(|| {
+        cx.kv
+            .namespace(p.kv_namespace.as_deref().unwrap_or(name), p.kv_budget_bytes)
+    });
+    let config_json = serde_json::to_string(&p.config)
+        .map_err(|e| BuildError::Invalid(format!("policies.{name}.config: {e}")))?;
+    let instance = PolicyInstance::new(
+        compiled,
+        PolicySettings {
+            name: name.to_string(),
+            config_json,
+            capabilities: caps,
+            memory_limit_bytes: p.memory_limit_bytes,
+            timeout: Duration::from_millis(p.timeout_ms),
+            reuse_instances: p.reuse_instances,
+        },
+        kv_ns,
+        cx.services.clone(),
+    );
+    let admission = |failure| BuildError::Admission {
+        policy: name.to_string(),
+        failure,
+    };
+    instance.check_init().await.map_err(admission)?;
+    for (i, test) in p.self_tests.iter().enumerate() {
+        self_test(&instance, test).await.map_err(|reason| {
+            admission(PolicyFailure::Guest(format!(
+                "self_tests[{i}] ({} {}): {reason}",
+                test.method, test.path
+            )))
+        })?;
+    }
+    times.admission = started.elapsed();
+    let digest = instance.component().digest().to_string();
+    let version = Version {
+        metrics: cx.metrics.policy(name, &digest),
+        instance: Arc::new(instance),
+        stats: VersionStats::default(),
+        digest,
+        signers,
+        size: bytes.len(),
+        source,
+        admitted_at: SystemTime::now(),
+        bytes,
+    };
+    Ok((Arc::new(version), times))
+}
+
+/// Runs one self-test request through the request phase of `instance`.
+async fn self_test(instance: &PolicyInstance, test: &SelfTest) -> Result<(), String> {
+    let req = types::Request {
+        method: test.method.to_ascii_uppercase(),
+        path: test.path.clone(),
+        authority: "self-test.edgegate".into(),
+        headers: test
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect(),
+        body: test.body.as_ref().map(|b| b.as_bytes().to_vec()),
+        client_ip: "127.0.0.1".into(),
+        route: "self-test".into(),
+    };
+    let mut ctx = ContextBag::default();
+    let verdict = instance
+        .on_request(&req, &mut ctx)
+        .await
+        .map_err(|f| format!("failed: {f}"))?;
+    let answered = match verdict {
+        types::RequestVerdict::Respond(r) => Some(r.status),
+        types::RequestVerdict::Continue(_) | types::RequestVerdict::Route(_) => None,
+    };
+    if answered == test.expect_status {
+        return Ok(());
+    }
+    let expected = test.expect_status.map_or_else(
+        || "let the request continue".to_string(),
+        |s| format!("answer {s}"),
+    );
+    let got = answered.map_or_else(
+        || "let it continue".to_string(),
+        |s| format!("answered {s}"),
+    );
+    Err(format!("expected it to {expected}; it {got}"))
+}
+
+/// Everything one config generation serves with: the route table, its clusters
+/// and the policy versions; replaced whole (arc-swap) by a swap or a reload.
 pub struct GatewayState {
     pub(crate) routes: RouteTable,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) via: HeaderValue,
     pub(crate) max_header_bytes: usize,
+    /// Serving version (and canary) of every policy.
+    pub(crate) policies: BTreeMap<String, PolicySet>,
+    pub(crate) services: HostServices,
+    pub(crate) trust: Arc<Trust>,
 }
 
 impl GatewayState {
-    /// Compile and admit every policy of `config` and build its route table.
+    /// Verify, compile and admit every policy of `config` and build its route table.
     pub async fn build(
         config: &GatewayConfig,
-        runtime: &Runtime,
+        runtime: &Arc<Runtime>,
         kv: &KvStore,
         metrics: &Metrics,
         workers: usize,
     ) -> Result<Self, BuildError> {
+        Self::build_with(config, runtime, kv, metrics, workers, &BTreeMap::new())
+            .await
+            .map(|(state, _)| state)
+    }
+
+    /// Like [`GatewayState::build`], with pushed versions (from the state
+    /// folder) in place of the config's component files. A pushed version the
+    /// config no longer admits is skipped for the config's file; the returned
+    /// list says which and why.
+    pub(crate) async fn build_with(
+        config: &GatewayConfig,
+        runtime: &Arc<Runtime>,
+        kv: &KvStore,
+        metrics: &Metrics,
+        workers: usize,
+        pushed: &BTreeMap<String, Arc<Vec<u8>>>,
+    ) -> Result<(Self, Vec<String>), BuildError> {
         let mut clusters = BTreeMap::new();
         for (name, u) in &config.upstreams {
             let c = Cluster::new(name, u, workers, metrics)
@@ -98,113 +361,71 @@ impl GatewayState {
             health: upstreams.clone(),
             events: metrics.events(),
         };
-
-        let trust = match &config.trust.store {
-            Some(path) => Some(TrustStore::load(path.get_ref())?),
-            None => {
-                if !config.policies.is_empty() {
-                    tracing::warn!("trust.allow_unsigned = true: running components without verifying signatures");
-                }
-                None
-            }
+        let trust = Arc::new(Trust::load(config)?);
+        let cx = AdmitContext {
+            config,
+            runtime,
+            kv,
+            services: &services,
+            trust: &trust,
+            metrics,
         };
-        let revocations = match (&trust, &config.trust.revocations) {
-            (Some(store), Some(path)) => {
-                let path = path.get_ref();
-                Some(RevocationList::load(
-                    path,
-                    store,
-                    &RevocationList::held_file(path),
-                )?)
-            }
-            _ => None,
-        };
-        let now = SystemTime::now();
         let mut policies = BTreeMap::new();
+        let mut skipped = Vec::new();
         for (name, p) in &config.policies {
-            let path = p.component.get_ref();
-            let bytes = read_component(name, path)?;
-            let refused = |refusal| BuildError::Refused {
-                policy: name.clone(),
-                path: path.clone(),
-                refusal,
-            };
-            match &trust {
-                Some(store) => {
-                    let opts = VerifyOptions {
-                        kind: p.kind.as_str(),
-                        required_signers: config
-                            .trust
-                            .required_signers
-                            .get(&p.kind)
-                            .copied()
-                            .unwrap_or(1),
-                        sha256_pin: p.sha256.as_deref(),
-                        now,
-                        revocations: revocations.as_ref(),
-                    };
-                    let verified = verify_component(&bytes, store, &opts).map_err(refused)?;
-                    tracing::info!(policy = %name, signers = %verified.key_ids.join(","), "component verified");
-                }
-                None => {
-                    if let Some(pin) = &p.sha256 {
-                        let actual = sha256_hex(&bytes);
-                        if !pin.eq_ignore_ascii_case(&actual) {
-                            return Err(refused(Refusal::DigestMismatch {
-                                expected: pin.to_ascii_lowercase(),
-                                actual,
-                            }));
-                        }
+            if let Some(bytes) = pushed.get(name) {
+                match admit(&cx, name, Arc::clone(bytes), Source::Push).await {
+                    Ok((version, _)) => {
+                        policies.insert(
+                            name.clone(),
+                            PolicySet {
+                                serving: version,
+                                canary: None,
+                            },
+                        );
+                        continue;
                     }
+                    Err(e) => skipped.push(format!("policy `{name}`: the pushed version ({}) is not admitted any more, serving the config's component: {e}", sha256_hex(bytes))),
                 }
             }
-            let compiled = runtime
-                .compile(name, &bytes)
-                .map_err(|source| BuildError::Compile {
-                    policy: name.clone(),
-                    source,
-                })?;
-            let caps: Capabilities = p
-                .capabilities
-                .iter()
-                .map(|c| match c {
-                    CapabilityName::Clock => Capability::Clock,
-                    CapabilityName::Kv => Capability::Kv,
-                    CapabilityName::Health => Capability::Health,
-                    CapabilityName::Crypto => Capability::Crypto,
-                })
-                .collect();
-            let kv_ns = caps.has(Capability::Kv).then(|| {
-                kv.namespace(p.kv_namespace.as_deref().unwrap_or(name), p.kv_budget_bytes)
-            });
-            let config_json = serde_json::to_string(&p.config)
-                .map_err(|e| BuildError::Invalid(format!("policies.{name}.config: {e}")))?;
-            let instance = PolicyInstance::new(
-                compiled,
-                PolicySettings {
-                    name: name.clone(),
-                    config_json,
-                    capabilities: caps,
-                    memory_limit_bytes: p.memory_limit_bytes,
-                    timeout: Duration::from_millis(p.timeout_ms),
-                    reuse_instances: p.reuse_instances,
+            let bytes = Arc::new(read_component(name, p.component.get_ref())?);
+            let (version, _) = admit(&cx, name, bytes, Source::Config).await?;
+            policies.insert(
+                name.clone(),
+                PolicySet {
+                    serving: version,
+                    canary: None,
                 },
-                kv_ns,
-                services.clone(),
             );
-            instance
-                .check_init()
-                .await
-                .map_err(|failure| BuildError::Admission {
-                    policy: name.clone(),
-                    failure,
-                })?;
-            policies.insert(name.clone(), Arc::new(instance));
         }
+        let via = HeaderValue::from_str(&format!("1.1 {}", config.server.via))
+            .map_err(|_| BuildError::Invalid("server.via: not a valid header value".into()))?;
+        let state = Self {
+            routes: RouteTable { routes: Vec::new() },
+            upstreams,
+            via,
+            max_header_bytes: config.server.max_header_bytes,
+            policies: BTreeMap::new(),
+            services,
+            trust,
+        };
+        let state = state.with_policies(config, policies, metrics)?;
+        metrics.count_config_load();
+        Ok((state, skipped))
+    }
 
+    /// The same generation (clusters, trust, limits) serving `policies`: what a
+    /// swap stores.
+    pub(crate) fn with_policies(
+        &self,
+        config: &GatewayConfig,
+        policies: BTreeMap<String, PolicySet>,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let cluster = upstreams
+            let cluster = self
+                .upstreams
                 .clusters
                 .get(r.upstream.get_ref())
                 .cloned()
@@ -214,16 +435,15 @@ impl GatewayState {
             let mut chain = Vec::with_capacity(r.policies.len());
             for p in &r.policies {
                 let name = p.get_ref();
-                let (Some(cfg), Some(instance)) = (config.policies.get(name), policies.get(name))
-                else {
+                let (Some(cfg), Some(set)) = (config.policies.get(name), policies.get(name)) else {
                     return Err(BuildError::Invalid(format!(
                         "route `{}`: unknown policy `{name}`",
                         r.name
                     )));
                 };
                 chain.push(ChainEntry {
-                    metrics: metrics.policy(name, instance.component().digest()),
-                    policy: instance.clone(),
+                    name: name.clone(),
+                    versions: set.clone(),
                     on_error: cfg.on_error(),
                     request_body: cfg.request_body,
                     response_body: cfg.response_body,
@@ -256,19 +476,20 @@ impl GatewayState {
                 path_prefix: r.path_prefix.clone(),
                 methods,
                 cluster,
+                has_canary: chain.iter().any(|c| c.versions.canary.is_some()),
                 chain,
                 buffer_request,
                 buffer_response,
             });
         }
-        let via = HeaderValue::from_str(&format!("1.1 {}", config.server.via))
-            .map_err(|_| BuildError::Invalid("server.via: not a valid header value".into()))?;
-        metrics.count_config_load();
         Ok(Self {
             routes: RouteTable { routes },
-            upstreams,
-            via,
-            max_header_bytes: config.server.max_header_bytes,
+            upstreams: Arc::clone(&self.upstreams),
+            via: self.via.clone(),
+            max_header_bytes: self.max_header_bytes,
+            policies,
+            services: self.services.clone(),
+            trust: Arc::clone(&self.trust),
         })
     }
 }
