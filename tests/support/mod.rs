@@ -321,7 +321,31 @@ timeout_ms = 2000
 impl Gateway {
     /// Write `config` to `gateway.toml` in a temp dir and run `edgegate serve` on it.
     pub fn start(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// Stop this process and start a new one on the same folder (config and
+    /// state folder), as after a restart.
+    pub fn restart(mut self) -> Self {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+        drop(self);
+        Self::start_in(dir, &config)
+    }
+
+    /// The gateway's resident memory, bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Write `config` to `gateway.toml` in `dir` and run `edgegate serve` on it.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgegate"))

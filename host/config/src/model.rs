@@ -164,7 +164,8 @@ pub struct CanaryConfig {
     #[serde(default = "default_rate_margin")]
     pub max_5xx_rate_increase: f64,
     /// Roll back when the canary's p99 call time is more than this many times
-    /// the serving version's (and at least 1 ms slower).
+    /// the serving version's (and at least 1 ms slower); judged once both
+    /// sides made 100 calls.
     #[serde(default = "default_p99_ratio")]
     pub max_p99_ratio: f64,
 }

@@ -26,6 +26,9 @@ use crate::versions::{Canary, Source, StatsSnapshot, Version};
 pub(crate) const MAX_PUSH_BYTES: usize = 64 << 20;
 /// Refusals remembered per policy.
 const REFUSALS_KEPT: usize = 8;
+/// Calls each side needs before p99s are compared: below ~100 samples a p99
+/// is the slowest call, and one cold start would roll a canary back.
+const P99_MIN_CALLS: u64 = 100;
 
 /// Why a control-plane request failed.
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +346,9 @@ impl Control {
                     s.server_error_rate() * 100.0,
                     rules.max_5xx_rate_increase * 100.0
                 ));
-            } else if s.p99_us > 0
+            } else if c.calls >= P99_MIN_CALLS
+                && s.calls >= P99_MIN_CALLS
+                && s.p99_us > 0
                 && c.p99_us as f64 > s.p99_us as f64 * rules.max_p99_ratio
                 && c.p99_us > s.p99_us + 1_000
             {
