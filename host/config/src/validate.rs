@@ -147,7 +147,7 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             ));
         }
     }
-    if !(canary.max_p99_ratio >= 1.0) {
+    if canary.max_p99_ratio.is_nan() || canary.max_p99_ratio < 1.0 {
         return Err(err(
             "canary.max_p99_ratio".into(),
             "must be at least 1".into(),
