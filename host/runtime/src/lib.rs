@@ -7,7 +7,7 @@ mod error;
 pub mod host;
 mod policy;
 
-pub use engine::{Runtime, RuntimeConfig};
+pub use engine::{lower_this_threads_priority, Runtime, RuntimeConfig};
 pub use error::{PolicyFailure, RuntimeError};
 pub use host::{
     Capabilities, Capability, ContextBag, EventSink, HealthSource, HostServices, KvStore,
