@@ -513,3 +513,32 @@ async fn memory_stays_bounded_over_200_swaps() {
         "resident memory grew by {grew} bytes over 200 swaps"
     );
 }
+
+/// A version that fails the policy's self-tests is refused at admission with
+/// the test and the answer it gave; one that passes them serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_tests_gate_admission() {
+    let upstream = Upstream::start();
+    let config = base_config(upstream.addr)
+        + &format!(
+            "[policies.p]\ncomponent = {:?}\nconfig = {{ deny = [{{ path_prefix = \"/admin\", status = 403 }}] }}\n\
+             [[policies.p.self_tests]]\npath = \"/admin/users\"\nexpect_status = 403\n\
+             [[policies.p.self_tests]]\npath = \"/public\"\n",
+            component("headers").display().to_string()
+        )
+        + &route("all", "/", &["p"]);
+    let gw = Gateway::start(&config);
+    let (code, body) = push(&gw, &component("noop"), "").await;
+    assert_eq!(code, 422, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "self_tests[0] (GET /admin/users): expected it to answer 403; it let it continue"
+        ),
+        "{message}"
+    );
+    let r = reqwest::get(gw.url("/admin/x")).await.unwrap();
+    assert_eq!(r.status(), 403, "the serving version still denies");
+    let (code, body) = push(&gw, &component("headers"), "").await;
+    assert_eq!(code, 201, "{body}");
+}
