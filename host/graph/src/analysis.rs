@@ -1,0 +1,1 @@
+//! Analytics on a graph. Filled in by `analyse`.

@@ -1,0 +1,185 @@
+//! The graph model shared by edge nodes (who report) and the coordinator
+//! (who merges). Node ids are global strings:
+//!
+//! | kind | id | shared across edges |
+//! |---|---|---|
+//! | site | `site:{site}` | yes |
+//! | edge node | `edge:{node}` | no |
+//! | route | `route:{node}/{route}` | no |
+//! | upstream cluster | `upstream:{node}/{name}` | no |
+//! | endpoint | `endpoint:{host:port}` | yes: sites that call the same address meet here |
+//! | model (LLM) | `model:{name}` | yes |
+//!
+//! Links point from a dependent to what it depends on: edge → route →
+//! upstream → endpoint, route → model.
+
+use serde::{Deserialize, Serialize};
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// A site (region, PoP).
+    Site,
+    /// An edge node (one gateway process).
+    Edge,
+    /// A route of an edge node.
+    Route,
+    /// An upstream cluster of an edge node.
+    Upstream,
+    /// An upstream endpoint (`host:port`).
+    Endpoint,
+    /// An LLM model name.
+    Model,
+}
+
+/// Circuit breaker state, as the edge saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    /// Traffic flows.
+    #[default]
+    Closed,
+    /// Traffic is held back.
+    Open,
+    /// A probe may pass.
+    HalfOpen,
+}
+
+/// Observed health of a node or link.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests per second over the last report interval.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// Share of failed requests (0..=1), moving average.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Moving-average latency, milliseconds.
+    #[serde(default)]
+    pub latency_ms: f64,
+    /// Circuit state (endpoints).
+    #[serde(default)]
+    pub circuit: Circuit,
+    /// False when the node is known to be down (edge stopped reporting,
+    /// endpoint failing its health checks, circuit open).
+    #[serde(default = "yes")]
+    pub up: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            requests_per_s: 0.0,
+            error_rate: 0.0,
+            latency_ms: 0.0,
+            circuit: Circuit::Closed,
+            up: true,
+        }
+    }
+}
+
+/// A node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphNode {
+    /// Global id (see the module docs).
+    pub id: String,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Human label.
+    pub label: String,
+    /// Site it belongs to (none for shared nodes: endpoints, models).
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Its health.
+    #[serde(default)]
+    pub stats: Stats,
+}
+
+/// A dependency: `from` needs `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphLink {
+    /// The dependent.
+    pub from: String,
+    /// What it depends on.
+    pub to: String,
+    /// Traffic over this link.
+    #[serde(default)]
+    pub stats: Stats,
+}
+
+/// A graph: an edge node's local one or the coordinator's meta-graph.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    /// Nodes, ids unique.
+    pub nodes: Vec<GraphNode>,
+    /// Links between node ids.
+    pub links: Vec<GraphLink>,
+}
+
+/// What an edge node sends the coordinator every few seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeReport {
+    /// Edge node id (unique across the fleet).
+    pub node: String,
+    /// Its site.
+    pub site: String,
+    /// Increases with every report of one edge process; a restart starts again
+    /// at 1 with a new `boot` id.
+    pub seq: u64,
+    /// Random id of the edge process; with `seq` orders reports.
+    pub boot: String,
+    /// Milliseconds since the Unix epoch at the edge.
+    pub sent_at_ms: u64,
+    /// The edge's local graph (its edge node, routes, upstreams, endpoints, models).
+    pub graph: Graph,
+}
+
+/// What the coordinator answers a report with: the desired state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// Version of this answer; increases when anything in it changes.
+    pub version: u64,
+    /// Routing hints for this edge.
+    #[serde(default)]
+    pub hints: Vec<RoutingHint>,
+    /// Revocation list version the fleet should hold (none yet).
+    #[serde(default)]
+    pub revocation_list_version: Option<u64>,
+    /// Component digests the fleet should serve, by policy (none yet).
+    #[serde(default)]
+    pub desired_components: std::collections::BTreeMap<String, String>,
+}
+
+/// A hint an edge applies to its routing view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingHint {
+    /// The endpoint (`host:port`) the hint is about.
+    pub endpoint: String,
+    /// `avoid`: unhealthy as seen from other sites too.
+    pub action: HintAction,
+    /// Why, in words.
+    pub reason: String,
+    /// Sites that saw it unhealthy.
+    #[serde(default)]
+    pub seen_by: Vec<String>,
+}
+
+/// What a hint asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HintAction {
+    /// Treat the endpoint as unhealthy.
+    Avoid,
+}
+
+impl Graph {
+    /// The node with `id`.
+    pub fn node(&self, id: &str) -> Option<&GraphNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+}
