@@ -138,6 +138,12 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Run the coordinator: merges the edges' health graphs (docs/operations.md).
+    Coordinator {
+        /// Coordinator config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a small local upstream for demos and benchmarks (echoes requests as JSON).
     DemoUpstream {
         /// Address to listen on.
@@ -184,6 +190,7 @@ fn main() -> ExitCode {
         Command::Promote { admin, policy } => admin.client().promote(&policy),
         Command::Rollback { admin, policy } => admin.client().rollback(&policy),
         Command::Reload { admin } => admin.client().reload(),
+        Command::Coordinator { config } => coordinator(&config),
         Command::Keygen { out, kinds } => signing::keygen(&out, &kinds),
         Command::Sign {
             key,
@@ -256,6 +263,43 @@ fn serve(file: &std::path::Path) -> anyhow::Result<()> {
     handle.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn coordinator(file: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let config = edgegate_coordinator::CoordinatorConfig::load(file)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(edgegate_coordinator::server::run_embedded(
+            config, stop_rx, bound_tx,
+        ));
+        match bound_rx.await {
+            // Tests and scripts read this line to learn the port.
+            Ok(addr) => println!("edgegate coordinator listening on http://{addr}"),
+            Err(_) => {
+                return match server.await {
+                    Ok(Err(e)) => Err(anyhow::anyhow!("{}: {e}", file.display())),
+                    _ => Err(anyhow::anyhow!("the coordinator did not start")),
+                }
+            }
+        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+        match server.await {
+            Ok(result) => result.map_err(|e| anyhow::anyhow!(e)),
+            Err(e) => Err(anyhow::anyhow!("coordinator task: {e}")),
+        }
+    })
 }
 
 /// Waits for SIGTERM or SIGINT; SIGHUP reloads the config file meanwhile.

@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     /// How a canary version pushed through the admin API is judged.
     #[serde(default)]
     pub canary: CanaryConfig,
+    /// This edge node's identity and its coordinator (health graph sync).
+    #[serde(default)]
+    pub node: Option<NodeConfig>,
     /// Folder of the config file; relative paths resolve against it (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -143,6 +146,29 @@ impl Default for AdminConfig {
             state_dir: None,
         }
     }
+}
+
+/// `[node]`: who this edge node is and where it reports its health graph.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node id, unique across the fleet (`[A-Za-z0-9._-]`, at most 64).
+    pub id: String,
+    /// Site (region, PoP) the node belongs to (same characters).
+    pub site: String,
+    /// Coordinator base URL (`http://host:port`); none: the graph stays local.
+    #[serde(default)]
+    pub coordinator: Option<String>,
+    /// How often the node reports.
+    #[serde(default = "default_report_interval_ms")]
+    pub report_interval_ms: u64,
+    /// Bearer token the coordinator requires, if any.
+    #[serde(default)]
+    pub coordinator_token: Option<String>,
+}
+
+fn default_report_interval_ms() -> u64 {
+    2_000
 }
 
 /// `[canary]`: when a canary version is promoted or rolled back on its own.

@@ -131,6 +131,39 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             None,
         ));
     }
+    if let Some(node) = &c.node {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        for (key, value) in [("node.id", &node.id), ("node.site", &node.site)] {
+            if !name_ok(value) {
+                return Err(err(
+                    key.into(),
+                    format!("`{value}`: use 1 to 64 of A-Z a-z 0-9 . _ -"),
+                    None,
+                ));
+            }
+        }
+        if let Some(url) = &node.coordinator {
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return Err(err(
+                    "node.coordinator".into(),
+                    format!("`{url}` is not an http:// URL"),
+                    None,
+                ));
+            }
+        }
+        if node.report_interval_ms < 100 {
+            return Err(err(
+                "node.report_interval_ms".into(),
+                "must be at least 100".into(),
+                None,
+            ));
+        }
+    }
     let canary = &c.canary;
     for (key, value) in [
         (

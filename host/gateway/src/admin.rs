@@ -28,6 +28,8 @@ pub(crate) struct Admin {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) control: Arc<Control>,
+    /// The health graph, when `[node]` is configured.
+    pub(crate) health: Option<Arc<crate::graph::HealthGraph>>,
 }
 
 impl Admin {
@@ -137,6 +139,12 @@ impl Admin {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let result = match (req.method(), segments.as_slice()) {
             (&Method::GET, ["policies"]) => Ok((StatusCode::OK, self.control.status().await)),
+            (&Method::GET, ["health"]) => match &self.health {
+                Some(h) => Ok((StatusCode::OK, h.view())),
+                None => Err(ControlError::NotFound(
+                    "no [node] in the config: this gateway keeps no health graph".into(),
+                )),
+            },
             (&Method::POST, ["policies", name, "versions"]) => {
                 let name = name.to_string();
                 match push_mode(&query) {

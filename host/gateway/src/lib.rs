@@ -5,6 +5,7 @@ mod admin;
 mod body;
 mod control;
 mod forwarding;
+mod graph;
 mod metrics;
 mod phases;
 mod routes;

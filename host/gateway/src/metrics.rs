@@ -374,6 +374,12 @@ pub(crate) struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// Requests answered and how many of them with 5xx, since start.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        let all = self.by_class.iter().map(Counter::get).sum();
+        (all, self.by_class[4].get())
+    }
+
     pub(crate) fn record(&self, status: u16, seconds: f64) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].inc();

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::admin;
 use crate::body::ProxyBody;
 use crate::control::{self, Control};
+use crate::graph::HealthGraph;
 use crate::metrics::Metrics;
 use crate::phases::{self, Peer};
 use crate::state::{BuildError, GatewayState};
@@ -120,10 +121,35 @@ impl Gateway {
                     .spawn(move || worker.run(listener, rx))?,
             );
         }
+        let health = self
+            .config
+            .node
+            .clone()
+            .map(|node| Arc::new(HealthGraph::new(self.state.clone(), node)));
+        if let Some(graph) = &health {
+            let graph = graph.clone();
+            let rx = shutdown_rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("edgegate-graph".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt.block_on(graph.run(rx)),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot start the graph reporter")
+                            }
+                        }
+                    })?,
+            );
+        }
         let admin = admin::Admin {
             metrics: self.metrics.clone(),
             ready: ready.clone(),
             control: self.control.clone(),
+            health,
         };
         let rx = shutdown_rx.clone();
         threads.push(

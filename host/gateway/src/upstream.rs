@@ -1,7 +1,7 @@
 //! Upstream clusters: endpoints, balancing, per-worker connection pools, passive health.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,11 @@ pub(crate) struct Endpoint {
     consecutive_failures: AtomicU32,
     /// `now_ms()` until which the circuit is open; 0 when it never opened or closed again.
     open_until_ms: AtomicU64,
+    /// Attempts and failed attempts since start (the health graph's rates).
+    pub(crate) attempts: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    /// Set by a coordinator routing hint: unhealthy as seen from other sites.
+    pub(crate) avoid: AtomicBool,
     pub(crate) metrics: EndpointMetrics,
 }
 
@@ -63,9 +68,26 @@ impl Endpoint {
         }
     }
 
+    /// Whether picks may choose it: circuit not open, no hint against it.
+    pub(crate) fn usable(&self) -> bool {
+        self.circuit() != Circuit::Open && !self.avoid.load(Ordering::Relaxed)
+    }
+
+    /// Moving-average latency, µs.
+    pub(crate) fn ewma_latency_us(&self) -> u64 {
+        self.ewma_latency_us.load(Ordering::Relaxed)
+    }
+
+    /// Moving-average error ratio, parts per million.
+    pub(crate) fn error_rate_ppm(&self) -> u32 {
+        self.error_rate_ppm.load(Ordering::Relaxed)
+    }
+
     /// Feed one attempt's outcome into the moving averages and the circuit breaker.
     pub(crate) fn observe(&self, latency: Duration, failed: bool) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
         if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
             let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
             // Open after a run of failures, or again at once when a half-open probe fails.
             if n >= CIRCUIT_FAILURES || self.circuit() == Circuit::HalfOpen {
@@ -130,6 +152,9 @@ impl Cluster {
                 error_rate_ppm: AtomicU32::new(0),
                 consecutive_failures: AtomicU32::new(0),
                 open_until_ms: AtomicU64::new(0),
+                attempts: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                avoid: AtomicBool::new(false),
             }));
         }
         Ok(Self {
@@ -145,14 +170,15 @@ impl Cluster {
     }
 
     /// Choose an endpoint for the next attempt, skipping endpoints whose
-    /// circuit is open. When every circuit is open, all endpoints are
-    /// candidates again (like Envoy's panic threshold): trying beats failing.
+    /// circuit is open or that a coordinator hint says to avoid. When none is
+    /// usable, all endpoints are candidates again (like Envoy's panic
+    /// threshold): trying beats failing.
     pub(crate) fn pick(&self) -> &Arc<Endpoint> {
         let n = self.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let rotation = (0..n).map(|i| &self.endpoints[(start + i) % n]);
-        let all_open = rotation.clone().all(|e| e.circuit() == Circuit::Open);
-        let mut candidates = rotation.filter(|e| all_open || e.circuit() != Circuit::Open);
+        let none_usable = !rotation.clone().any(|e| e.usable());
+        let mut candidates = rotation.filter(|e| none_usable || e.usable());
         match self.balance {
             // Round robin: the first usable endpoint from the rotating start.
             Balance::RoundRobin => candidates.next().unwrap_or(&self.endpoints[0]),
@@ -194,7 +220,7 @@ impl HealthSource for Upstreams {
             .iter()
             .map(|e| EndpointHealth {
                 address: e.address.clone(),
-                healthy: e.circuit() != Circuit::Open,
+                healthy: e.usable(),
                 circuit: match e.circuit() {
                     Circuit::Closed => 0,
                     Circuit::Open => 1,

@@ -1,0 +1,395 @@
+//! The coordinator's HTTP API and its background work (expiry, snapshots).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use edgegate_graph::analysis::{self, Analysis, Colour};
+use edgegate_graph::{merge, DesiredState, EdgeReport, Graph};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::config::CoordinatorConfig;
+use crate::store::{HealthStore, StoredReport};
+
+/// Largest report accepted.
+const MAX_REPORT_BYTES: usize = 4 << 20;
+/// The merged graph and its analysis are recomputed at most this often.
+const RECOMPUTE_EVERY: Duration = Duration::from_millis(500);
+/// How often expiry and snapshots run.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
+
+type Body = Full<Bytes>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The merged view at one moment.
+pub struct View {
+    /// The meta-graph.
+    pub graph: Graph,
+    /// Its analysis.
+    pub analysis: Analysis,
+    /// Every known edge: (site, live, ms since its last report, seq).
+    pub edges: BTreeMap<String, (String, bool, u64, u64)>,
+    computed: Instant,
+}
+
+/// A coordinator over a store.
+pub struct Coordinator<S> {
+    config: CoordinatorConfig,
+    store: S,
+    view: Mutex<Option<Arc<View>>>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl<S: HealthStore> Coordinator<S> {
+    /// A coordinator keeping reports in `store`.
+    pub fn new(config: CoordinatorConfig, store: S) -> Self {
+        Self {
+            config,
+            store,
+            view: Mutex::new(None),
+        }
+    }
+
+    /// Takes one report; answers the edge's desired state.
+    pub async fn ingest(&self, report: EdgeReport) -> Result<DesiredState, (StatusCode, String)> {
+        if !valid_name(&report.node) || !valid_name(&report.site) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "node and site: use 1 to 64 of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
+        let node = report.node.clone();
+        self.store
+            .put(StoredReport {
+                report,
+                received_at_ms: now_ms(),
+            })
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let view = self
+            .view(false)
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+        Ok(desired_for(&view, &node))
+    }
+
+    /// The merged graph and analysis, recomputed when older than
+    /// [`RECOMPUTE_EVERY`] (or always with `fresh`).
+    pub async fn view(&self, fresh: bool) -> Result<Arc<View>, String> {
+        if !fresh {
+            if let Some(v) = lock(&self.view).as_ref() {
+                if v.computed.elapsed() < RECOMPUTE_EVERY {
+                    return Ok(Arc::clone(v));
+                }
+            }
+        }
+        let reports = self.store.all().await.map_err(|e| e.to_string())?;
+        let now = now_ms();
+        let mut edges = BTreeMap::new();
+        let mut input = Vec::with_capacity(reports.len());
+        for r in reports {
+            let age = now.saturating_sub(r.received_at_ms);
+            let live = age < self.config.edge_ttl_ms;
+            edges.insert(
+                r.report.node.clone(),
+                (r.report.site.clone(), live, age, r.report.seq),
+            );
+            input.push((r.report, live));
+        }
+        let graph = merge::merge(&input);
+        let analysis = analysis::analyse(&graph, &self.config.thresholds);
+        let view = Arc::new(View {
+            graph,
+            analysis,
+            edges,
+            computed: Instant::now(),
+        });
+        *lock(&self.view) = Some(Arc::clone(&view));
+        Ok(view)
+    }
+
+    /// Removes edges silent for longer than `remove_after_ms`, writes the snapshot.
+    pub async fn housekeeping(&self) {
+        if let Ok(all) = self.store.all().await {
+            let now = now_ms();
+            for r in all {
+                if now.saturating_sub(r.received_at_ms) > self.config.remove_after_ms {
+                    tracing::info!(node = %r.report.node, "edge silent too long; removed from the graph");
+                    if let Err(e) = self.store.remove(&r.report.node).await {
+                        tracing::error!(error = %e, "removing an edge failed");
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "store flush failed");
+        }
+    }
+
+    /// Serves the API on `listener` until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let keeper = Arc::clone(&self);
+        let mut keeper_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => keeper.housekeeping().await,
+                    _ = keeper_shutdown.changed() => {
+                        keeper.housekeeping().await;
+                        return;
+                    }
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let me = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            let me = Arc::clone(&me);
+                            async move { Ok::<_, Infallible>(me.handle(req).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        // Let the housekeeper write its last snapshot.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        match (req.method().clone(), path.as_str()) {
+            (Method::POST, "/v1/reports") => self.post_report(req).await,
+            (Method::GET, "/v1/graph") => match self.view(false).await {
+                Ok(v) => json_response(StatusCode::OK, &graph_json(&v)),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", &e),
+            },
+            (Method::GET, "/v1/analysis") => match self.view(false).await {
+                Ok(v) => json_response(StatusCode::OK, &json!(v.analysis)),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", &e),
+            },
+            (Method::GET, p) if p.starts_with("/v1/nodes/") && p.ends_with("/blast-radius") => {
+                let raw = &p["/v1/nodes/".len()..p.len() - "/blast-radius".len()];
+                let id = percent_decode(raw);
+                let view = match self.view(false).await {
+                    Ok(v) => v,
+                    Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store", &e),
+                };
+                match analysis::blast_radius(&view.graph, &id) {
+                    Some(radius) => {
+                        let failover = analysis::failover(&view.graph, &view.analysis.colours, &id);
+                        json_response(
+                            StatusCode::OK,
+                            &json!({ "blast_radius": radius, "failover": failover }),
+                        )
+                    }
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        &format!("no node `{id}` in the graph"),
+                    ),
+                }
+            }
+            (Method::GET, "/healthz") => Response::new(Body::from("ok\n")),
+            (method, p) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no endpoint {method} {p} (docs/operations.md)"),
+            ),
+        }
+    }
+
+    async fn post_report(&self, req: Request<Incoming>) -> Response<Body> {
+        if let Some(token) = &self.config.token {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if given.trim() != token.trim() {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "reports need `Authorization: Bearer <token>`",
+                );
+            }
+        }
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_REPORT_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body",
+                    &format!("reading the report failed (limit {MAX_REPORT_BYTES} bytes): {e}"),
+                )
+            }
+        };
+        let report: EdgeReport = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_report",
+                    &format!("report: {e}"),
+                )
+            }
+        };
+        match self.ingest(report).await {
+            Ok(desired) => json_response(StatusCode::OK, &json!(desired)),
+            Err((status, message)) => error(status, "refused", &message),
+        }
+    }
+}
+
+/// The hints for `node`: those about endpoints its own graph links to.
+fn desired_for(view: &View, node: &str) -> DesiredState {
+    let prefix = format!("upstream:{node}/");
+    let mine: Vec<&str> = view
+        .graph
+        .links
+        .iter()
+        .filter(|l| l.from.starts_with(&prefix))
+        .filter_map(|l| l.to.strip_prefix("endpoint:"))
+        .collect();
+    let hints: Vec<_> = view
+        .analysis
+        .routing_hints
+        .iter()
+        .filter(|h| mine.contains(&h.endpoint.as_str()))
+        .cloned()
+        .collect();
+    // The version changes exactly when the hints do.
+    let version = hints.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, hint| {
+        hint.endpoint
+            .bytes()
+            .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    });
+    DesiredState {
+        version,
+        hints,
+        ..DesiredState::default()
+    }
+}
+
+fn graph_json(v: &View) -> Value {
+    let nodes: Vec<Value> = v
+        .graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut j = json!(n);
+            j["colour"] = json!(v
+                .analysis
+                .colours
+                .get(&n.id)
+                .copied()
+                .unwrap_or(Colour::Green));
+            j
+        })
+        .collect();
+    let edges: Vec<Value> = v
+        .edges
+        .iter()
+        .map(|(node, (site, live, age, seq))| {
+            json!({ "node": node, "site": site, "live": live, "last_report_ms_ago": age, "seq": seq })
+        })
+        .collect();
+    json!({ "nodes": nodes, "links": v.graph.links, "edges": edges })
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(format!("{value}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": code, "message": message }))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs a coordinator with the embedded store until `shutdown`; the bound address.
+pub async fn run_embedded(
+    config: CoordinatorConfig,
+    shutdown: watch::Receiver<bool>,
+    bound: tokio::sync::oneshot::Sender<SocketAddr>,
+) -> Result<(), String> {
+    let crate::config::StoreConfig::Embedded { path } = &config.store;
+    let store = crate::store::EmbeddedStore::open(path).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("binding {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let _ = bound.send(addr);
+    Arc::new(Coordinator::new(config, store))
+        .serve(listener, shutdown)
+        .await;
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The edge node's health graph (issue 7): built from the counters the
+//! request path already keeps (atomics, no lock on the hot path), sampled
+//! every report interval, sent to the coordinator, and the coordinator's
+//! routing hints applied to the endpoints.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use edgegate_config::NodeConfig;
+use edgegate_graph::{
+    Circuit, DesiredState, EdgeReport, Graph, GraphLink, GraphNode, NodeKind, RoutingHint, Stats,
+};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::state::GatewayState;
+use crate::upstream::Circuit as EndpointCircuit;
+
+/// Longest wait between reports while the coordinator is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Deadline of one report exchange.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest coordinator answer read.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Counters at the previous sample, by node id: (count, failures).
+type Previous = HashMap<String, (u64, u64)>;
+
+/// How the last exchanges with the coordinator went.
+#[derive(Default)]
+struct SyncStatus {
+    connected: bool,
+    last_ok: Option<Instant>,
+    failures_in_a_row: u32,
+    last_error: Option<String>,
+    desired_version: u64,
+}
+
+/// The edge's graph, its sampler and its coordinator sync.
+pub(crate) struct HealthGraph {
+    state: Arc<ArcSwap<GatewayState>>,
+    node: NodeConfig,
+    boot: String,
+    seq: Mutex<u64>,
+    sampled: Mutex<(Instant, Previous)>,
+    latest: Mutex<Graph>,
+    hints: Mutex<Vec<RoutingHint>>,
+    sync: Mutex<SyncStatus>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl HealthGraph {
+    pub(crate) fn new(state: Arc<ArcSwap<GatewayState>>, node: NodeConfig) -> Self {
+        Self {
+            state,
+            node,
+            boot: format!("{:016x}", fastrand::u64(..)),
+            seq: Mutex::new(0),
+            sampled: Mutex::new((Instant::now(), Previous::new())),
+            latest: Mutex::new(Graph::default()),
+            hints: Mutex::new(Vec::new()),
+            sync: Mutex::default(),
+        }
+    }
+
+    /// Samples the counters into a new local graph (rates since the last sample).
+    pub(crate) fn sample(&self) -> Graph {
+        let state = self.state.load_full();
+        let mut guard = lock(&self.sampled);
+        let (at, previous) = &mut *guard;
+        let elapsed = at.elapsed().as_secs_f64().max(0.001);
+        *at = Instant::now();
+        let mut rate = |id: &str, count: u64, failures: u64| -> (f64, f64) {
+            let (c0, f0) = previous
+                .insert(id.to_string(), (count, failures))
+                .unwrap_or((count, failures));
+            let dc = count.saturating_sub(c0);
+            let df = failures.saturating_sub(f0);
+            let error = if dc == 0 { 0.0 } else { df as f64 / dc as f64 };
+            (dc as f64 / elapsed, error)
+        };
+        let node = &self.node;
+        let edge_id = format!("edge:{}", node.id);
+        let mut nodes = vec![GraphNode {
+            id: edge_id.clone(),
+            kind: NodeKind::Edge,
+            label: node.id.clone(),
+            site: Some(node.site.clone()),
+            stats: Stats::default(),
+        }];
+        let mut links = Vec::new();
+        let mut edge_rps = 0.0;
+        for (name, cluster) in &state.upstreams.clusters {
+            let cluster_id = format!("upstream:{}/{name}", node.id);
+            let (mut rps, mut errors, mut latency, mut usable) = (0.0, 0.0, 0.0, 0);
+            for e in &cluster.endpoints {
+                let (e_rps, _) = rate(
+                    &format!("endpoint:{}", e.address),
+                    e.attempts.load(Ordering::Relaxed),
+                    e.failures.load(Ordering::Relaxed),
+                );
+                let circuit = match e.circuit() {
+                    EndpointCircuit::Closed => Circuit::Closed,
+                    EndpointCircuit::Open => Circuit::Open,
+                    EndpointCircuit::HalfOpen => Circuit::HalfOpen,
+                };
+                let stats = Stats {
+                    requests_per_s: e_rps,
+                    error_rate: f64::from(e.error_rate_ppm()) / 1e6,
+                    latency_ms: e.ewma_latency_us() as f64 / 1000.0,
+                    circuit,
+                    up: circuit != Circuit::Open,
+                };
+                rps += e_rps;
+                errors += stats.error_rate * e_rps;
+                latency += stats.latency_ms * e_rps;
+                usable += usize::from(stats.up);
+                let endpoint_id = format!("endpoint:{}", e.address);
+                nodes.push(GraphNode {
+                    id: endpoint_id.clone(),
+                    kind: NodeKind::Endpoint,
+                    label: e.address.clone(),
+                    site: None,
+                    stats,
+                });
+                links.push(GraphLink {
+                    from: cluster_id.clone(),
+                    to: endpoint_id,
+                    stats,
+                });
+            }
+            let weight = if rps > 0.0 { rps } else { 1.0 };
+            nodes.push(GraphNode {
+                id: cluster_id,
+                kind: NodeKind::Upstream,
+                label: name.clone(),
+                site: Some(node.site.clone()),
+                stats: Stats {
+                    requests_per_s: rps,
+                    error_rate: errors / weight,
+                    latency_ms: latency / weight,
+                    circuit: Circuit::Closed,
+                    up: usable > 0,
+                },
+            });
+        }
+        for route in &state.routes.routes {
+            let route_id = format!("route:{}/{}", node.id, route.name);
+            let (total, server_errors) = route.metrics.totals();
+            let (rps, error_rate) = rate(&route_id, total, server_errors);
+            edge_rps += rps;
+            let stats = Stats {
+                requests_per_s: rps,
+                error_rate,
+                ..Stats::default()
+            };
+            nodes.push(GraphNode {
+                id: route_id.clone(),
+                kind: NodeKind::Route,
+                label: route.name.clone(),
+                site: Some(node.site.clone()),
+                stats,
+            });
+            links.push(GraphLink {
+                from: edge_id.clone(),
+                to: route_id.clone(),
+                stats,
+            });
+            links.push(GraphLink {
+                from: route_id,
+                to: format!("upstream:{}/{}", node.id, route.cluster.name),
+                stats,
+            });
+        }
+        nodes[0].stats.requests_per_s = edge_rps;
+        // An endpoint several clusters share is one node.
+        let mut unique = BTreeMap::new();
+        for n in nodes {
+            unique.entry(n.id.clone()).or_insert(n);
+        }
+        let graph = Graph {
+            nodes: unique.into_values().collect(),
+            links,
+        };
+        *lock(&self.latest) = graph.clone();
+        graph
+    }
+
+    /// Sets every endpoint's `avoid` flag from the coordinator's hints.
+    fn apply(&self, hints: Vec<RoutingHint>) {
+        let state = self.state.load_full();
+        for cluster in state.upstreams.clusters.values() {
+            for e in &cluster.endpoints {
+                let avoid = hints.iter().any(|h| h.endpoint == e.address);
+                if e.avoid.swap(avoid, Ordering::Relaxed) != avoid {
+                    if avoid {
+                        tracing::warn!(endpoint = %e.address, "coordinator hint: avoiding this endpoint");
+                    } else {
+                        tracing::info!(endpoint = %e.address, "coordinator hint lifted");
+                    }
+                }
+            }
+        }
+        *lock(&self.hints) = hints;
+    }
+
+    /// What `GET /v1/health` shows.
+    pub(crate) fn view(&self) -> Value {
+        let sync = lock(&self.sync);
+        json!({
+            "node": self.node.id,
+            "site": self.node.site,
+            "coordinator": {
+                "url": self.node.coordinator,
+                "connected": sync.connected,
+                "last_ok_ms_ago": sync.last_ok.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                "failures_in_a_row": sync.failures_in_a_row,
+                "last_error": sync.last_error,
+                "desired_version": sync.desired_version,
+            },
+            "hints": *lock(&self.hints),
+            "graph": *lock(&self.latest),
+        })
+    }
+
+    /// Samples and reports every interval until shutdown; keeps serving on
+    /// what it has while the coordinator is away, retrying with backoff.
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let interval = Duration::from_millis(self.node.report_interval_ms);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let mut wait = interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+            let graph = self.sample();
+            let Some(base) = self.node.coordinator.clone() else {
+                continue;
+            };
+            let report = {
+                let mut seq = lock(&self.seq);
+                *seq += 1;
+                EdgeReport {
+                    node: self.node.id.clone(),
+                    site: self.node.site.clone(),
+                    seq: *seq,
+                    boot: self.boot.clone(),
+                    sent_at_ms: now_ms(),
+                    graph,
+                }
+            };
+            let result =
+                tokio::time::timeout(REPORT_TIMEOUT, self.exchange(&client, &base, &report))
+                    .await
+                    .unwrap_or_else(|_| Err("no answer in time".to_string()));
+            let mut sync = lock(&self.sync);
+            match result {
+                Ok(desired) => {
+                    if !sync.connected {
+                        tracing::info!(coordinator = %base, "coordinator reached; graph in sync");
+                    }
+                    sync.connected = true;
+                    sync.last_ok = Some(Instant::now());
+                    sync.failures_in_a_row = 0;
+                    sync.last_error = None;
+                    sync.desired_version = desired.version;
+                    drop(sync);
+                    self.apply(desired.hints);
+                    wait = interval;
+                }
+                Err(e) => {
+                    if sync.connected || sync.failures_in_a_row == 0 {
+                        tracing::warn!(coordinator = %base, error = %e, "coordinator unreachable; serving on what we have, retrying with backoff");
+                    }
+                    sync.connected = false;
+                    sync.failures_in_a_row = sync.failures_in_a_row.saturating_add(1);
+                    sync.last_error = Some(e);
+                    // Exponential backoff with jitter, capped.
+                    let exp = interval.saturating_mul(1 << sync.failures_in_a_row.min(6));
+                    wait = exp.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64() / 2.0);
+                }
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        client: &hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            Full<Bytes>,
+        >,
+        base: &str,
+        report: &EdgeReport,
+    ) -> Result<DesiredState, String> {
+        let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+        let mut req = http::Request::post(format!("{}/v1/reports", base.trim_end_matches('/')))
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.node.coordinator_token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "coordinator answered {status}: {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("coordinator answer: {e}"))
+    }
+}

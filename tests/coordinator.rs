@@ -1,0 +1,281 @@
+//! Health graph end to end (issue 7): a coordinator and two edge processes in
+//! different sites on loopback, with real upstreams. An upstream both sites
+//! use dies: the edge that sees it fail reports it, it turns red at the
+//! coordinator, and the routing hint reaches the other site. The coordinator
+//! stops: the edges keep serving; it comes back: they resync, and its
+//! snapshot kept every site meanwhile.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{base_config, Gateway, Upstream};
+
+struct CoordinatorProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl CoordinatorProcess {
+    fn start(dir: &std::path::Path, port: u16) -> Self {
+        let config = dir.join("coordinator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nedge_ttl_ms = 1500\nremove_after_ms = 60000\n[store]\nbackend = \"embedded\"\npath = \"state.json\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgegate"))
+            .args(["coordinator", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        std::thread::spawn(move || for _ in out.lines() {});
+        let addr = line
+            .trim()
+            .strip_prefix("edgegate coordinator listening on http://")
+            .unwrap_or_else(|| panic!("coordinator did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let _ = self.child.wait();
+    }
+
+    async fn graph(&self) -> Value {
+        reqwest::get(format!("http://{}/v1/graph", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn edge_config(
+    shared: SocketAddr,
+    local: SocketAddr,
+    node: &str,
+    site: &str,
+    coordinator: SocketAddr,
+) -> String {
+    base_config(shared)
+        + &format!(
+            "[upstreams.local]\nendpoints = [\"{local}\"]\n\
+             [node]\nid = \"{node}\"\nsite = \"{site}\"\ncoordinator = \"http://{coordinator}\"\nreport_interval_ms = 200\n\
+             [[routes]]\nname = \"local\"\npath_prefix = \"/local\"\nupstream = \"local\"\n\
+             [[routes]]\nname = \"shared\"\npath_prefix = \"/\"\nupstream = \"backend\"\n"
+        )
+}
+
+fn colour(graph: &Value, id: &str) -> Option<String> {
+    graph["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["colour"].as_str())
+        .map(String::from)
+}
+
+fn edge_live(graph: &Value, node: &str) -> Option<bool> {
+    graph["edges"]
+        .as_array()?
+        .iter()
+        .find(|e| e["node"] == node)
+        .and_then(|e| e["live"].as_bool())
+}
+
+async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_turns_red_and_the_hint_reaches_the_other_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let coordinator = CoordinatorProcess::start(dir.path(), port);
+    let mut shared = Upstream::start_named("shared");
+    let local_a = Upstream::start_named("local-a");
+    let local_b = Upstream::start_named("local-b");
+    let a = Gateway::start(&edge_config(
+        shared.addr,
+        local_a.addr,
+        "edge-a",
+        "eu",
+        coordinator.addr,
+    ));
+    let b = Gateway::start(&edge_config(
+        shared.addr,
+        local_b.addr,
+        "edge-b",
+        "us",
+        coordinator.addr,
+    ));
+    let client = reqwest::Client::new();
+    for gw in [&a, &b] {
+        assert_eq!(client.get(gw.url("/x")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            client.get(gw.url("/local")).send().await.unwrap().status(),
+            200
+        );
+    }
+    let shared_id = format!("endpoint:{}", shared.addr);
+    wait_for(
+        "both edges live and the shared endpoint green",
+        15,
+        || async {
+            let g = coordinator.graph().await;
+            edge_live(&g, "edge-a") == Some(true)
+                && edge_live(&g, "edge-b") == Some(true)
+                && colour(&g, &shared_id).as_deref() == Some("green")
+        },
+    )
+    .await;
+    let g = coordinator.graph().await;
+    assert!(colour(&g, "site:eu").is_some() && colour(&g, "site:us").is_some());
+
+    // The shared upstream dies; only edge A sends it traffic and sees it fail.
+    shared.stop();
+    for _ in 0..8 {
+        let status = client.get(a.url("/x")).send().await.unwrap().status();
+        assert_eq!(status, 502);
+    }
+    wait_for("the shared endpoint red at the coordinator", 15, || async {
+        let g = coordinator.graph().await;
+        colour(&g, &shared_id).as_deref() == Some("red")
+            && colour(&g, "upstream:edge-a/backend").as_deref() == Some("red")
+    })
+    .await;
+    let radius: Value = reqwest::get(format!(
+        "http://{}/v1/nodes/{}/blast-radius",
+        coordinator.addr, shared_id
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let routes = radius["blast_radius"]["routes"].as_array().unwrap();
+    assert!(
+        routes.contains(&Value::from("route:edge-a/shared")),
+        "{radius}"
+    );
+    assert!(
+        routes.contains(&Value::from("route:edge-b/shared")),
+        "{radius}"
+    );
+    assert!(
+        !routes.contains(&Value::from("route:edge-a/local")),
+        "{radius}"
+    );
+
+    // Edge B never called it since, yet learns to avoid it.
+    let shared_address = shared.addr.to_string();
+    wait_for("the routing hint at edge B", 15, || async {
+        let h: Value = client
+            .get(b.admin_url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        h["hints"].as_array().is_some_and(|hints| {
+            hints
+                .iter()
+                .any(|x| x["endpoint"] == shared_address.as_str())
+        })
+    })
+    .await;
+    assert!(
+        b.logs()
+            .contains("coordinator hint: avoiding this endpoint"),
+        "{}",
+        b.logs()
+    );
+
+    // The coordinator stops: both edges keep serving what is healthy.
+    coordinator.stop();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for gw in [&a, &b] {
+        assert_eq!(
+            client.get(gw.url("/local")).send().await.unwrap().status(),
+            200
+        );
+        let h: Value = client
+            .get(gw.admin_url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(h["coordinator"]["connected"], false, "{h}");
+    }
+    assert!(a.logs().contains("coordinator unreachable"));
+
+    // It comes back on the same port and snapshot: both sites are there at
+    // once, and the edges resync.
+    let coordinator = CoordinatorProcess::start(dir.path(), port);
+    let g = coordinator.graph().await;
+    assert!(
+        edge_live(&g, "edge-a").is_some() && edge_live(&g, "edge-b").is_some(),
+        "snapshot lost a site: {g}"
+    );
+    let seq_before = |g: &Value, node: &str| {
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node"] == node)
+            .unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let (sa, sb) = (seq_before(&g, "edge-a"), seq_before(&g, "edge-b"));
+    wait_for("both edges resynced", 40, || async {
+        let g = coordinator.graph().await;
+        edge_live(&g, "edge-a") == Some(true)
+            && edge_live(&g, "edge-b") == Some(true)
+            && seq_before(&g, "edge-a") > sa
+            && seq_before(&g, "edge-b") > sb
+    })
+    .await;
+    drop(local_a);
+    drop(local_b);
+}
