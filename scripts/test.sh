@@ -8,7 +8,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests use (none beyond the toolchain yet; later issues add
 # etcd-server, protobuf-compiler, chromium). Installed only when missing.
-PACKAGES=()
+PACKAGES=(chromium)  # the dashboard test (tests/coordinator.rs) drives headless Chromium
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

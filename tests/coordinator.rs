@@ -279,3 +279,126 @@ async fn a_dead_upstream_turns_red_and_the_hint_reaches_the_other_site() {
     drop(local_a);
     drop(local_b);
 }
+
+/// Runs headless Chromium on `url`: the DOM after the page's scripts ran, and
+/// a screenshot kept under target/test-artifacts/.
+fn chromium(url: &str, screenshot: &str) -> String {
+    let dir = support::repo_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let base = |extra: &[String]| {
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--hide-scrollbars",
+                "--window-size=1400,700",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("running chromium (Debian package `chromium`; scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shot = dir.join(screenshot);
+    base(&[format!("--screenshot={}", shot.display())]);
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "no screenshot at {}",
+        shot.display()
+    );
+    base(&["--dump-dom".to_string()])
+}
+
+fn node_colour_in_dom(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("data-id=\"{id}\""))?;
+    let tag_end = at + dom[at..].find('>')?;
+    let tag = &dom[dom[..at].rfind('<')?..tag_end];
+    let c = tag.split("data-colour=\"").nth(1)?;
+    Some(c[..c.find('"')?].to_string())
+}
+
+/// The dashboard, in headless Chromium: the page loads from the coordinator
+/// alone, draws the nodes of the known graph, and shows the endpoint red
+/// once its upstream died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_graph_and_a_dead_upstream_red() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let coordinator = CoordinatorProcess::start(dir.path(), port);
+    let mut upstream = Upstream::start_named("dash");
+    let local = Upstream::start_named("dash-local");
+    let edge = Gateway::start(&edge_config(
+        upstream.addr,
+        local.addr,
+        "edge-d",
+        "ap",
+        coordinator.addr,
+    ));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.get(edge.url("/x")).send().await.unwrap().status(),
+        200
+    );
+    let endpoint = format!("endpoint:{}", upstream.addr);
+    wait_for("the graph at the coordinator", 15, || async {
+        colour(&coordinator.graph().await, &endpoint).as_deref() == Some("green")
+    })
+    .await;
+
+    let url = format!("http://{}/", coordinator.addr);
+    let dom = chromium(&url, "dashboard-green.png");
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "the page did not draw: {dom}"
+    );
+    for id in [
+        "site:ap",
+        "edge:edge-d",
+        "route:edge-d/shared",
+        "upstream:edge-d/backend",
+        endpoint.as_str(),
+    ] {
+        assert!(dom.contains(&format!("data-id=\"{id}\"")), "{id} not drawn");
+    }
+    assert_eq!(
+        node_colour_in_dom(&dom, &endpoint).as_deref(),
+        Some("green")
+    );
+
+    upstream.stop();
+    for _ in 0..8 {
+        let _ = client.get(edge.url("/x")).send().await.unwrap();
+    }
+    wait_for("the endpoint red at the coordinator", 15, || async {
+        colour(&coordinator.graph().await, &endpoint).as_deref() == Some("red")
+    })
+    .await;
+    let dom = chromium(&url, "dashboard-red.png");
+    assert_eq!(
+        node_colour_in_dom(&dom, &endpoint).as_deref(),
+        Some("red"),
+        "{dom}"
+    );
+    assert_eq!(
+        node_colour_in_dom(&dom, "upstream:edge-d/backend").as_deref(),
+        Some("red")
+    );
+    drop(local);
+}

@@ -20,6 +20,9 @@ use tokio::sync::watch;
 use crate::config::CoordinatorConfig;
 use crate::store::{HealthStore, StoredReport};
 
+/// The live dashboard: one self-contained page (no external assets).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// Largest report accepted.
 const MAX_REPORT_BYTES: usize = 4 << 20;
 /// The merged graph and its analysis are recomputed at most this often.
@@ -230,6 +233,21 @@ impl<S: HealthStore> Coordinator<S> {
                 }
             }
             (Method::GET, "/healthz") => Response::new(Body::from("ok\n")),
+            (Method::GET, "/") => {
+                let mut r = Response::new(Body::from(DASHBOARD));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                // Everything the page needs comes from this coordinator.
+                r.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    header::HeaderValue::from_static(
+                        "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                    ),
+                );
+                r
+            }
             (method, p) => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
