@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages the tests use (none beyond the toolchain yet; later issues add
-# etcd-server, protobuf-compiler, chromium). Installed only when missing.
-PACKAGES=(chromium)  # the dashboard test (tests/coordinator.rs) drives headless Chromium
+# Debian packages the tests use, installed only when missing:
+# - chromium: the dashboard test (tests/coordinator.rs) drives headless Chromium;
+# - etcd-server: tests/etcd.rs starts a real etcd on loopback ports;
+# - protobuf-compiler: the etcd-client crate's build runs protoc.
+PACKAGES=(chromium etcd-server protobuf-compiler)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

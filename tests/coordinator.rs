@@ -9,71 +9,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+use support::coordinator::{colour, edge_live, free_port, wait_for, CoordinatorProcess};
 use support::{base_config, Gateway, Upstream};
-
-struct CoordinatorProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl CoordinatorProcess {
-    fn start(dir: &std::path::Path, port: u16) -> Self {
-        let config = dir.join("coordinator.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nedge_ttl_ms = 1500\nremove_after_ms = 60000\n[store]\nbackend = \"embedded\"\npath = \"state.json\"\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgegate"))
-            .args(["coordinator", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        std::thread::spawn(move || for _ in out.lines() {});
-        let addr = line
-            .trim()
-            .strip_prefix("edgegate coordinator listening on http://")
-            .unwrap_or_else(|| panic!("coordinator did not start: {line:?}"))
-            .parse()
-            .unwrap();
-        Self { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let _ = self.child.wait();
-    }
-
-    async fn graph(&self) -> Value {
-        reqwest::get(format!("http://{}/v1/graph", self.addr))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn edge_config(
     shared: SocketAddr,
@@ -91,43 +33,10 @@ fn edge_config(
         )
 }
 
-fn colour(graph: &Value, id: &str) -> Option<String> {
-    graph["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["id"] == id)
-        .and_then(|n| n["colour"].as_str())
-        .map(String::from)
-}
-
-fn edge_live(graph: &Value, node: &str) -> Option<bool> {
-    graph["edges"]
-        .as_array()?
-        .iter()
-        .find(|e| e["node"] == node)
-        .and_then(|e| e["live"].as_bool())
-}
-
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_turns_red_and_the_hint_reaches_the_other_site() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let coordinator = CoordinatorProcess::start(dir.path(), port);
     let mut shared = Upstream::start_named("shared");
     let local_a = Upstream::start_named("local-a");
@@ -336,11 +245,7 @@ fn node_colour_in_dom(dom: &str, id: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_draws_the_graph_and_a_dead_upstream_red() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let coordinator = CoordinatorProcess::start(dir.path(), port);
     let mut upstream = Upstream::start_named("dash");
     let local = Upstream::start_named("dash-local");

@@ -43,6 +43,18 @@ pub enum StoreConfig {
         #[serde(default = "default_snapshot")]
         path: PathBuf,
     },
+    /// In etcd (v3 API): each edge's report under its own key with a lease,
+    /// shared by every coordinator replica that uses the same etcd and prefix.
+    Etcd {
+        /// etcd client URLs (`http://host:port`).
+        endpoints: Vec<String>,
+        /// Keys are `{prefix}/edges/{node}`.
+        #[serde(default = "default_etcd_prefix")]
+        prefix: String,
+        /// Deadline of one etcd request, and of connecting at start.
+        #[serde(default = "default_etcd_timeout")]
+        timeout_ms: u64,
+    },
 }
 
 impl Default for StoreConfig {
@@ -64,6 +76,12 @@ fn default_remove_after() -> u64 {
 }
 fn default_snapshot() -> PathBuf {
     "coordinator-state.json".into()
+}
+fn default_etcd_prefix() -> String {
+    "/edgegate".into()
+}
+fn default_etcd_timeout() -> u64 {
+    2_000
 }
 
 /// Why a config was refused: file, key and reason.
@@ -109,10 +127,113 @@ impl CoordinatorConfig {
         if config.token.as_deref().is_some_and(|t| t.trim().len() < 16) {
             return Err(err("token", "must be at least 16 characters".into()));
         }
-        let StoreConfig::Embedded { path: snapshot } = &mut config.store;
-        if snapshot.is_relative() {
-            *snapshot = config.base_dir.join(&*snapshot);
+        match &mut config.store {
+            StoreConfig::Embedded { path: snapshot } => {
+                if snapshot.is_relative() {
+                    *snapshot = config.base_dir.join(&*snapshot);
+                }
+            }
+            StoreConfig::Etcd {
+                endpoints,
+                prefix,
+                timeout_ms,
+            } => {
+                if endpoints.is_empty() {
+                    return Err(err("store.endpoints", "name at least one etcd URL".into()));
+                }
+                if let Some(bad) = endpoints.iter().find(|e| {
+                    !e.starts_with("http://")
+                        || e["http://".len()..]
+                            .parse::<http::uri::Authority>()
+                            .is_err()
+                }) {
+                    return Err(err(
+                        "store.endpoints",
+                        format!("`{bad}` is not an http://host:port URL (TLS to etcd is not supported yet)"),
+                    ));
+                }
+                if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+                    return Err(err(
+                        "store.prefix",
+                        "must start with `/`, name something, and not end with `/`".into(),
+                    ));
+                }
+                if *timeout_ms < 10 {
+                    return Err(err("store.timeout_ms", "must be at least 10".into()));
+                }
+            }
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<CoordinatorConfig, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        CoordinatorConfig::load(&path)
+            .map_err(|e| e.to_string().replace(&path.display().to_string(), "c.toml"))
+    }
+
+    #[test]
+    fn the_embedded_store_is_the_default_and_its_snapshot_sits_beside_the_config() {
+        let c = load("").expect("empty config");
+        assert_eq!(c.listen, default_listen());
+        let StoreConfig::Embedded { path } = &c.store else {
+            panic!("not embedded: {:?}", c.store)
+        };
+        assert!(path.ends_with("coordinator-state.json"));
+        assert!(path.is_absolute() || path.starts_with(&c.base_dir));
+    }
+
+    #[test]
+    fn etcd_keys_are_read_and_checked() {
+        let c = load("[store]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n")
+            .expect("etcd config");
+        let StoreConfig::Etcd {
+            endpoints,
+            prefix,
+            timeout_ms,
+        } = &c.store
+        else {
+            panic!("not etcd: {:?}", c.store)
+        };
+        assert_eq!(endpoints.len(), 2);
+        assert_eq!(prefix, "/edgegate");
+        assert_eq!(*timeout_ms, 2000);
+
+        let cases = [
+            (
+                "[store]\nbackend = \"etcd\"\nendpoints = []\n",
+                "c.toml: key `store.endpoints`: name at least one etcd URL",
+            ),
+            (
+                "[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\n",
+                "c.toml: key `store.endpoints`: `https://e:2379` is not an http://host:port URL (TLS to etcd is not supported yet)",
+            ),
+            (
+                "[store]\nbackend = \"etcd\"\nendpoints = [\"http://e:2379\"]\nprefix = \"/a/\"\n",
+                "c.toml: key `store.prefix`: must start with `/`, name something, and not end with `/`",
+            ),
+            (
+                "[store]\nbackend = \"etcd\"\nendpoints = [\"http://e:2379\"]\ntimeout_ms = 1\n",
+                "c.toml: key `store.timeout_ms`: must be at least 10",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(load(text).err().as_deref(), Some(expected), "{text}");
+        }
+        let unknown = load("[store]\nbackend = \"etcd\"\nendpoints = [\"http://e:1\"]\nttl = 3\n")
+            .err()
+            .expect("unknown key refused");
+        assert!(unknown.contains("unknown field `ttl`"), "{unknown}");
+        let backend = load("[store]\nbackend = \"redis\"\n")
+            .err()
+            .expect("refused");
+        assert!(backend.contains("unknown variant `redis`"), "{backend}");
     }
 }

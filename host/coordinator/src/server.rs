@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::config::CoordinatorConfig;
-use crate::store::{HealthStore, StoredReport};
+use crate::config::{CoordinatorConfig, StoreConfig};
+use crate::store::{lock, EmbeddedStore, EtcdStore, HealthStore, StoredReport};
 
 /// The live dashboard: one self-contained page (no external assets).
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -36,10 +36,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The merged view at one moment.
@@ -393,17 +389,45 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Runs a coordinator with the embedded store until `shutdown`; the bound address.
-pub async fn run_embedded(
+/// Runs a coordinator on the store its config names until `shutdown`;
+/// sends the bound address once it listens.
+pub async fn run(
     config: CoordinatorConfig,
     shutdown: watch::Receiver<bool>,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> Result<(), String> {
-    let crate::config::StoreConfig::Embedded { path } = &config.store;
-    let store = crate::store::EmbeddedStore::open(path).map_err(|e| e.to_string())?;
+    match &config.store {
+        StoreConfig::Embedded { path } => {
+            let store = EmbeddedStore::open(path).map_err(|e| e.to_string())?;
+            serve_on(config, store, shutdown, bound).await
+        }
+        StoreConfig::Etcd {
+            endpoints,
+            prefix,
+            timeout_ms,
+        } => {
+            let store = EtcdStore::connect(
+                endpoints,
+                prefix,
+                Duration::from_millis(*timeout_ms),
+                Duration::from_millis(config.remove_after_ms),
+            )
+            .await
+            .map_err(|e| format!("key `store`: {e}"))?;
+            serve_on(config, store, shutdown, bound).await
+        }
+    }
+}
+
+async fn serve_on<S: HealthStore>(
+    config: CoordinatorConfig,
+    store: S,
+    shutdown: watch::Receiver<bool>,
+    bound: tokio::sync::oneshot::Sender<SocketAddr>,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("binding {}: {e}", config.listen))?;
+        .map_err(|e| format!("key `listen`: binding {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let _ = bound.send(addr);
     Arc::new(Coordinator::new(config, store))

@@ -1,55 +1,18 @@
-//! [`HealthStore`]: where the coordinator keeps the latest report of every
-//! edge. `embedded` (the default) keeps them in this process and writes a
-//! snapshot file, so a restart loses no site.
+//! The `embedded` store: reports in this process, with a snapshot file so a
+//! restart loses no site.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use edgegate_graph::EdgeReport;
-use serde::{Deserialize, Serialize};
-
-/// An edge's latest report and when it arrived.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredReport {
-    /// The report.
-    pub report: EdgeReport,
-    /// Coordinator clock, ms since the Unix epoch.
-    pub received_at_ms: u64,
-}
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Reading or writing the backend failed.
-    #[error("{0}")]
-    Backend(String),
-}
-
-/// Keeps the latest report per edge node.
-pub trait HealthStore: Send + Sync + 'static {
-    /// Stores `r` as the latest report of its node.
-    fn put(&self, r: StoredReport) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Every node's latest report.
-    fn all(&self) -> impl Future<Output = Result<Vec<StoredReport>, StoreError>> + Send;
-    /// Forgets a node.
-    fn remove(&self, node: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Makes what was stored durable (the embedded store's snapshot); a no-op
-    /// for backends that write through.
-    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
+use super::{lock, HealthStore, StoreError, StoredReport};
 
 /// Reports in memory, with a snapshot file.
 pub struct EmbeddedStore {
     path: PathBuf,
     reports: Mutex<BTreeMap<String, StoredReport>>,
     dirty: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl EmbeddedStore {
@@ -125,7 +88,7 @@ impl HealthStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgegate_graph::Graph;
+    use edgegate_graph::{EdgeReport, Graph};
 
     fn report(node: &str, seq: u64) -> StoredReport {
         StoredReport {

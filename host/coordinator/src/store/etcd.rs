@@ -1,0 +1,419 @@
+//! The `etcd` store: every edge's latest report under its own key
+//! (`{prefix}/edges/{node}`), attached to a lease per edge. A report renews
+//! its edge's lease, so an edge that stops reporting disappears from etcd
+//! when its lease runs out, whether or not a coordinator is running. Each
+//! coordinator replica keeps a copy of the keys, filled by one listing and
+//! then kept current by a watch, so every replica sees every report, and
+//! reading the graph costs etcd nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, CompactionOptions, ConnectOptions, EventType, GetOptions, KeyValue, KvClient,
+    PutOptions, WatchOptions,
+};
+use tokio::task::JoinHandle;
+
+use super::{lock, HealthStore, StoreError, StoredReport};
+
+/// Keys listed per request when the copy is (re)built.
+const PAGE: i64 = 64;
+/// Largest gRPC message read (a page of reports, a batch of watch events).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// A lease is renewed at most this often per edge (etcd counts TTLs in seconds).
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait before the watch is tried again after etcd went away.
+const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(5);
+/// History older than this is compacted, so etcd's database does not grow
+/// with every report; a watch that falls further behind lists again.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// One edge's entry in the copy: the report and the etcd revision that wrote it.
+type Entries = BTreeMap<String, (i64, StoredReport)>;
+
+/// Reports in etcd, with a watched copy in this process.
+pub struct EtcdStore {
+    client: Client,
+    kv: KvClient,
+    /// `{prefix}/edges/`.
+    keys: String,
+    lease_ttl_s: i64,
+    copy: Arc<Mutex<Entries>>,
+    leases: Mutex<HashMap<String, Lease>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The lease this replica attaches to an edge's key.
+#[derive(Clone, Copy)]
+struct Lease {
+    id: i64,
+    renewed: Instant,
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("etcd: {what}: {e}"))
+}
+
+/// The end of the key range that holds every key starting with `prefix`.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl EtcdStore {
+    /// Connects to etcd at `endpoints`, reads every report under `prefix` and
+    /// starts the watch that keeps the copy current. An edge's key outlives
+    /// its last report by `remove_after` (rounded up to whole seconds).
+    /// Fails when etcd does not answer within `timeout`.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+        remove_after: Duration,
+    ) -> Result<Self, StoreError> {
+        let unreachable = |e: etcd_client::Error| {
+            StoreError::Backend(format!(
+                "etcd at {} is not reachable: {e}",
+                endpoints.join(", ")
+            ))
+        };
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), timeout);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(unreachable)?;
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let keys = format!("{}/edges/", prefix.trim_end_matches('/'));
+        let (entries, revision) = list(kv.clone(), &keys).await.map_err(unreachable)?;
+        tracing::info!(
+            edges = entries.len(),
+            revision,
+            "etcd store: read the reports; watching for changes"
+        );
+        let copy = Arc::new(Mutex::new(entries));
+        let watcher = tokio::spawn(watch(
+            client.clone(),
+            kv.clone(),
+            keys.clone(),
+            Arc::clone(&copy),
+            revision,
+        ));
+        let compactor = tokio::spawn(compact(kv.clone()));
+        let ttl = remove_after.as_millis().div_ceil(1000) + 1;
+        Ok(Self {
+            client,
+            kv,
+            keys,
+            lease_ttl_s: i64::try_from(ttl).unwrap_or(i64::MAX),
+            copy,
+            leases: Mutex::new(HashMap::new()),
+            tasks: vec![watcher, compactor],
+        })
+    }
+
+    /// The lease for `node`'s key: the one this replica holds, or a new one.
+    async fn lease(&self, node: &str) -> Result<Lease, StoreError> {
+        if let Some(lease) = lock(&self.leases).get(node).copied() {
+            return Ok(lease);
+        }
+        let granted = self
+            .client
+            .lease_client()
+            .grant(self.lease_ttl_s, None)
+            .await
+            .map_err(|e| backend("granting a lease", e))?;
+        let lease = Lease {
+            id: granted.id(),
+            renewed: Instant::now(),
+        };
+        lock(&self.leases).insert(node.to_string(), lease);
+        Ok(lease)
+    }
+
+    /// Applies one write of this replica to the copy at once (the watch
+    /// brings the same write later and finds nothing to do).
+    fn remember(&self, node: &str, revision: i64, report: StoredReport) {
+        let mut copy = lock(&self.copy);
+        match copy.get(node) {
+            Some((known, _)) if *known >= revision => {}
+            _ => {
+                copy.insert(node.to_string(), (revision, report));
+            }
+        }
+    }
+}
+
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+impl HealthStore for EtcdStore {
+    async fn put(&self, r: StoredReport) -> Result<(), StoreError> {
+        let node = r.report.node.clone();
+        let key = format!("{}{node}", self.keys);
+        let value = serde_json::to_vec(&r).map_err(|e| backend("encoding a report", e))?;
+        let mut lease = self.lease(&node).await?;
+        let put = |lease: i64| {
+            let mut kv = self.kv.clone();
+            let (key, value) = (key.clone(), value.clone());
+            let options = PutOptions::new().with_lease(lease);
+            async move { kv.put(key, value, Some(options)).await }
+        };
+        let answer = match put(lease.id).await {
+            // The lease ran out (this replica was away longer than the TTL)
+            // or a replica's revoke took it: start a new one.
+            Err(e) if lease_gone(&e) => {
+                lock(&self.leases).remove(&node);
+                lease = self.lease(&node).await?;
+                put(lease.id).await
+            }
+            other => other,
+        }
+        .map_err(|e| backend(&format!("writing {key}"), e))?;
+        let revision = answer.header().map_or(0, |h| h.revision());
+        if lease.renewed.elapsed() >= RENEW_EVERY {
+            // A put attaches the key to the lease but does not renew it.
+            match self.client.lease_client().keep_alive(lease.id).await {
+                Ok(_) => {
+                    if let Some(l) = lock(&self.leases).get_mut(&node) {
+                        l.renewed = Instant::now();
+                    }
+                }
+                Err(e) if lease_gone(&e) => {
+                    lock(&self.leases).remove(&node);
+                }
+                Err(e) => return Err(backend("renewing a lease", e)),
+            }
+        }
+        self.remember(&node, revision, r);
+        Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<StoredReport>, StoreError> {
+        Ok(lock(&self.copy).values().map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn remove(&self, node: &str) -> Result<(), StoreError> {
+        let key = format!("{}{node}", self.keys);
+        self.kv
+            .clone()
+            .delete(key.clone(), None)
+            .await
+            .map_err(|e| backend(&format!("deleting {key}"), e))?;
+        let lease = lock(&self.leases).remove(node);
+        if let Some(lease) = lease {
+            // Nothing else is attached to it; a failed revoke only means it
+            // runs out on its own.
+            let _ = self.client.lease_client().revoke(lease.id).await;
+        }
+        lock(&self.copy).remove(node);
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Reads one key-value pair of the prefix into `entries`; a value that is not
+/// a report (written by something else) is skipped with a warning.
+fn read_entry(keys: &str, kv: &KeyValue, entries: &mut Entries) {
+    let Some(node) = kv
+        .key_str()
+        .ok()
+        .and_then(|k| k.strip_prefix(keys))
+        .map(str::to_string)
+    else {
+        return;
+    };
+    match serde_json::from_slice::<StoredReport>(kv.value()) {
+        Ok(report) => {
+            entries.insert(node, (kv.mod_revision(), report));
+        }
+        Err(e) => {
+            tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "etcd store: a value under the prefix is not a report; skipped");
+        }
+    }
+}
+
+/// Every report under `keys`, page by page at one revision; and that revision.
+async fn list(mut kv: KvClient, keys: &str) -> Result<(Entries, i64), etcd_client::Error> {
+    let end = range_end(keys);
+    let mut entries = Entries::new();
+    let mut start = keys.as_bytes().to_vec();
+    let mut revision = 0;
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let page = kv.get(start.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        for pair in page.kvs() {
+            read_entry(keys, pair, &mut entries);
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => return Ok((entries, revision)),
+        }
+    }
+}
+
+/// Keeps `copy` current: watches the prefix from `revision` on; when the
+/// watch breaks (etcd restarted, history compacted past it) lists again and
+/// watches from there, with backoff.
+async fn watch(
+    client: Client,
+    kv: KvClient,
+    keys: String,
+    copy: Arc<Mutex<Entries>>,
+    mut revision: i64,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        let why = watch_from(&client, &keys, &copy, &mut revision).await;
+        tracing::warn!(error = %why, "etcd store: watch ended; listing again");
+        if started.elapsed() > MAX_WATCH_BACKOFF {
+            backoff = Duration::from_millis(100);
+        }
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_WATCH_BACKOFF);
+            match list(kv.clone(), &keys).await {
+                Ok((entries, at)) => {
+                    *lock(&copy) = entries;
+                    revision = at;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "etcd store: listing failed; retrying"),
+            }
+        }
+    }
+}
+
+/// Applies watch events to `copy` until the watch ends; why it ended.
+async fn watch_from(
+    client: &Client,
+    keys: &str,
+    copy: &Mutex<Entries>,
+    revision: &mut i64,
+) -> String {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(*revision + 1);
+    let mut stream = match client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .watch(keys, Some(options))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return format!("starting the watch: {e}"),
+    };
+    loop {
+        let answer = match stream.message().await {
+            Ok(Some(a)) => a,
+            Ok(None) => return "the watch stream closed".to_string(),
+            Err(e) => return e.to_string(),
+        };
+        if answer.canceled() {
+            return format!(
+                "etcd cancelled the watch: {} (compacted at revision {})",
+                answer.cancel_reason(),
+                answer.compact_revision()
+            );
+        }
+        let mut copy = lock(copy);
+        for event in answer.events() {
+            let Some(pair) = event.kv() else { continue };
+            *revision = (*revision).max(pair.mod_revision());
+            match event.event_type() {
+                EventType::Put => {
+                    let mut one = Entries::new();
+                    read_entry(keys, pair, &mut one);
+                    for (node, (at, report)) in one {
+                        if copy.get(&node).is_none_or(|(known, _)| *known < at) {
+                            copy.insert(node, (at, report));
+                        }
+                    }
+                }
+                EventType::Delete => {
+                    if let Some(node) = pair.key_str().ok().and_then(|k| k.strip_prefix(keys)) {
+                        if copy
+                            .get(node)
+                            .is_some_and(|(known, _)| *known < pair.mod_revision())
+                        {
+                            copy.remove(node);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Compacts etcd's history every [`COMPACT_EVERY`] up to the revision seen
+/// one period earlier (replicas doing the same is harmless).
+async fn compact(mut kv: KvClient) {
+    let mut previous: Option<i64> = None;
+    let mut tick = tokio::time::interval(COMPACT_EVERY);
+    loop {
+        tick.tick().await;
+        let now = match kv
+            .get("\0", Some(GetOptions::new().with_count_only()))
+            .await
+        {
+            Ok(answer) => answer.header().map_or(0, |h| h.revision()),
+            Err(e) => {
+                tracing::debug!(error = %e, "etcd store: reading the revision failed");
+                continue;
+            }
+        };
+        if let Some(at) = previous.filter(|&at| at > 0) {
+            match kv.compact(at, Some(CompactionOptions::new())).await {
+                Ok(_) => tracing::debug!(revision = at, "etcd store: compacted history"),
+                Err(e) if e.to_string().contains("compacted") => {}
+                Err(e) => tracing::warn!(error = %e, "etcd store: compaction failed"),
+            }
+        }
+        previous = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_end_covers_the_prefix_and_nothing_after() {
+        assert_eq!(range_end("/a/edges/"), b"/a/edges0".to_vec());
+        assert_eq!(range_end("a\u{7f}"), b"a\x80".to_vec());
+        assert_eq!(range_end(""), vec![0]);
+    }
+}
