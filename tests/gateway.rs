@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::{base_config, policy, route, Gateway, Upstream};
@@ -418,4 +419,197 @@ async fn open_connections_are_bounded() {
         .expect("second connection served once the first closed")
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `edgegate_upstream_healthy` of endpoint `addr` of cluster `backend`.
+async fn healthy_gauge(gw: &Gateway, addr: SocketAddr) -> Option<u64> {
+    support::metric(
+        &gw.metrics().await,
+        "edgegate_upstream_healthy",
+        &[("upstream", "backend"), ("endpoint", &addr.to_string())],
+    )
+}
+
+/// `up` of node `endpoint:ADDR` in the admin `GET /v1/health` graph.
+async fn graph_up(gw: &Gateway, addr: SocketAddr) -> Option<bool> {
+    let view: serde_json::Value = reqwest::get(gw.admin_url("/v1/health"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let id = format!("endpoint:{addr}");
+    view["graph"]["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == id.as_str())
+        .and_then(|n| n["stats"]["up"].as_bool())
+}
+
+/// Which test upstream answered `GET /` through the gateway.
+async fn answered_by(client: &reqwest::Client, gw: &Gateway) -> String {
+    let r = client.get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.headers()["x-upstream"].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn active_health_checks_take_a_failing_endpoint_out_and_bring_it_back() {
+    let (a, b) = (Upstream::start_named("a"), Upstream::start_named("b"));
+    let config = base_config(a.addr).replace(
+        &format!("endpoints = [\"{}\"]", a.addr),
+        &format!("endpoints = [\"{}\", \"{}\"]", a.addr, b.addr),
+    ) + "[upstreams.backend.health_check]\n\
+         path = \"/healthz\"\n\
+         interval_ms = 100\n\
+         timeout_ms = 1000\n\
+         healthy_threshold = 2\n\
+         unhealthy_threshold = 2\n\
+         [node]\n\
+         id = \"edge-1\"\n\
+         site = \"test\"\n\
+         report_interval_ms = 100\n"
+        + &route("api", "/", &[]);
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let (gw, a, b, client) = (&gw, &a, &b, &client);
+    let limit = Duration::from_secs(15);
+
+    // Both pass their checks: both take traffic.
+    eventually(limit, "checks of both endpoints", || async move {
+        (a.health_checks() >= 2 && b.health_checks() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(healthy_gauge(gw, a.addr).await, Some(1));
+    assert_eq!(healthy_gauge(gw, b.addr).await, Some(1));
+    let mut by = std::collections::BTreeMap::new();
+    for _ in 0..10 {
+        *by.entry(answered_by(client, gw).await).or_insert(0) += 1;
+    }
+    assert_eq!(by.len(), 2, "{by:?}");
+
+    // b fails its health path (its other answers stay fine, so it is the checks
+    // that take it out, not the circuit): unhealthy in the metrics and the graph.
+    b.set_health(503);
+    eventually(limit, "b marked unhealthy", || async move {
+        (healthy_gauge(gw, b.addr).await == Some(0)).then_some(())
+    })
+    .await;
+    let seen_by_b = b.count();
+    for _ in 0..20 {
+        assert_eq!(answered_by(client, gw).await, "a");
+    }
+    assert_eq!(b.count(), seen_by_b, "b took traffic while unhealthy");
+    assert_eq!(healthy_gauge(gw, a.addr).await, Some(1));
+    eventually(limit, "b down in the health graph", || async move {
+        (graph_up(gw, b.addr).await == Some(false)).then_some(())
+    })
+    .await;
+    assert_eq!(graph_up(gw, a.addr).await, Some(true));
+    let failed_checks = support::metric(
+        &gw.metrics().await,
+        "edgegate_upstream_health_checks_total",
+        &[("endpoint", &b.addr.to_string()), ("result", "fail")],
+    );
+    assert!(failed_checks.unwrap_or(0) >= 2, "{failed_checks:?}");
+
+    // It passes again: back in after healthy_threshold checks.
+    b.set_health(200);
+    eventually(limit, "b healthy again", || async move {
+        (healthy_gauge(gw, b.addr).await == Some(1)).then_some(())
+    })
+    .await;
+    eventually(limit, "b up in the health graph", || async move {
+        (graph_up(gw, b.addr).await == Some(true)).then_some(())
+    })
+    .await;
+    eventually(limit, "traffic on b again", || async move {
+        (answered_by(client, gw).await == "b").then_some(())
+    })
+    .await;
+
+    // Each transition was logged once, however many checks failed.
+    let logs = gw.logs();
+    assert_eq!(
+        logs.matches("health check failing: endpoint unhealthy")
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert_eq!(
+        logs.matches("health check passing: endpoint healthy again")
+            .count(),
+        1,
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_keeps_health_verdicts_and_stops_the_checks_it_replaces() {
+    let (a, b) = (Upstream::start_named("a"), Upstream::start_named("b"));
+    let plain = base_config(a.addr).replace(
+        &format!("endpoints = [\"{}\"]", a.addr),
+        &format!("endpoints = [\"{}\", \"{}\"]", a.addr, b.addr),
+    ) + &route("api", "/", &[]);
+    let checked = plain.clone()
+        + "[upstreams.backend.health_check]\n\
+           path = \"/healthz\"\n\
+           interval_ms = 100\n\
+           unhealthy_threshold = 2\n";
+    b.set_health(503);
+    let gw = Gateway::start(&checked);
+    let client = reqwest::Client::new();
+    let (gw, a, b, client) = (&gw, &a, &b, &client);
+    let limit = Duration::from_secs(15);
+    let reload = |config: String| async move {
+        std::fs::write(gw.dir.path().join("gateway.toml"), config).unwrap();
+        let r = client
+            .post(gw.admin_url("/v1/reload"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    };
+    eventually(limit, "b marked unhealthy", || async move {
+        (healthy_gauge(gw, b.addr).await == Some(0)).then_some(())
+    })
+    .await;
+
+    // A reload builds new clusters; the verdict carries over, so b takes no
+    // traffic while the new checks start.
+    reload(checked.replace("interval_ms = 100", "interval_ms = 150")).await;
+    for _ in 0..10 {
+        assert_eq!(answered_by(client, gw).await, "a");
+    }
+    assert_eq!(healthy_gauge(gw, b.addr).await, Some(0));
+
+    // Without checks in the config the old ones stop, and b serves again.
+    reload(plain).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a check in flight may still land
+    let checks = (a.health_checks(), b.health_checks());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((a.health_checks(), b.health_checks()), checks);
+    eventually(limit, "traffic on b again", || async move {
+        (answered_by(client, gw).await == "b").then_some(())
+    })
+    .await;
 }

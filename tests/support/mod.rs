@@ -96,13 +96,24 @@ impl Seen {
 /// echoes the last message as `echo: TEXT` with `usage` (prompt tokens = the
 /// text's length in bytes, completion tokens = 5), and `/cache/...` answers
 /// `NAME:N` (N = requests seen) with `cache-control: max-age=60` and an ETag.
+/// `GET /healthz` is its health check: it answers the status `set_health`
+/// chose (200 at first) and is counted apart, not recorded with the rest.
 /// Every answer carries `x-upstream: NAME`.
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<VecDeque<Seen>>>,
+    health: Arc<HealthPath>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the upstream's `/healthz` answers, and how often it was asked.
+#[derive(Default)]
+struct HealthPath {
+    /// 0 until `set_health`: answer 200.
+    status: std::sync::atomic::AtomicU16,
+    checks: std::sync::atomic::AtomicUsize,
 }
 
 impl Upstream {
@@ -122,6 +133,8 @@ impl Upstream {
 
     fn start_with(name: &'static str, fail: Option<u16>) -> Self {
         let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let health = Arc::new(HealthPath::default());
+        let health_path = health.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let record = seen.clone();
@@ -142,10 +155,17 @@ impl Upstream {
                             let Ok((stream, _)) = accepted else { continue };
                             accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let record = record.clone();
+                            let health = health_path.clone();
                             tokio::spawn(async move {
                                 let service = service_fn(move |req: Request<Incoming>| {
                                     let record = record.clone();
-                                    async move { Ok::<_, Infallible>(answer(name, fail, req, record).await) }
+                                    let health = health.clone();
+                                    async move {
+                                        if req.uri().path() == "/healthz" {
+                                            return Ok::<_, Infallible>(health_answer(name, &health));
+                                        }
+                                        Ok::<_, Infallible>(answer(name, fail, req, record).await)
+                                    }
                                 });
                                 let _ = auto::Builder::new(TokioExecutor::new())
                                     .serve_connection(TokioIo::new(stream), service)
@@ -161,6 +181,7 @@ impl Upstream {
         Self {
             addr,
             seen,
+            health,
             connections,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -181,6 +202,18 @@ impl Upstream {
         self.seen.lock().unwrap().len()
     }
 
+    /// What `GET /healthz` answers from now on.
+    pub fn set_health(&self, status: u16) {
+        self.health
+            .status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `GET /healthz` requests received so far.
+    pub fn health_checks(&self) -> usize {
+        self.health.checks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Stop listening (later connections are refused).
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -196,6 +229,21 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn health_answer(name: &'static str, health: &HealthPath) -> Response<Full<Bytes>> {
+    health
+        .checks
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let status = match health.status.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => 200,
+        s => s,
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{name} health"))));
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut()
+        .insert("x-upstream", http::HeaderValue::from_static(name));
+    resp
 }
 
 async fn answer(

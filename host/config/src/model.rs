@@ -298,6 +298,15 @@ pub struct UpstreamConfig {
     /// Idle keep-alive connections kept per endpoint and worker.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_endpoint: usize,
+    /// When an endpoint's circuit opens and for how long.
+    #[serde(default)]
+    pub circuit: CircuitConfig,
+    /// Outlier ejection by error rate; off unless the table is present.
+    #[serde(default)]
+    pub outlier: Option<OutlierConfig>,
+    /// Active health checks; off unless the table is present.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -308,6 +317,196 @@ fn default_upstream_timeout_ms() -> u64 {
 }
 fn default_max_idle() -> usize {
     64
+}
+
+/// `[upstreams.NAME.circuit]`: the passive circuit breaker of each endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Consecutive failed attempts (5xx, connect error, timeout) that open an
+    /// endpoint's circuit.
+    #[serde(default = "default_circuit_failures")]
+    pub consecutive_failures: u32,
+    /// How long an open circuit holds traffic back; then one failure re-opens
+    /// it and one success closes it (half-open).
+    #[serde(default = "default_circuit_open_ms")]
+    pub open_ms: u64,
+}
+
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_open_ms() -> u64 {
+    10_000
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_circuit_failures(),
+            open_ms: default_circuit_open_ms(),
+        }
+    }
+}
+
+/// `[upstreams.NAME.outlier]`: eject endpoints whose error rate stays high
+/// (Envoy's failure-percentage outlier detection). Present = on; an empty
+/// table turns it on with these defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Eject an endpoint whose moving error rate (EWMA over attempts, the
+    /// health view's `error_rate_ppm`) is above this, 0 to 1 exclusive.
+    #[serde(default = "default_outlier_max_error_rate")]
+    pub max_error_rate: f64,
+    /// Attempts an endpoint needs in the current window (since the cluster was
+    /// built or since its last ejection) before its rate is judged.
+    #[serde(default = "default_outlier_min_requests")]
+    pub min_requests: u64,
+    /// How long the first ejection lasts; each consecutive one doubles it.
+    #[serde(default = "default_outlier_eject_ms")]
+    pub eject_ms: u64,
+    /// The longest an ejection lasts, however many came before it.
+    #[serde(default = "default_outlier_max_eject_ms")]
+    pub max_eject_ms: u64,
+    /// Most endpoints ejected at once, in percent of the cluster, rounded down
+    /// (so a cluster of one never ejects); the last usable endpoint is never ejected.
+    #[serde(default = "default_outlier_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+}
+
+fn default_outlier_max_error_rate() -> f64 {
+    0.5
+}
+fn default_outlier_min_requests() -> u64 {
+    20
+}
+fn default_outlier_eject_ms() -> u64 {
+    30_000
+}
+fn default_outlier_max_eject_ms() -> u64 {
+    300_000
+}
+fn default_outlier_max_ejected_percent() -> u32 {
+    50
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            max_error_rate: default_outlier_max_error_rate(),
+            min_requests: default_outlier_min_requests(),
+            eject_ms: default_outlier_eject_ms(),
+            max_eject_ms: default_outlier_max_eject_ms(),
+            max_ejected_percent: default_outlier_max_ejected_percent(),
+        }
+    }
+}
+
+/// `[upstreams.NAME.health_check]`: a GET sent to every endpoint at an interval;
+/// an endpoint failing it takes no traffic until it passes again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path (and query) requested, e.g. `/healthz`.
+    pub path: String,
+    /// `Host` header sent; default the endpoint's `host:port`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Time between two checks of one endpoint (at least 100).
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: u64,
+    /// Time a check has for the answer (headers and body); past it, it failed.
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive passed checks that mark an unhealthy endpoint healthy.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failed checks that mark a healthy endpoint unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Statuses that pass: a code, a `"lo-hi"` range, or a list of either.
+    #[serde(default)]
+    pub expect_status: ExpectStatus,
+}
+
+fn default_check_interval_ms() -> u64 {
+    5_000
+}
+fn default_check_timeout_ms() -> u64 {
+    2_000
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// One entry of `expect_status`: `204` or `"200-299"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    /// One status code.
+    Code(u16),
+    /// An inclusive range written `"lo-hi"` (or one code as a string).
+    Range(String),
+}
+
+impl StatusSpec {
+    /// The inclusive range it stands for; `None` when it is not a status (100-599) or range.
+    pub fn range(&self) -> Option<(u16, u16)> {
+        let (lo, hi) = match self {
+            StatusSpec::Code(c) => (*c, *c),
+            StatusSpec::Range(s) => match s.split_once('-') {
+                Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
+                None => {
+                    let c = s.trim().parse().ok()?;
+                    (c, c)
+                }
+            },
+        };
+        ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
+    }
+}
+
+/// `expect_status`: the statuses a health check accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct ExpectStatus(pub Vec<StatusSpec>);
+
+impl Default for ExpectStatus {
+    fn default() -> Self {
+        Self(vec![StatusSpec::Range("200-399".into())])
+    }
+}
+
+impl ExpectStatus {
+    /// Whether `status` passes (entries that are not valid ranges match nothing;
+    /// validation refuses them).
+    pub fn accepts(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .filter_map(StatusSpec::range)
+            .any(|(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+/// `expect_status = 200`, `= "200-299"` or `= [200, "300-399"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(StatusSpec),
+    Many(Vec<StatusSpec>),
+}
+
+impl From<OneOrMany> for ExpectStatus {
+    fn from(v: OneOrMany) -> Self {
+        match v {
+            OneOrMany::One(s) => Self(vec![s]),
+            OneOrMany::Many(list) => Self(list),
+        }
+    }
 }
 
 /// What a policy does to the request when it fails (trap, timeout, out of memory).

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::error::ConfigError;
-use crate::model::{GatewayConfig, CONFIG_VERSION};
+use crate::model::{GatewayConfig, UpstreamConfig, CONFIG_VERSION};
 
 /// Largest config file read.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
@@ -229,6 +229,8 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 None,
             ));
         }
+        validate_upstream_health(u)
+            .map_err(|(key, msg)| err(format!("upstreams.{name}.{key}"), msg.into(), None))?;
     }
     for (name, p) in &c.policies {
         if p.timeout_ms == 0 {
@@ -315,6 +317,74 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The circuit, outlier and health-check tables of one cluster: the bad key
+/// (below `upstreams.NAME.`) and why.
+fn validate_upstream_health(u: &UpstreamConfig) -> Result<(), (String, &'static str)> {
+    let bad = |key: &str, msg| Err((key.to_string(), msg));
+    if u.circuit.consecutive_failures == 0 {
+        return bad("circuit.consecutive_failures", "must be at least 1");
+    }
+    if u.circuit.open_ms == 0 {
+        return bad("circuit.open_ms", "must be above 0");
+    }
+    if let Some(o) = &u.outlier {
+        // `!(x > 0)` also refuses NaN.
+        if !(o.max_error_rate > 0.0 && o.max_error_rate < 1.0) {
+            return bad("outlier.max_error_rate", "must be above 0 and below 1");
+        }
+        if o.min_requests == 0 {
+            return bad("outlier.min_requests", "must be at least 1");
+        }
+        if o.eject_ms == 0 {
+            return bad("outlier.eject_ms", "must be above 0");
+        }
+        if o.max_eject_ms < o.eject_ms {
+            return bad("outlier.max_eject_ms", "must be at least outlier.eject_ms");
+        }
+        if !(1..=100).contains(&o.max_ejected_percent) {
+            return bad("outlier.max_ejected_percent", "must be between 1 and 100");
+        }
+    }
+    if let Some(h) = &u.health_check {
+        // What an HTTP/1.1 request target may hold: visible ASCII, no fragment.
+        let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+        if !h.path.starts_with('/') || !visible(&h.path) {
+            return bad(
+                "health_check.path",
+                "must start with `/` and hold visible ASCII only (no spaces, no `#`)",
+            );
+        }
+        if h.host
+            .as_deref()
+            .is_some_and(|host| host.is_empty() || !visible(host))
+        {
+            return bad(
+                "health_check.host",
+                "must be a host name (visible ASCII, no spaces)",
+            );
+        }
+        if h.interval_ms < 100 {
+            return bad("health_check.interval_ms", "must be at least 100");
+        }
+        if h.timeout_ms == 0 {
+            return bad("health_check.timeout_ms", "must be above 0");
+        }
+        if h.healthy_threshold == 0 {
+            return bad("health_check.healthy_threshold", "must be at least 1");
+        }
+        if h.unhealthy_threshold == 0 {
+            return bad("health_check.unhealthy_threshold", "must be at least 1");
+        }
+        if h.expect_status.0.is_empty() || h.expect_status.0.iter().any(|s| s.range().is_none()) {
+            return bad(
+                "health_check.expect_status",
+                "must be status codes (100-599) or ranges like \"200-399\"",
+            );
+        }
+    }
+    Ok(())
+}
+
 fn http_method_ok(m: &str) -> Option<()> {
     (!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())).then_some(())
 }
@@ -377,6 +447,169 @@ policies = ["h"]
         .unwrap_err();
         assert_eq!(e.key, "version");
         assert_eq!(e.position.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn upstream_health_defaults_keep_the_circuit_and_turn_the_rest_off() {
+        let c = parse(Path::new("g.toml"), GOOD).unwrap();
+        let u = &c.upstreams["backend"];
+        assert_eq!(u.circuit.consecutive_failures, 5);
+        assert_eq!(u.circuit.open_ms, 10_000);
+        assert!(u.outlier.is_none());
+        assert!(u.health_check.is_none());
+
+        let text = GOOD.replace(
+            "endpoints = [\"127.0.0.1:9000\"]",
+            "endpoints = [\"127.0.0.1:9000\"]\n\
+             outlier = {}\n\
+             health_check = { path = \"/healthz\" }",
+        );
+        let c = parse(Path::new("g.toml"), &text).unwrap();
+        let u = &c.upstreams["backend"];
+        let o = u.outlier.as_ref().unwrap();
+        assert_eq!(
+            (
+                o.max_error_rate,
+                o.min_requests,
+                o.eject_ms,
+                o.max_eject_ms,
+                o.max_ejected_percent
+            ),
+            (0.5, 20, 30_000, 300_000, 50)
+        );
+        let h = u.health_check.as_ref().unwrap();
+        assert_eq!(h.path, "/healthz");
+        assert_eq!(h.host, None);
+        assert_eq!(
+            (
+                h.interval_ms,
+                h.timeout_ms,
+                h.healthy_threshold,
+                h.unhealthy_threshold
+            ),
+            (5_000, 2_000, 2, 3)
+        );
+        assert!(h.expect_status.accepts(200) && h.expect_status.accepts(399));
+        assert!(!h.expect_status.accepts(199) && !h.expect_status.accepts(400));
+    }
+
+    #[test]
+    fn expect_status_takes_a_code_a_range_or_a_list() {
+        let expect = |value: &str| {
+            let text = GOOD.replace(
+                "endpoints = [\"127.0.0.1:9000\"]",
+                &format!(
+                    "endpoints = [\"127.0.0.1:9000\"]\n\
+                     health_check = {{ path = \"/h\", expect_status = {value} }}"
+                ),
+            );
+            let c = parse(Path::new("g.toml"), &text).unwrap();
+            let h = c.upstreams["backend"].health_check.clone().unwrap();
+            (200..=599)
+                .filter(|s| h.expect_status.accepts(*s))
+                .collect::<Vec<u16>>()
+        };
+        assert_eq!(expect("204"), [204]);
+        assert_eq!(expect("\"200-202\""), [200, 201, 202]);
+        assert_eq!(
+            expect("[200, \"404\", \"500 - 501\"]"),
+            [200, 404, 500, 501]
+        );
+    }
+
+    #[test]
+    fn bad_upstream_health_values_are_refused_naming_the_key() {
+        let refused = |table: &str| {
+            let text = GOOD.replace(
+                "endpoints = [\"127.0.0.1:9000\"]",
+                &format!("endpoints = [\"127.0.0.1:9000\"]\n{table}"),
+            );
+            parse(Path::new("g.toml"), &text).unwrap_err().to_string()
+        };
+        let cases = [
+            (
+                "circuit = { consecutive_failures = 0 }",
+                "g.toml: key `upstreams.backend.circuit.consecutive_failures`: must be at least 1",
+            ),
+            (
+                "circuit = { open_ms = 0 }",
+                "g.toml: key `upstreams.backend.circuit.open_ms`: must be above 0",
+            ),
+            (
+                "outlier = { max_error_rate = 1.0 }",
+                "g.toml: key `upstreams.backend.outlier.max_error_rate`: must be above 0 and below 1",
+            ),
+            (
+                "outlier = { max_error_rate = nan }",
+                "g.toml: key `upstreams.backend.outlier.max_error_rate`: must be above 0 and below 1",
+            ),
+            (
+                "outlier = { min_requests = 0 }",
+                "g.toml: key `upstreams.backend.outlier.min_requests`: must be at least 1",
+            ),
+            (
+                "outlier = { eject_ms = 0 }",
+                "g.toml: key `upstreams.backend.outlier.eject_ms`: must be above 0",
+            ),
+            (
+                "outlier = { eject_ms = 5000, max_eject_ms = 1000 }",
+                "g.toml: key `upstreams.backend.outlier.max_eject_ms`: must be at least outlier.eject_ms",
+            ),
+            (
+                "outlier = { max_ejected_percent = 0 }",
+                "g.toml: key `upstreams.backend.outlier.max_ejected_percent`: must be between 1 and 100",
+            ),
+            (
+                "health_check = { path = \"healthz\" }",
+                "g.toml: key `upstreams.backend.health_check.path`: must start with `/` and hold visible ASCII only (no spaces, no `#`)",
+            ),
+            (
+                "health_check = { path = \"/h\", host = \"a b\" }",
+                "g.toml: key `upstreams.backend.health_check.host`: must be a host name (visible ASCII, no spaces)",
+            ),
+            (
+                "health_check = { path = \"/h\", interval_ms = 99 }",
+                "g.toml: key `upstreams.backend.health_check.interval_ms`: must be at least 100",
+            ),
+            (
+                "health_check = { path = \"/h\", timeout_ms = 0 }",
+                "g.toml: key `upstreams.backend.health_check.timeout_ms`: must be above 0",
+            ),
+            (
+                "health_check = { path = \"/h\", healthy_threshold = 0 }",
+                "g.toml: key `upstreams.backend.health_check.healthy_threshold`: must be at least 1",
+            ),
+            (
+                "health_check = { path = \"/h\", unhealthy_threshold = 0 }",
+                "g.toml: key `upstreams.backend.health_check.unhealthy_threshold`: must be at least 1",
+            ),
+            (
+                "health_check = { path = \"/h\", expect_status = \"300-200\" }",
+                "g.toml: key `upstreams.backend.health_check.expect_status`: must be status codes (100-599) or ranges like \"200-399\"",
+            ),
+            (
+                "health_check = { path = \"/h\", expect_status = [] }",
+                "g.toml: key `upstreams.backend.health_check.expect_status`: must be status codes (100-599) or ranges like \"200-399\"",
+            ),
+        ];
+        for (table, message) in cases {
+            assert_eq!(refused(table), message, "{table}");
+        }
+        // A misspelt key is refused by the parser, with its place.
+        let e = refused("circuit = { open = 1 }");
+        assert!(
+            e.starts_with(
+                "g.toml:6:13: key `upstreams.backend.circuit.open`: unknown field `open`"
+            ),
+            "{e}"
+        );
+        // So is a health check without a path.
+        let e = refused("health_check = { interval_ms = 100 }");
+        assert!(
+            e.contains("key `upstreams.backend.health_check`")
+                && e.contains("missing field `path`"),
+            "{e}"
+        );
     }
 
     #[test]

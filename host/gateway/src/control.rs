@@ -402,6 +402,10 @@ impl Control {
             tracing::error!("{s}");
         }
         let restart_needed = restart_keys(&inner.config, &config);
+        // An endpoint failing its health checks stays out across the reload.
+        state
+            .upstreams
+            .inherit_check_verdicts(&self.state.load().upstreams);
         self.state.store(Arc::new(state));
         inner.config = config;
         for record in inner.records.values_mut() {

@@ -123,7 +123,9 @@ impl HealthGraph {
                     error_rate: f64::from(e.error_rate_ppm()) / 1e6,
                     latency_ms: e.ewma_latency_us() as f64 / 1000.0,
                     circuit,
-                    up: circuit != Circuit::Open,
+                    // Open circuit, ejected, or failing active checks; not the
+                    // coordinator's own hints (they would feed back).
+                    up: e.locally_healthy(),
                 };
                 rps += e_rps;
                 errors += stats.error_rate * e_rps;

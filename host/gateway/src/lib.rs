@@ -6,6 +6,7 @@ mod body;
 mod control;
 mod forwarding;
 mod graph;
+mod health_check;
 mod metrics;
 mod phases;
 mod routes;

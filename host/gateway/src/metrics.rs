@@ -120,6 +120,19 @@ struct Upstream {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamEndpoint {
+    upstream: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthCheckResult {
+    upstream: String,
+    endpoint: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SwapStep {
     policy: String,
     step: String,
@@ -154,6 +167,9 @@ pub struct Metrics {
     policy_duration: HistogramFamily<PolicyPhase>,
     upstream_requests: Family<UpstreamOutcome, Counter>,
     upstream_duration: HistogramFamily<Upstream>,
+    upstream_ejections: Family<UpstreamEndpoint, Counter>,
+    upstream_healthy: Family<UpstreamEndpoint, Gauge>,
+    health_checks: Family<HealthCheckResult, Counter>,
     in_flight: Gauge,
     config_reloads: Counter,
     swap_steps: Family<SwapStep, Counter>,
@@ -215,6 +231,24 @@ impl Metrics {
             "Time to upstream response headers",
             upstream_duration.clone(),
         );
+        let upstream_ejections = Family::<UpstreamEndpoint, Counter>::default();
+        registry.register(
+            "upstream_ejections",
+            "Outlier ejections of an endpoint (error rate above outlier.max_error_rate)",
+            upstream_ejections.clone(),
+        );
+        let upstream_healthy = Family::<UpstreamEndpoint, Gauge>::default();
+        registry.register(
+            "upstream_healthy",
+            "1 while an endpoint passes its active health checks, 0 while it fails them (clusters with [health_check])",
+            upstream_healthy.clone(),
+        );
+        let health_checks = Family::<HealthCheckResult, Counter>::default();
+        registry.register(
+            "upstream_health_checks",
+            "Active health checks, by endpoint and result (pass, fail)",
+            health_checks.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "requests_in_flight",
@@ -252,6 +286,9 @@ impl Metrics {
             policy_duration,
             upstream_requests,
             upstream_duration,
+            upstream_ejections,
+            upstream_healthy,
+            health_checks,
             in_flight,
             config_reloads,
             swap_steps,
@@ -345,6 +382,43 @@ impl Metrics {
                 },
             )
             .clone(),
+            ejections: handle(
+                &self.upstream_ejections,
+                &UpstreamEndpoint {
+                    upstream: upstream.into(),
+                    endpoint: endpoint.into(),
+                },
+            ),
+        }
+    }
+
+    /// Handles of one actively checked endpoint. A new `edgegate_upstream_healthy`
+    /// series starts at 1 (endpoints start healthy); one that exists keeps the
+    /// live generation's verdict until this generation's checker takes over.
+    pub(crate) fn health_check(&self, upstream: &str, endpoint: &str) -> CheckMetrics {
+        let labels = UpstreamEndpoint {
+            upstream: upstream.into(),
+            endpoint: endpoint.into(),
+        };
+        let is_new = self.upstream_healthy.get(&labels).is_none();
+        let healthy = handle(&self.upstream_healthy, &labels);
+        if is_new {
+            healthy.set(1);
+        }
+        let result = |r: &str| {
+            handle(
+                &self.health_checks,
+                &HealthCheckResult {
+                    upstream: upstream.into(),
+                    endpoint: endpoint.into(),
+                    result: r.into(),
+                },
+            )
+        };
+        CheckMetrics {
+            healthy,
+            passed: result("pass"),
+            failed: result("fail"),
         }
     }
 
@@ -431,6 +505,17 @@ pub(crate) struct EndpointMetrics {
     pub(crate) timeout: Counter,
     pub(crate) error: Counter,
     pub(crate) duration: Histogram,
+    /// Outlier ejections.
+    pub(crate) ejections: Counter,
+}
+
+/// Pre-resolved handles of one actively checked endpoint.
+#[derive(Clone)]
+pub(crate) struct CheckMetrics {
+    /// 1 healthy, 0 failing its checks.
+    pub(crate) healthy: Gauge,
+    pub(crate) passed: Counter,
+    pub(crate) failed: Counter,
 }
 
 #[cfg(test)]

@@ -617,7 +617,7 @@ async fn forward<'a>(
         match sent {
             Ok(Ok(resp)) => {
                 let server_error = resp.status().is_server_error();
-                endpoint.observe(elapsed, server_error);
+                cluster.observe(&endpoint, elapsed, server_error);
                 endpoint.metrics.ok.inc();
                 // A provider that is rate limiting us is worth a fallback, not a broken circuit.
                 let failed = server_error || resp.status() == StatusCode::TOO_MANY_REQUESTS;
@@ -631,7 +631,7 @@ async fn forward<'a>(
                 ));
             }
             Ok(Err(e)) => {
-                endpoint.observe(elapsed, true);
+                cluster.observe(&endpoint, elapsed, true);
                 let resp = if e.is_connect() {
                     endpoint.metrics.connect_error.inc();
                     tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %e, "upstream unreachable");
@@ -652,7 +652,7 @@ async fn forward<'a>(
                 last_error = Some(resp);
             }
             Err(_) => {
-                endpoint.observe(elapsed, true);
+                cluster.observe(&endpoint, elapsed, true);
                 endpoint.metrics.timeout.inc();
                 last_error = Some(error_response(
                     StatusCode::GATEWAY_TIMEOUT,

@@ -23,6 +23,7 @@ use crate::admin;
 use crate::body::ProxyBody;
 use crate::control::{self, Control};
 use crate::graph::HealthGraph;
+use crate::health_check;
 use crate::metrics::Metrics;
 use crate::phases::{self, Peer};
 use crate::state::{BuildError, GatewayState};
@@ -145,6 +146,14 @@ impl Gateway {
                     })?,
             );
         }
+        // Active health checks of the serving generation, on a thread of their own.
+        let checked = self.state.clone();
+        let rx = shutdown_rx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("edgegate-health-check".into())
+                .spawn(move || health_check::run(checked, rx))?,
+        );
         let admin = admin::Admin {
             metrics: self.metrics.clone(),
             ready: ready.clone(),

@@ -1,0 +1,276 @@
+//! Active health checks (`[upstreams.NAME.health_check]`): a GET to every
+//! endpoint of a cluster at an interval. `unhealthy_threshold` failed checks
+//! in a row take an endpoint out of picks, `healthy_threshold` passed ones
+//! bring it back.
+//!
+//! One thread runs them all, off the request workers. It looks at the serving
+//! generation every [`ADOPT_EVERY`] and starts the checks of clusters that
+//! have none yet. A check loop holds only a `Weak` to its cluster and stops
+//! once the cluster is dropped, or a reload replaced it (it is no longer the
+//! serving generation's cluster of that name); a policy push keeps the
+//! clusters, so their checks go on.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use edgegate_config::HealthCheckConfig;
+use http::header::{HeaderValue, HOST, USER_AGENT};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::watch;
+
+use crate::state::GatewayState;
+use crate::upstream::Cluster;
+
+/// How often the serving generation is looked at for clusters to check.
+const ADOPT_EVERY: Duration = Duration::from_millis(250);
+/// Most of a check's answer body read; it is discarded.
+const MAX_CHECK_BODY: usize = 64 << 10;
+
+type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Runs the health checks of whatever generation serves, until shutdown (the
+/// body of the `edgegate-health-check` thread).
+pub(crate) fn run(state: Arc<ArcSwap<GatewayState>>, mut shutdown: watch::Receiver<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the health checks");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        loop {
+            adopt(&state);
+            tokio::select! {
+                _ = tokio::time::sleep(ADOPT_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    // Dropping the runtime ends every check loop.
+}
+
+/// Starts one check loop per endpoint of each serving cluster that has checks
+/// and no checker yet.
+fn adopt(state: &Arc<ArcSwap<GatewayState>>) {
+    let current = state.load();
+    for cluster in current.upstreams.clusters.values() {
+        if cluster.health_check.is_none() || cluster.checker_started.swap(true, Ordering::Relaxed) {
+            continue;
+        }
+        for (index, e) in cluster.endpoints.iter().enumerate() {
+            // A verdict inherited over a reload shows from the start.
+            if let Some(m) = &e.check_metrics {
+                m.healthy
+                    .set(i64::from(!e.check_failed.load(Ordering::Relaxed)));
+            }
+            tokio::spawn(check_loop(state.clone(), Arc::downgrade(cluster), index));
+        }
+    }
+}
+
+/// The cluster behind `weak` while it is the serving generation's.
+fn serving(state: &ArcSwap<GatewayState>, weak: &Weak<Cluster>) -> Option<Arc<Cluster>> {
+    let cluster = weak.upgrade()?;
+    let current = state.load();
+    let same = current
+        .upstreams
+        .clusters
+        .get(&cluster.name)
+        .is_some_and(|c| Arc::ptr_eq(c, &cluster));
+    same.then_some(cluster)
+}
+
+/// What one endpoint's checks need, fixed for the cluster's life.
+struct Target {
+    upstream: String,
+    endpoint: String,
+    uri: Uri,
+    host: HeaderValue,
+    cfg: HealthCheckConfig,
+}
+
+impl Target {
+    fn new(cluster: &Cluster, index: usize) -> Result<Self, String> {
+        let cfg = cluster
+            .health_check
+            .clone()
+            .ok_or_else(|| "no health check configured".to_string())?;
+        let endpoint = cluster
+            .endpoints
+            .get(index)
+            .ok_or_else(|| format!("no endpoint {index}"))?
+            .address
+            .clone();
+        let uri: Uri = format!("http://{endpoint}{}", cfg.path)
+            .parse()
+            .map_err(|e| format!("health_check.path `{}`: {e}", cfg.path))?;
+        let host = HeaderValue::from_str(cfg.host.as_deref().unwrap_or(&endpoint))
+            .map_err(|e| format!("health_check.host: {e}"))?;
+        Ok(Self {
+            upstream: cluster.name.clone(),
+            endpoint,
+            uri,
+            host,
+            cfg,
+        })
+    }
+}
+
+/// Checks endpoint `index` of the cluster every interval while it serves.
+async fn check_loop(state: Arc<ArcSwap<GatewayState>>, weak: Weak<Cluster>, index: usize) {
+    let target = match serving(&state, &weak).map(|c| Target::new(&c, index)) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot health-check endpoint");
+            return;
+        }
+        None => return,
+    };
+    let interval = Duration::from_millis(target.cfg.interval_ms);
+    let timeout = Duration::from_millis(target.cfg.timeout_ms);
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    // Its own pool of one: checks reuse a connection, like Envoy's.
+    let client: CheckClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(interval.saturating_mul(2))
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    // The first check at a random point of the first interval, then every
+    // interval ±10%, so endpoints (and gateways) are not hit in lockstep.
+    let mut wait = interval.mul_f64(fastrand::f64());
+    let (mut passed, mut failed) = (0u32, 0u32);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = interval.mul_f64(0.9 + fastrand::f64() / 5.0);
+        if serving(&state, &weak).is_none() {
+            return;
+        }
+        let outcome = probe(&client, &target, timeout).await;
+        // The cluster may have been replaced while the check ran: its verdict
+        // then belongs to nobody.
+        let Some(cluster) = serving(&state, &weak) else {
+            return;
+        };
+        let Some(e) = cluster.endpoints.get(index) else {
+            return;
+        };
+        let was_failing = e.check_failed.load(Ordering::Relaxed);
+        match outcome {
+            Ok(()) => {
+                passed = passed.saturating_add(1);
+                failed = 0;
+                if let Some(m) = &e.check_metrics {
+                    m.passed.inc();
+                }
+                if was_failing && passed >= target.cfg.healthy_threshold {
+                    e.check_failed.store(false, Ordering::Relaxed);
+                    if let Some(m) = &e.check_metrics {
+                        m.healthy.set(1);
+                    }
+                    tracing::info!(upstream = %target.upstream, endpoint = %target.endpoint, passed, "health check passing: endpoint healthy again");
+                }
+            }
+            Err(reason) => {
+                failed = failed.saturating_add(1);
+                passed = 0;
+                if let Some(m) = &e.check_metrics {
+                    m.failed.inc();
+                }
+                tracing::debug!(upstream = %target.upstream, endpoint = %target.endpoint, %reason, "health check failed");
+                if !was_failing && failed >= target.cfg.unhealthy_threshold {
+                    e.check_failed.store(true, Ordering::Relaxed);
+                    if let Some(m) = &e.check_metrics {
+                        m.healthy.set(0);
+                    }
+                    tracing::warn!(upstream = %target.upstream, endpoint = %target.endpoint, failed, %reason, "health check failing: endpoint unhealthy");
+                }
+            }
+        }
+    }
+}
+
+/// One check: GET the path with the Host header; the status must be one of
+/// `expect_status`, and the answer (headers and at most [`MAX_CHECK_BODY`] of
+/// body, read so the connection can be reused) must come within `timeout`.
+async fn probe(client: &CheckClient, target: &Target, timeout: Duration) -> Result<(), String> {
+    let req = Request::get(target.uri.clone())
+        .header(HOST, target.host.clone())
+        .header(USER_AGENT, "edgegate-health-check")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let status = resp.status();
+        // What the body says does not matter; a larger one just ends the connection.
+        let _ = Limited::new(resp.into_body(), MAX_CHECK_BODY)
+            .collect()
+            .await;
+        Ok::<_, String>(status)
+    };
+    let status = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))??;
+    if target.cfg.expect_status.accepts(status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+/// An error with its causes (hyper's own message is only "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn errors_are_reported_with_their_causes() {
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(
+            error_chain(&e),
+            "client error (Connect): connection refused"
+        );
+    }
+}
