@@ -228,12 +228,9 @@ mod tests {
             assert_eq!(load(text).err().as_deref(), Some(expected), "{text}");
         }
         let unknown = load("[store]\nbackend = \"etcd\"\nendpoints = [\"http://e:1\"]\nttl = 3\n")
-            .err()
-            .expect("unknown key refused");
+            .expect_err("unknown key refused");
         assert!(unknown.contains("unknown field `ttl`"), "{unknown}");
-        let backend = load("[store]\nbackend = \"redis\"\n")
-            .err()
-            .expect("refused");
+        let backend = load("[store]\nbackend = \"redis\"\n").expect_err("refused");
         assert!(backend.contains("unknown variant `redis`"), "{backend}");
     }
 }

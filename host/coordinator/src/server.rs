@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use edgegate_graph::analysis::{self, Analysis, Colour};
+use edgegate_graph::analysis::{self, Analysis, Colour, Thresholds};
 use edgegate_graph::{merge, DesiredState, EdgeReport, Graph};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -54,6 +54,8 @@ pub struct Coordinator<S> {
     config: CoordinatorConfig,
     store: S,
     view: Mutex<Option<Arc<View>>>,
+    /// Held by the one caller recomputing the view.
+    recomputing: tokio::sync::Mutex<()>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -70,6 +72,7 @@ impl<S: HealthStore> Coordinator<S> {
             config,
             store,
             view: Mutex::new(None),
+            recomputing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -97,36 +100,25 @@ impl<S: HealthStore> Coordinator<S> {
     }
 
     /// The merged graph and analysis, recomputed when older than
-    /// [`RECOMPUTE_EVERY`] (or always with `fresh`).
+    /// [`RECOMPUTE_EVERY`] (or always with `fresh`). One caller recomputes at
+    /// a time, on a blocking thread; while it does, the others get the view
+    /// it replaces (a burst of reports never merges the fleet twice).
     pub async fn view(&self, fresh: bool) -> Result<Arc<View>, String> {
-        if !fresh {
-            if let Some(v) = lock(&self.view).as_ref() {
-                if v.computed.elapsed() < RECOMPUTE_EVERY {
-                    return Ok(Arc::clone(v));
-                }
-            }
-        }
+        let current = lock(&self.view).clone();
+        let _turn = match current {
+            Some(v) if !fresh && v.computed.elapsed() < RECOMPUTE_EVERY => return Ok(v),
+            Some(v) if !fresh => match self.recomputing.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => return Ok(v),
+            },
+            _ => self.recomputing.lock().await,
+        };
         let reports = self.store.all().await.map_err(|e| e.to_string())?;
-        let now = now_ms();
-        let mut edges = BTreeMap::new();
-        let mut input = Vec::with_capacity(reports.len());
-        for r in reports {
-            let age = now.saturating_sub(r.received_at_ms);
-            let live = age < self.config.edge_ttl_ms;
-            edges.insert(
-                r.report.node.clone(),
-                (r.report.site.clone(), live, age, r.report.seq),
-            );
-            input.push((r.report, live));
-        }
-        let graph = merge::merge(&input);
-        let analysis = analysis::analyse(&graph, &self.config.thresholds);
-        let view = Arc::new(View {
-            graph,
-            analysis,
-            edges,
-            computed: Instant::now(),
-        });
+        let (ttl, thresholds) = (self.config.edge_ttl_ms, self.config.thresholds);
+        let view = tokio::task::spawn_blocking(move || compute_view(reports, ttl, &thresholds))
+            .await
+            .map_err(|e| format!("merging the reports failed: {e}"))?;
+        let view = Arc::new(view);
         *lock(&self.view) = Some(Arc::clone(&view));
         Ok(view)
     }
@@ -295,6 +287,30 @@ impl<S: HealthStore> Coordinator<S> {
             Ok(desired) => json_response(StatusCode::OK, &json!(desired)),
             Err((status, message)) => error(status, "refused", &message),
         }
+    }
+}
+
+/// Merges `reports` (live: received within `ttl_ms`) and analyses the result.
+fn compute_view(reports: Vec<StoredReport>, ttl_ms: u64, thresholds: &Thresholds) -> View {
+    let now = now_ms();
+    let mut edges = BTreeMap::new();
+    let mut input = Vec::with_capacity(reports.len());
+    for r in reports {
+        let age = now.saturating_sub(r.received_at_ms);
+        let live = age < ttl_ms;
+        edges.insert(
+            r.report.node.clone(),
+            (r.report.site.clone(), live, age, r.report.seq),
+        );
+        input.push((r.report, live));
+    }
+    let graph = merge::merge(&input);
+    let analysis = analysis::analyse(&graph, thresholds);
+    View {
+        graph,
+        analysis,
+        edges,
+        computed: Instant::now(),
     }
 }
 
