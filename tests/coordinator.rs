@@ -307,3 +307,84 @@ async fn the_dashboard_draws_the_graph_and_a_dead_upstream_red() {
     );
     drop(local);
 }
+
+/// LLM routes: the models the routing policy sent requests to are nodes of
+/// the edge's graph (route → model, with the request rate and failures of
+/// that model's upstream step), and of the coordinator's meta-graph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_routes_show_their_models_in_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = CoordinatorProcess::start(dir.path(), free_port());
+    let provider = Upstream::start_named("provider");
+    let config = format!(
+        "{}{}{}[node]\nid = \"edge-m\"\nsite = \"eu\"\ncoordinator = \"http://{}\"\nreport_interval_ms = 200\n",
+        base_config(provider.addr),
+        support::policy(
+            "routing",
+            "routing",
+            "capabilities = [\"health\"]\nrequest_body = \"buffer\"\n[policies.routing.config]\nllm = { models = { \"gpt-4o\" = [\"backend\"] } }\n",
+        ),
+        support::route("chat", "/v1", &["routing"]),
+        coordinator.addr,
+    );
+    let edge = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    // An unknown model is refused by the policy: never counted as a model.
+    let refused = client
+        .post(edge.url("/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "gpt-2", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let health = || async {
+        client
+            .get(edge.admin_url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let chat = || async {
+        let resp = client
+            .post(edge.url("/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    };
+    // Traffic goes on while we look: each sample shows the rate since the last.
+    wait_for(
+        "model:gpt-4o in the edge's graph with traffic",
+        15,
+        || async {
+            chat().await;
+            health().await["graph"]["links"]
+                .as_array()
+                .is_some_and(|links| {
+                    links.iter().any(|l| {
+                        l["from"] == "route:edge-m/chat"
+                            && l["to"] == "model:gpt-4o"
+                            && l["stats"]["requests_per_s"].as_f64() > Some(0.0)
+                    })
+                })
+        },
+    )
+    .await;
+    let seen = health().await;
+    let nodes = seen["graph"]["nodes"].as_array().unwrap();
+    let model = nodes.iter().find(|n| n["id"] == "model:gpt-4o").unwrap();
+    assert_eq!(model["kind"], "model", "{model}");
+    assert!(
+        !nodes.iter().any(|n| n["id"] == "model:gpt-2"),
+        "a refused model is not a node"
+    );
+    wait_for("model:gpt-4o green at the coordinator", 15, || async {
+        colour(&coordinator.graph().await, "model:gpt-4o").as_deref() == Some("green")
+    })
+    .await;
+}

@@ -85,9 +85,10 @@ impl HealthGraph {
         let elapsed = at.elapsed().as_secs_f64().max(0.001);
         *at = Instant::now();
         let mut rate = |id: &str, count: u64, failures: u64| -> (f64, f64) {
+            // A node first seen now (a model's first request) counts from 0.
             let (c0, f0) = previous
                 .insert(id.to_string(), (count, failures))
-                .unwrap_or((count, failures));
+                .unwrap_or((0, 0));
             let dc = count.saturating_sub(c0);
             let df = failures.saturating_sub(f0);
             let error = if dc == 0 { 0.0 } else { df as f64 / dc as f64 };
@@ -160,6 +161,9 @@ impl HealthGraph {
                 },
             });
         }
+        // model id → (name, requests/s, Σ error rate × rps, Σ latency × rps, highest latency).
+        type ModelAcc = (String, f64, f64, f64, f64);
+        let mut models: BTreeMap<String, ModelAcc> = BTreeMap::new();
         for route in &state.routes.routes {
             let route_id = format!("route:{}/{}", node.id, route.name);
             let (total, server_errors) = route.metrics.totals();
@@ -183,9 +187,58 @@ impl HealthGraph {
                 stats,
             });
             links.push(GraphLink {
-                from: route_id,
+                from: route_id.clone(),
                 to: format!("upstream:{}/{}", node.id, route.cluster.name),
                 stats,
+            });
+            // LLM routes: the models their requests went to (route → model).
+            for m in route.models.all().iter() {
+                let model_id = format!("model:{}", m.name);
+                let (rps, error_rate) = rate(
+                    &format!("{route_id}>{model_id}"),
+                    m.requests.load(Ordering::Relaxed),
+                    m.failures.load(Ordering::Relaxed),
+                );
+                let stats = Stats {
+                    requests_per_s: rps,
+                    error_rate,
+                    latency_ms: m.ewma_latency_us() as f64 / 1000.0,
+                    ..Stats::default()
+                };
+                let acc =
+                    models
+                        .entry(model_id.clone())
+                        .or_insert((m.name.clone(), 0.0, 0.0, 0.0, 0.0));
+                acc.1 += rps;
+                acc.2 += error_rate * rps;
+                acc.3 += stats.latency_ms * rps;
+                acc.4 = acc.4.max(stats.latency_ms);
+                links.push(GraphLink {
+                    from: route_id.clone(),
+                    to: model_id,
+                    stats,
+                });
+            }
+        }
+        // A model several routes use is one node: rates summed, the rest
+        // weighted by requests/s (idle: the highest latency seen).
+        for (id, (name, rps, errors, latency, slowest)) in models {
+            let (error_rate, latency_ms) = if rps > 0.0 {
+                (errors / rps, latency / rps)
+            } else {
+                (0.0, slowest)
+            };
+            nodes.push(GraphNode {
+                id,
+                kind: NodeKind::Model,
+                label: name,
+                site: None,
+                stats: Stats {
+                    requests_per_s: rps,
+                    error_rate,
+                    latency_ms,
+                    ..Stats::default()
+                },
             });
         }
         nodes[0].stats.requests_per_s = edge_rps;

@@ -8,6 +8,7 @@ mod forwarding;
 mod graph;
 mod health_check;
 mod metrics;
+mod models;
 mod phases;
 mod routes;
 mod server;

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use crate::body::{self, BoxError, BufferError, ProxyBody};
 use crate::forwarding;
 use crate::metrics::Phase;
+use crate::models::MODEL_CONTEXT_KEY;
 use crate::routes::{ChainEntry, Route};
 use crate::state::GatewayState;
 use crate::upstream::Cluster;
@@ -259,7 +260,18 @@ async fn proxy(
     prepare_upstream_request(state, peer, &mut parts);
     // Only what the response phase needs is kept; the parts move to the upstream.
     let line = (ran > 0).then(|| RequestLine::of(&parts));
-    let upstream = match forward(peer, &target, parts, body).await {
+    let sent = Instant::now();
+    let forwarded = forward(peer, &target, parts, body).await;
+    if let Some(model) = ctx.get(MODEL_CONTEXT_KEY) {
+        let failed = match &forwarded {
+            Ok((resp, _)) => {
+                resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS
+            }
+            Err(_) => true,
+        };
+        route.models.record(model, sent.elapsed(), failed);
+    }
+    let upstream = match forwarded {
         Ok((resp, cluster)) => (resp.map(|b| b.map_err(box_error).boxed_unsync()), cluster),
         Err(resp) => return resp,
     };

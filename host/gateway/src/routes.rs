@@ -6,6 +6,7 @@ use edgegate_config::{BodyMode, OnError};
 use http::Method;
 
 use crate::metrics::RouteMetrics;
+use crate::models::ModelStats;
 use crate::upstream::Cluster;
 use crate::versions::{PolicySet, Roll, Version};
 
@@ -65,6 +66,8 @@ pub(crate) struct Route {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) chain: Vec<ChainEntry>,
     pub(crate) metrics: RouteMetrics,
+    /// The LLM models its requests went to (the health graph's model nodes).
+    pub(crate) models: ModelStats,
     /// Request body limit when a policy of the chain buffers it (the smallest of their limits).
     pub(crate) buffer_request: Option<usize>,
     /// Whether any policy of the chain has a canary (requests then roll the dice).

@@ -18,6 +18,7 @@ use http::header::HeaderValue;
 use http::Method;
 
 use crate::metrics::Metrics;
+use crate::models::ModelStats;
 use crate::routes::{ChainEntry, HostMatch, Route, RouteTable};
 use crate::upstream::{Cluster, Upstreams};
 use crate::versions::{PolicySet, Source, Version, VersionStats};
@@ -485,6 +486,7 @@ impl GatewayState {
             }
             routes.push(Route {
                 metrics: metrics.route(&r.name),
+                models: ModelStats::default(),
                 name: r.name.clone(),
                 host: r.host.as_deref().map(HostMatch::parse),
                 path_prefix: r.path_prefix.clone(),
