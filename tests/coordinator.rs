@@ -388,3 +388,81 @@ async fn llm_routes_show_their_models_in_the_graph() {
     })
     .await;
 }
+
+/// `[fleet]` at the coordinator: every edge learns the revocation list
+/// version and component digests the fleet should run; an edge that differs
+/// says so in `/v1/health` and its log, and the coordinator flags it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_that_differ_from_the_fleet_are_flagged_on_both_sides() {
+    use ring::digest::{digest, SHA256};
+    let noop = std::fs::read(support::component("noop")).unwrap();
+    let noop_digest = hex_string(digest(&SHA256, &noop).as_ref());
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = CoordinatorProcess::start_with(
+        dir.path(),
+        "fleet.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[store]\nbackend = \"embedded\"\npath = \"state.json\"\n\
+             [fleet]\nrevocation_list_version = 3\n\
+             components = {{ noop = \"{}\", headers = \"{}\" }}\n",
+            noop_digest.to_uppercase(),
+            "ab".repeat(32)
+        ),
+    );
+    let upstream = Upstream::start_named("fleet");
+    let edge = Gateway::start(&format!(
+        "{}{}{}[node]\nid = \"edge-f\"\nsite = \"eu\"\ncoordinator = \"http://{}\"\nreport_interval_ms = 200\n",
+        base_config(upstream.addr),
+        support::policy("noop", "noop", ""),
+        support::route("all", "/", &["noop"]),
+        coordinator.addr,
+    ));
+    // The edge serves noop at the fleet's digest (compared without case), has
+    // no headers policy (not compared) and holds no revocation list.
+    let expected = Value::from(vec![
+        "revocation list: holds none, the fleet is at version 3",
+    ]);
+    let client = reqwest::Client::new();
+    wait_for("the drift in the edge's /v1/health", 15, || async {
+        let h: Value = client
+            .get(edge.admin_url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        h["drift"] == expected
+    })
+    .await;
+    assert!(
+        edge.logs()
+            .contains("this node differs from the fleet's desired state"),
+        "{}",
+        edge.logs()
+    );
+    wait_for("the drift at the coordinator", 15, || async {
+        let g = coordinator.graph().await;
+        g["edges"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["node"] == "edge-f" && e["drift"] == expected)
+        })
+    })
+    .await;
+
+    let refused = CoordinatorProcess::try_start(
+        dir.path(),
+        "bad-fleet.toml",
+        "listen = \"127.0.0.1:0\"\n[fleet]\ncomponents = { auth = \"sha256:1234\" }\n",
+    )
+    .err()
+    .expect("a digest that is not hex sha256 is refused");
+    assert!(
+        refused.contains("bad-fleet.toml: key `fleet.components.auth`: must be the hex sha256"),
+        "{refused}"
+    );
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -28,9 +28,25 @@ pub struct CoordinatorConfig {
     /// Health colour thresholds.
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// What every edge should run; sent with each answer, and edges that
+    /// differ are flagged.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     /// Folder of the config file (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[fleet]`: the desired state sent to every edge.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Revocation list version every edge should hold.
+    #[serde(default)]
+    pub revocation_list_version: Option<u64>,
+    /// Hex sha256 of the signed component each policy should serve, by policy name.
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, String>,
 }
 
 /// `[store]`: which `HealthStore` backend keeps the reports.
@@ -126,6 +142,15 @@ impl CoordinatorConfig {
         }
         if config.token.as_deref().is_some_and(|t| t.trim().len() < 16) {
             return Err(err("token", "must be at least 16 characters".into()));
+        }
+        for (policy, digest) in &mut config.fleet.components {
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(
+                    &format!("fleet.components.{policy}"),
+                    "must be the hex sha256 of the signed component (64 hex digits; `sha256sum FILE`)".into(),
+                ));
+            }
+            digest.make_ascii_lowercase();
         }
         match &mut config.store {
             StoreConfig::Embedded { path: snapshot } => {

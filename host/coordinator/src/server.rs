@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::config::{CoordinatorConfig, StoreConfig};
+use crate::config::{CoordinatorConfig, FleetConfig, StoreConfig};
 use crate::store::{lock, EmbeddedStore, EtcdStore, HealthStore, StoredReport};
 
 /// The live dashboard: one self-contained page (no external assets).
@@ -44,9 +44,24 @@ pub struct View {
     pub graph: Graph,
     /// Its analysis.
     pub analysis: Analysis,
-    /// Every known edge: (site, live, ms since its last report, seq).
-    pub edges: BTreeMap<String, (String, bool, u64, u64)>,
+    /// Every known edge, by node id.
+    pub edges: BTreeMap<String, EdgeStatus>,
     computed: Instant,
+}
+
+/// What the coordinator knows of one edge.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EdgeStatus {
+    /// Its site.
+    pub site: String,
+    /// It reported within `edge_ttl_ms`.
+    pub live: bool,
+    /// Milliseconds since its last report.
+    pub last_report_ms_ago: u64,
+    /// Sequence number of its last report.
+    pub seq: u64,
+    /// How it differs from `[fleet]` (empty: in step).
+    pub drift: Vec<String>,
 }
 
 /// A coordinator over a store.
@@ -96,7 +111,7 @@ impl<S: HealthStore> Coordinator<S> {
             .view(false)
             .await
             .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
-        Ok(desired_for(&view, &node))
+        Ok(desired_for(&view, &node, &self.config.fleet))
     }
 
     /// The merged graph and analysis, recomputed when older than
@@ -115,9 +130,11 @@ impl<S: HealthStore> Coordinator<S> {
         };
         let reports = self.store.all().await.map_err(|e| e.to_string())?;
         let (ttl, thresholds) = (self.config.edge_ttl_ms, self.config.thresholds);
-        let view = tokio::task::spawn_blocking(move || compute_view(reports, ttl, &thresholds))
-            .await
-            .map_err(|e| format!("merging the reports failed: {e}"))?;
+        let fleet = desired_for_fleet(&self.config.fleet);
+        let view =
+            tokio::task::spawn_blocking(move || compute_view(reports, ttl, &thresholds, &fleet))
+                .await
+                .map_err(|e| format!("merging the reports failed: {e}"))?;
         let view = Arc::new(view);
         *lock(&self.view) = Some(Arc::clone(&view));
         Ok(view)
@@ -291,7 +308,12 @@ impl<S: HealthStore> Coordinator<S> {
 }
 
 /// Merges `reports` (live: received within `ttl_ms`) and analyses the result.
-fn compute_view(reports: Vec<StoredReport>, ttl_ms: u64, thresholds: &Thresholds) -> View {
+fn compute_view(
+    reports: Vec<StoredReport>,
+    ttl_ms: u64,
+    thresholds: &Thresholds,
+    fleet: &DesiredState,
+) -> View {
     let now = now_ms();
     let mut edges = BTreeMap::new();
     let mut input = Vec::with_capacity(reports.len());
@@ -300,7 +322,13 @@ fn compute_view(reports: Vec<StoredReport>, ttl_ms: u64, thresholds: &Thresholds
         let live = age < ttl_ms;
         edges.insert(
             r.report.node.clone(),
-            (r.report.site.clone(), live, age, r.report.seq),
+            EdgeStatus {
+                site: r.report.site.clone(),
+                live,
+                last_report_ms_ago: age,
+                seq: r.report.seq,
+                drift: r.report.drift(fleet),
+            },
         );
         input.push((r.report, live));
     }
@@ -314,8 +342,9 @@ fn compute_view(reports: Vec<StoredReport>, ttl_ms: u64, thresholds: &Thresholds
     }
 }
 
-/// The hints for `node`: those about endpoints its own graph links to.
-fn desired_for(view: &View, node: &str) -> DesiredState {
+/// The desired state for `node`: the fleet's, with the hints about the
+/// endpoints its own graph links to.
+fn desired_for(view: &View, node: &str, fleet: &FleetConfig) -> DesiredState {
     let prefix = format!("upstream:{node}/");
     let mine: Vec<&str> = view
         .graph
@@ -331,17 +360,44 @@ fn desired_for(view: &View, node: &str) -> DesiredState {
         .filter(|h| mine.contains(&h.endpoint.as_str()))
         .cloned()
         .collect();
-    // The version changes exactly when the hints do.
-    let version = hints.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, hint| {
-        hint.endpoint
-            .bytes()
-            .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-    });
-    DesiredState {
-        version,
+    let mut desired = DesiredState {
         hints,
-        ..DesiredState::default()
+        ..desired_for_fleet(fleet)
+    };
+    desired.version = version_of(&desired);
+    desired
+}
+
+/// The part of the desired state every edge gets (no hints).
+fn desired_for_fleet(fleet: &FleetConfig) -> DesiredState {
+    DesiredState {
+        version: 0,
+        hints: Vec::new(),
+        revocation_list_version: fleet.revocation_list_version,
+        desired_components: fleet.components.clone(),
     }
+}
+
+/// FNV-1a over the desired state's content: changes exactly when it does.
+fn version_of(desired: &DesiredState) -> u64 {
+    let fnv = |h: u64, bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    };
+    let mut h = 0xcbf2_9ce4_8422_2325_u64;
+    for hint in &desired.hints {
+        h = fnv(h, hint.endpoint.as_bytes());
+        h = fnv(h, b"\0");
+    }
+    h = fnv(
+        h,
+        &desired.revocation_list_version.unwrap_or(0).to_le_bytes(),
+    );
+    for (policy, digest) in &desired.desired_components {
+        h = fnv(fnv(h, policy.as_bytes()), digest.as_bytes());
+    }
+    h
 }
 
 fn graph_json(v: &View) -> Value {
@@ -363,8 +419,10 @@ fn graph_json(v: &View) -> Value {
     let edges: Vec<Value> = v
         .edges
         .iter()
-        .map(|(node, (site, live, age, seq))| {
-            json!({ "node": node, "site": site, "live": live, "last_report_ms_ago": age, "seq": seq })
+        .map(|(node, status)| {
+            let mut j = json!(status);
+            j["node"] = json!(node);
+            j
         })
         .collect();
     json!({ "nodes": nodes, "links": v.graph.links, "edges": edges })

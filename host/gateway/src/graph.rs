@@ -50,6 +50,8 @@ pub(crate) struct HealthGraph {
     sampled: Mutex<(Instant, Previous)>,
     latest: Mutex<Graph>,
     hints: Mutex<Vec<RoutingHint>>,
+    /// How this node differs from the fleet's desired state (coordinator's `[fleet]`).
+    drift: Mutex<Vec<String>>,
     sync: Mutex<SyncStatus>,
 }
 
@@ -73,6 +75,7 @@ impl HealthGraph {
             sampled: Mutex::new((Instant::now(), Previous::new())),
             latest: Mutex::new(Graph::default()),
             hints: Mutex::new(Vec::new()),
+            drift: Mutex::new(Vec::new()),
             sync: Mutex::default(),
         }
     }
@@ -273,6 +276,20 @@ impl HealthGraph {
         *lock(&self.hints) = hints;
     }
 
+    /// Keeps how this node differs from the fleet's desired state; logs each change.
+    fn note_drift(&self, drift: Vec<String>) {
+        let mut held = lock(&self.drift);
+        if *held != drift {
+            if drift.is_empty() {
+                tracing::info!("in step with the fleet's desired state again");
+            }
+            for d in &drift {
+                tracing::warn!(drift = %d, "this node differs from the fleet's desired state");
+            }
+            *held = drift;
+        }
+    }
+
     /// What `GET /v1/health` shows.
     pub(crate) fn view(&self) -> Value {
         let sync = lock(&self.sync);
@@ -288,6 +305,7 @@ impl HealthGraph {
                 "desired_version": sync.desired_version,
             },
             "hints": *lock(&self.hints),
+            "drift": *lock(&self.drift),
             "graph": *lock(&self.latest),
         })
     }
@@ -310,6 +328,7 @@ impl HealthGraph {
                 continue;
             };
             let report = {
+                let state = self.state.load();
                 let mut seq = lock(&self.seq);
                 *seq += 1;
                 EdgeReport {
@@ -319,6 +338,12 @@ impl HealthGraph {
                     boot: self.boot.clone(),
                     sent_at_ms: now_ms(),
                     graph,
+                    revocation_list_version: state.trust.revocation_version(),
+                    components: state
+                        .policies
+                        .iter()
+                        .map(|(name, set)| (name.clone(), set.serving.digest.clone()))
+                        .collect(),
                 }
             };
             let result =
@@ -337,6 +362,7 @@ impl HealthGraph {
                     sync.last_error = None;
                     sync.desired_version = desired.version;
                     drop(sync);
+                    self.note_drift(report.drift(&desired));
                     self.apply(desired.hints);
                     wait = interval;
                 }

@@ -104,6 +104,11 @@ impl Trust {
         Ok(Self { store, revocations })
     }
 
+    /// Version of the revocation list in force (none without one).
+    pub(crate) fn revocation_version(&self) -> Option<u64> {
+        self.revocations.as_ref().map(|r| r.version)
+    }
+
     /// Checks `bytes` as policy `p`'s component; the verified signers' key ids.
     fn verify(
         &self,

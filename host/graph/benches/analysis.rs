@@ -35,6 +35,8 @@ fn merging(c: &mut Criterion) {
                     boot: "b".into(),
                     sent_at_ms: 0,
                     graph,
+                    revocation_list_version: None,
+                    components: Default::default(),
                 },
                 true,
             )

@@ -217,6 +217,8 @@ mod tests {
                     link(&up, "endpoint:10.0.0.1:80"),
                 ],
             },
+            revocation_list_version: None,
+            components: Default::default(),
         }
     }
 

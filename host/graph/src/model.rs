@@ -137,6 +137,41 @@ pub struct EdgeReport {
     pub sent_at_ms: u64,
     /// The edge's local graph (its edge node, routes, upstreams, endpoints, models).
     pub graph: Graph,
+    /// Version of the revocation list the edge holds (none: it has none).
+    #[serde(default)]
+    pub revocation_list_version: Option<u64>,
+    /// Hex sha256 of the component each policy serves, by policy name.
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, String>,
+}
+
+impl EdgeReport {
+    /// How this edge differs from the fleet's desired state, in words (empty:
+    /// it is in step). Only policies the edge has are compared.
+    pub fn drift(&self, desired: &DesiredState) -> Vec<String> {
+        let mut drift = Vec::new();
+        if let Some(want) = desired.revocation_list_version {
+            match self.revocation_list_version {
+                Some(held) if held >= want => {}
+                Some(held) => drift.push(format!(
+                    "revocation list: holds version {held}, the fleet is at {want}"
+                )),
+                None => drift.push(format!(
+                    "revocation list: holds none, the fleet is at version {want}"
+                )),
+            }
+        }
+        for (policy, want) in &desired.desired_components {
+            if let Some(serving) = self.components.get(policy) {
+                if !serving.eq_ignore_ascii_case(want) {
+                    drift.push(format!(
+                        "policy `{policy}`: serves sha256 {serving}, the fleet wants {want}"
+                    ));
+                }
+            }
+        }
+        drift
+    }
 }
 
 /// What the coordinator answers a report with: the desired state.
@@ -147,10 +182,12 @@ pub struct DesiredState {
     /// Routing hints for this edge.
     #[serde(default)]
     pub hints: Vec<RoutingHint>,
-    /// Revocation list version the fleet should hold (none yet).
+    /// Revocation list version the fleet should hold (the coordinator's
+    /// `fleet.revocation_list_version`).
     #[serde(default)]
     pub revocation_list_version: Option<u64>,
-    /// Component digests the fleet should serve, by policy (none yet).
+    /// Hex sha256 of the component each policy should serve, by policy name
+    /// (the coordinator's `fleet.components`).
     #[serde(default)]
     pub desired_components: std::collections::BTreeMap<String, String>,
 }
@@ -181,5 +218,48 @@ impl Graph {
     /// The node with `id`.
     pub fn node(&self, id: &str) -> Option<&GraphNode> {
         self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_names_what_differs_and_ignores_what_the_edge_lacks() {
+        let mut report = EdgeReport {
+            node: "e".into(),
+            site: "s".into(),
+            seq: 1,
+            boot: "b".into(),
+            sent_at_ms: 0,
+            graph: Graph::default(),
+            revocation_list_version: Some(2),
+            components: [("auth".to_string(), "AA".to_string())].into(),
+        };
+        let mut desired = DesiredState::default();
+        assert!(report.drift(&desired).is_empty(), "nothing desired");
+        desired.revocation_list_version = Some(3);
+        desired.desired_components = [
+            ("auth".to_string(), "aa".to_string()),
+            ("caching".to_string(), "cc".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            report.drift(&desired),
+            ["revocation list: holds version 2, the fleet is at 3"]
+        );
+        report.revocation_list_version = Some(4);
+        report.components.insert("auth".into(), "bb".into());
+        assert_eq!(
+            report.drift(&desired),
+            ["policy `auth`: serves sha256 bb, the fleet wants aa"]
+        );
+        report.revocation_list_version = None;
+        report.components.clear();
+        assert_eq!(
+            report.drift(&desired),
+            ["revocation list: holds none, the fleet is at version 3"]
+        );
     }
 }

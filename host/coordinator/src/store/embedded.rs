@@ -99,6 +99,8 @@ mod tests {
                 boot: "b".into(),
                 sent_at_ms: 1,
                 graph: Graph::default(),
+                revocation_list_version: None,
+                components: Default::default(),
             },
             received_at_ms: 2,
         }
