@@ -11,6 +11,10 @@
 #                 request unique (a cache miss that is stored)
 #   nginx-hit   : nginx proxy_cache hit of a 1 KB GET
 #   cache-hit   : edgegate caching policy hit of the same GET
+# and the health graph (issue 7):
+#   graph-off / graph-on : edgegate pass-through without [node], and with
+#                 [node] reporting to a coordinator every 500 ms; run twice
+#                 each, alternating, and compared by their means
 # Each is driven by the same wrk command for the same time; the tables report
 # requests/s, p50 and p99 and their ratios against the first row.
 #
@@ -50,6 +54,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 UP_PORT=$(free_port); NGINX_PORT=$(free_port)
 EG_PORT=$(free_port); EG_ADMIN=$(free_port); EGN_PORT=$(free_port); EGN_ADMIN=$(free_port)
 EGC_PORT=$(free_port); EGC_ADMIN=$(free_port); NGINX_CACHE_PORT=$(free_port)
+EGG_PORT=$(free_port); EGG_ADMIN=$(free_port); COORD_PORT=$(free_port)
 
 head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/1k"
 mkdir -p "$WORK/nginx"
@@ -123,6 +128,11 @@ TOML
 }
 gateway_config "$EG_PORT" "$EG_ADMIN" "" > "$WORK/pass.toml"
 gateway_config "$EGN_PORT" "$EGN_ADMIN" '"noop"' > "$WORK/noop.toml"
+# Pass-through with the health graph on: sampled and reported every 500 ms.
+{ gateway_config "$EGG_PORT" "$EGG_ADMIN" ""
+  printf '[node]\nid = "bench-edge"\nsite = "bench"\ncoordinator = "http://127.0.0.1:%s"\nreport_interval_ms = 500\n' "$COORD_PORT"
+} > "$WORK/graph.toml"
+printf 'listen = "127.0.0.1:%s"\n[store]\nbackend = "embedded"\npath = "%s/coordinator-state.json"\n' "$COORD_PORT" "$WORK" > "$WORK/coordinator.toml"
 BENCH_KEY=bench-key-0123456789
 BENCH_KEY_SHA=$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
 # The four shipped policies; routes: /v1 (all four, LLM mode) and /cache/ (caching only).
@@ -192,6 +202,10 @@ PIDS+=($!)
 PIDS+=($!)
 "$BIN" serve --config "$WORK/chain.toml" >/dev/null 2>"$WORK/chain.log" &
 PIDS+=($!)
+"$BIN" coordinator --config "$WORK/coordinator.toml" >/dev/null 2>"$WORK/coordinator.log" &
+PIDS+=($!)
+"$BIN" serve --config "$WORK/graph.toml" >/dev/null 2>"$WORK/graph.log" &
+PIDS+=($!)
 
 # wrk scripts: a unique 1 KB JSON chat request per call (so the cache misses).
 TEMPLATE=$(cat bench/fixtures/chat-1k.json.template)
@@ -208,7 +222,7 @@ end
 LUA
 
 wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 did not come up" >&2; exit 1; }
-for p in $UP_PORT $NGINX_PORT $EG_PORT $EGN_PORT $NGINX_CACHE_PORT; do wait_up "$p"; done
+for p in $UP_PORT $NGINX_PORT $EG_PORT $EGN_PORT $NGINX_CACHE_PORT $EGG_PORT; do wait_up "$p"; done
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$EGC_PORT/" && break; sleep 0.1; done
 
 # wrk latency values come as 1.23ms / 456.78us / 1.2s: print microseconds.
@@ -254,6 +268,15 @@ for p in $NGINX_CACHE_PORT $EGC_PORT; do wrk -t1 -c16 -d1s "http://127.0.0.1:$p/
   run cache-hit "$EGC_PORT" /cache/1k
 } > "$WORK/cache-results"
 curl -s "http://127.0.0.1:$EGC_ADMIN/metrics" > "$WORK/chain.metrics"
+wrk -t1 -c16 -d1s "http://127.0.0.1:$EGG_PORT/" >/dev/null
+{
+  run graph-off "$EG_PORT"
+  run graph-on "$EGG_PORT"
+  run graph-off "$EG_PORT"
+  run graph-on "$EGG_PORT"
+} > "$WORK/graph-results"
+# The graph-on gateway reported what it carried to the coordinator.
+reported=$(curl -s "http://127.0.0.1:$COORD_PORT/v1/graph" | python3 -c 'import json,sys; g=json.load(sys.stdin); print(sum(1 for e in g["edges"] if e["live"]), "live edge(s), seq", max([e["seq"] for e in g["edges"]] or [0]))')
 
 table() {
   awk 'NR==1 { base_rps=$2; base_p50=$3; base_p99=$4 }
@@ -267,5 +290,9 @@ echo "-- shipped policies, POST 1 KB JSON chat request (unique, cache miss); goa
 table "$WORK/chain-results"
 echo "-- cache hit, GET 1 KB; goal cache-hit >= 1.0x"
 table "$WORK/cache-results"
+echo "-- health graph on the request path, GET 1 KB pass-through; goal graph-on >= 0.97x graph-off"
+table "$WORK/graph-results"
+awk '{ s[$1]+=$2; n[$1]++ } END { printf "mean: graph-on %.0f req/s / graph-off %.0f req/s = %.3fx\n", s["graph-on"]/n["graph-on"], s["graph-off"]/n["graph-off"], (s["graph-on"]/n["graph-on"])/(s["graph-off"]/n["graph-off"]) }' "$WORK/graph-results"
+echo "coordinator: $reported"
 echo "-- policy events during the run"
 grep '^edgegate_policy_events_total' "$WORK/chain.metrics" | sort || true

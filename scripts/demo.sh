@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Run edgegate on the demo config with a local upstream, on a fresh machine:
-# installs the wasm target, builds the components and the gateway, starts the
-# demo upstream on 127.0.0.1:9000 and the gateway on 127.0.0.1:8080 (admin 9901).
+# installs the wasm target (and protoc, which the etcd client's build needs),
+# builds the components and the gateway, starts the demo upstream on
+# 127.0.0.1:9000, the coordinator on 127.0.0.1:7070 (dashboard at /) and the
+# gateway on 127.0.0.1:8080 (admin 9901).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v protoc >/dev/null; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq protobuf-compiler
+fi
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 bash scripts/build-components.sh
 cargo build --release -p edgegate-cli
@@ -15,6 +22,9 @@ bash scripts/sign-components.sh "$bin"
 "$bin" check-config policies/gateway.toml
 "$bin" demo-upstream --listen 127.0.0.1:9000 &
 upstream=$!
-trap 'kill $upstream 2>/dev/null || true' EXIT
+"$bin" coordinator --config policies/coordinator.toml &
+coordinator=$!
+trap 'kill $upstream $coordinator 2>/dev/null || true' EXIT
+echo "health graph dashboard: http://127.0.0.1:7070/"
 echo "try: curl -H 'x-api-key: demo-key' http://127.0.0.1:8080/hello   (README: a five-minute tour)"
 "$bin" serve --config policies/gateway.toml

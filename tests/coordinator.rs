@@ -450,6 +450,16 @@ async fn edges_that_differ_from_the_fleet_are_flagged_on_both_sides() {
     })
     .await;
 
+    // A report may speak only for its own edge.
+    let mut forged = support::coordinator::edge_report("edge-x", "eu", 1, "10.0.0.1:80", true);
+    forged["graph"]["nodes"][1]["id"] = Value::from("route:edge-f/all");
+    let (status, answer) = coordinator.report(&forged).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "report of `edge-x`: graph: node `route:edge-f/all` (Route) is not one edge `edge-x` may report"
+    );
+
     let refused = CoordinatorProcess::try_start(
         dir.path(),
         "bad-fleet.toml",

@@ -216,6 +216,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/coordinator.toml");
+        let c = CoordinatorConfig::load(&path).expect("policies/coordinator.toml");
+        assert_eq!(c.listen, default_listen());
+        assert!(matches!(c.store, StoreConfig::Embedded { .. }));
+        assert_eq!(c.thresholds, Thresholds::default());
+    }
+
+    #[test]
     fn etcd_keys_are_read_and_checked() {
         let c = load("[store]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n")
             .expect("etcd config");

@@ -99,6 +99,12 @@ impl<S: HealthStore> Coordinator<S> {
                 "node and site: use 1 to 64 of A-Z a-z 0-9 . _ -".into(),
             ));
         }
+        report.check().map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("report of `{}`: {e}", report.node),
+            )
+        })?;
         let node = report.node.clone();
         self.store
             .put(StoredReport {

@@ -145,7 +145,64 @@ pub struct EdgeReport {
     pub components: std::collections::BTreeMap<String, String>,
 }
 
+/// Most nodes one report may carry.
+pub const MAX_REPORT_NODES: usize = 20_000;
+/// Most links one report may carry.
+pub const MAX_REPORT_LINKS: usize = 100_000;
+
 impl EdgeReport {
+    /// Checks that the report speaks only for its own edge: node ids in its
+    /// own namespace (`edge:{node}`, `route:{node}/…`, `upstream:{node}/…`) or
+    /// of the shared kinds (`endpoint:…`, `model:…`), ids unique, links
+    /// between nodes it carries, and sizes within bounds. The error names
+    /// the first offending id.
+    pub fn check(&self) -> Result<(), String> {
+        if self.graph.nodes.len() > MAX_REPORT_NODES || self.graph.links.len() > MAX_REPORT_LINKS {
+            return Err(format!(
+                "graph: at most {MAX_REPORT_NODES} nodes and {MAX_REPORT_LINKS} links per report"
+            ));
+        }
+        let edge = format!("edge:{}", self.node);
+        let route = format!("route:{}/", self.node);
+        let upstream = format!("upstream:{}/", self.node);
+        let mut ids = std::collections::HashSet::with_capacity(self.graph.nodes.len());
+        for n in &self.graph.nodes {
+            let own = match n.kind {
+                NodeKind::Edge => n.id == edge,
+                NodeKind::Route => n.id.len() > route.len() && n.id.starts_with(&route),
+                NodeKind::Upstream => n.id.len() > upstream.len() && n.id.starts_with(&upstream),
+                NodeKind::Endpoint => {
+                    n.id.len() > "endpoint:".len() && n.id.starts_with("endpoint:")
+                }
+                NodeKind::Model => n.id.len() > "model:".len() && n.id.starts_with("model:"),
+                NodeKind::Site => false,
+            };
+            if !own || n.id.len() > 512 {
+                return Err(format!(
+                    "graph: node `{}` ({:?}) is not one edge `{}` may report",
+                    n.id.chars().take(100).collect::<String>(),
+                    n.kind,
+                    self.node
+                ));
+            }
+            if !ids.insert(n.id.as_str()) {
+                return Err(format!("graph: node `{}` appears twice", n.id));
+            }
+        }
+        for l in &self.graph.links {
+            for end in [&l.from, &l.to] {
+                if *end != edge && !ids.contains(end.as_str()) {
+                    return Err(format!(
+                        "graph: link `{}` → `{}` names a node the report does not carry",
+                        l.from.chars().take(100).collect::<String>(),
+                        l.to.chars().take(100).collect::<String>()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// How this edge differs from the fleet's desired state, in words (empty:
     /// it is in step). Only policies the edge has are compared.
     pub fn drift(&self, desired: &DesiredState) -> Vec<String> {
@@ -224,6 +281,69 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(id: &str, kind: NodeKind) -> GraphNode {
+        GraphNode {
+            id: id.into(),
+            kind,
+            label: id.into(),
+            site: None,
+            stats: Stats::default(),
+        }
+    }
+
+    #[test]
+    fn a_report_speaks_only_for_its_own_edge() {
+        let mut r = EdgeReport {
+            node: "a".into(),
+            site: "s".into(),
+            seq: 1,
+            boot: "b".into(),
+            sent_at_ms: 0,
+            graph: Graph {
+                nodes: vec![
+                    node("edge:a", NodeKind::Edge),
+                    node("route:a/r", NodeKind::Route),
+                    node("upstream:a/u", NodeKind::Upstream),
+                    node("endpoint:10.0.0.1:80", NodeKind::Endpoint),
+                    node("model:gpt-4o", NodeKind::Model),
+                ],
+                links: vec![GraphLink {
+                    from: "route:a/r".into(),
+                    to: "upstream:a/u".into(),
+                    stats: Stats::default(),
+                }],
+            },
+            revocation_list_version: None,
+            components: Default::default(),
+        };
+        assert_eq!(r.check(), Ok(()));
+        let refused = |r: &EdgeReport| r.check().expect_err("refused");
+        let mut other = r.clone();
+        other.graph.nodes.push(node("route:b/r", NodeKind::Route));
+        assert_eq!(
+            refused(&other),
+            "graph: node `route:b/r` (Route) is not one edge `a` may report"
+        );
+        let mut site = r.clone();
+        site.graph.nodes.push(node("site:s", NodeKind::Site));
+        assert!(refused(&site).contains("`site:s` (Site)"));
+        let mut twice = r.clone();
+        twice
+            .graph
+            .nodes
+            .push(node("model:gpt-4o", NodeKind::Model));
+        assert_eq!(refused(&twice), "graph: node `model:gpt-4o` appears twice");
+        r.graph.links.push(GraphLink {
+            from: "edge:a".into(),
+            to: "endpoint:10.9.9.9:1".into(),
+            stats: Stats::default(),
+        });
+        assert_eq!(
+            refused(&r),
+            "graph: link `edge:a` → `endpoint:10.9.9.9:1` names a node the report does not carry"
+        );
+    }
 
     #[test]
     fn drift_names_what_differs_and_ignores_what_the_edge_lacks() {
