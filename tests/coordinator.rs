@@ -116,14 +116,7 @@ async fn a_dead_upstream_turns_red_and_the_hint_reaches_the_other_site() {
     // Edge B never called it since, yet learns to avoid it.
     let shared_address = shared.addr.to_string();
     wait_for("the routing hint at edge B", 15, || async {
-        let h: Value = client
-            .get(b.admin_url("/v1/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h = b.health().await;
         h["hints"].as_array().is_some_and(|hints| {
             hints
                 .iter()
@@ -146,14 +139,7 @@ async fn a_dead_upstream_turns_red_and_the_hint_reaches_the_other_site() {
             client.get(gw.url("/local")).send().await.unwrap().status(),
             200
         );
-        let h: Value = client
-            .get(gw.admin_url("/v1/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h = gw.health().await;
         assert_eq!(h["coordinator"]["connected"], false, "{h}");
     }
     assert!(a.logs().contains("coordinator unreachable"));
@@ -338,16 +324,6 @@ async fn llm_routes_show_their_models_in_the_graph() {
         .unwrap();
     assert_eq!(refused.status(), 400);
 
-    let health = || async {
-        client
-            .get(edge.admin_url("/v1/health"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
     let chat = || async {
         let resp = client
             .post(edge.url("/v1/chat/completions"))
@@ -363,7 +339,7 @@ async fn llm_routes_show_their_models_in_the_graph() {
         15,
         || async {
             chat().await;
-            health().await["graph"]["links"]
+            edge.health().await["graph"]["links"]
                 .as_array()
                 .is_some_and(|links| {
                     links.iter().any(|l| {
@@ -375,7 +351,7 @@ async fn llm_routes_show_their_models_in_the_graph() {
         },
     )
     .await;
-    let seen = health().await;
+    let seen = edge.health().await;
     let nodes = seen["graph"]["nodes"].as_array().unwrap();
     let model = nodes.iter().find(|n| n["id"] == "model:gpt-4o").unwrap();
     assert_eq!(model["kind"], "model", "{model}");
@@ -422,16 +398,8 @@ async fn edges_that_differ_from_the_fleet_are_flagged_on_both_sides() {
     let expected = Value::from(vec![
         "revocation list: holds none, the fleet is at version 3",
     ]);
-    let client = reqwest::Client::new();
     wait_for("the drift in the edge's /v1/health", 15, || async {
-        let h: Value = client
-            .get(edge.admin_url("/v1/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h = edge.health().await;
         h["drift"] == expected
     })
     .await;

@@ -444,6 +444,16 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// `GET /v1/health` on the admin listener: the edge's health graph view.
+    pub async fn health(&self) -> serde_json::Value {
+        reqwest::get(self.admin_url("/v1/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// What the gateway logged so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()

@@ -19,9 +19,16 @@ const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 /// Top-level keys only the edgegate host reads.
-const HOST_ONLY_TOP: &[&str] = &["server", "admin", "trust"];
+const HOST_ONLY_TOP: &[&str] = &["server", "admin", "trust", "canary", "node"];
 /// `[upstreams.NAME]` keys only the edgegate host reads.
-const HOST_ONLY_UPSTREAM: &[&str] = &["balance", "max_idle_per_endpoint", "connect_timeout_ms"];
+const HOST_ONLY_UPSTREAM: &[&str] = &[
+    "balance",
+    "max_idle_per_endpoint",
+    "connect_timeout_ms",
+    "circuit",
+    "outlier",
+    "health_check",
+];
 /// `[policies.NAME]` keys only the edgegate host reads (Spin runs the logic
 /// compiled into this component, in its own sandbox, and buffers bodies always).
 const HOST_ONLY_POLICY: &[&str] = &[
@@ -470,6 +477,10 @@ mod tests {
             ["http://127.0.0.1:9000"]
         );
         assert!(config.ignored.contains(&"server".to_string()));
+        assert!(config.ignored.contains(&"node".to_string()));
+        assert!(config
+            .ignored
+            .contains(&"upstreams.demo.health_check".to_string()));
         assert!(config
             .ignored
             .contains(&"policies.auth.component".to_string()));

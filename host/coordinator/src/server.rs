@@ -515,3 +515,84 @@ async fn serve_on<S: HealthStore>(
         .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgegate_graph::{Graph, GraphNode, NodeKind, Stats};
+
+    fn report(node: &str) -> EdgeReport {
+        EdgeReport {
+            node: node.into(),
+            site: "s".into(),
+            seq: 1,
+            boot: "b".into(),
+            sent_at_ms: 0,
+            graph: Graph {
+                nodes: vec![GraphNode {
+                    id: format!("edge:{node}"),
+                    kind: NodeKind::Edge,
+                    label: node.into(),
+                    site: Some("s".into()),
+                    stats: Stats::default(),
+                }],
+                links: Vec::new(),
+            },
+            revocation_list_version: None,
+            components: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_edge_is_marked_down_then_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "edge_ttl_ms = 100\nremove_after_ms = 400\n").expect("write");
+        let config = CoordinatorConfig::load(&path).expect("config");
+        let store = EmbeddedStore::open(&dir.path().join("state.json")).expect("store");
+        let c = Coordinator::new(config, store);
+        c.ingest(report("a")).await.expect("ingest");
+        let live = |v: &View| v.edges.get("a").map(|e| e.live);
+        assert_eq!(live(&c.view(true).await.expect("view")), Some(true));
+
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.housekeeping().await;
+        let v = c.view(true).await.expect("view");
+        assert_eq!(live(&v), Some(false), "down after edge_ttl_ms");
+        let node = v.graph.node("edge:a").expect("still in the graph");
+        assert!(!node.stats.up);
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.housekeeping().await;
+        assert_eq!(
+            live(&c.view(true).await.expect("view")),
+            None,
+            "removed after remove_after_ms"
+        );
+        let snapshot = std::fs::read_to_string(dir.path().join("state.json")).expect("snapshot");
+        assert_eq!(snapshot.trim(), "[]", "the removal reached the snapshot");
+    }
+
+    #[tokio::test]
+    async fn bad_names_and_forged_reports_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").expect("write");
+        let config = CoordinatorConfig::load(&path).expect("config");
+        let store = EmbeddedStore::open(&dir.path().join("state.json")).expect("store");
+        let c = Coordinator::new(config, store);
+        let mut bad = report("a b");
+        bad.graph.nodes.clear();
+        let (status, message) = c.ingest(bad).await.expect_err("refused");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(message, "node and site: use 1 to 64 of A-Z a-z 0-9 . _ -");
+        let mut forged = report("a");
+        forged.graph.nodes[0].id = "edge:b".into();
+        let (_, message) = c.ingest(forged).await.expect_err("refused");
+        assert_eq!(
+            message,
+            "report of `a`: graph: node `edge:b` (Edge) is not one edge `a` may report"
+        );
+        assert!(c.view(true).await.expect("view").edges.is_empty());
+    }
+}
