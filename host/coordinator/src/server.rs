@@ -71,6 +71,9 @@ pub struct Coordinator<S> {
     view: Mutex<Option<Arc<View>>>,
     /// Held by the one caller recomputing the view.
     recomputing: tokio::sync::Mutex<()>,
+    /// The newest (boot, seq) taken per node, so a report overtaken by a
+    /// later one of the same edge process cannot replace it.
+    newest: Mutex<std::collections::HashMap<String, (String, u64)>>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -88,6 +91,7 @@ impl<S: HealthStore> Coordinator<S> {
             store,
             view: Mutex::new(None),
             recomputing: tokio::sync::Mutex::new(()),
+            newest: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -106,6 +110,23 @@ impl<S: HealthStore> Coordinator<S> {
             )
         })?;
         let node = report.node.clone();
+        {
+            let mut newest = lock(&self.newest);
+            match newest.get(&node) {
+                Some((boot, seq)) if *boot == report.boot && report.seq < *seq => {
+                    return Err((
+                        StatusCode::CONFLICT,
+                        format!(
+                            "report {} of `{node}` is older than report {seq} already taken from the same boot",
+                            report.seq
+                        ),
+                    ));
+                }
+                _ => {
+                    newest.insert(node.clone(), (report.boot.clone(), report.seq));
+                }
+            }
+        }
         self.store
             .put(StoredReport {
                 report,
@@ -153,6 +174,7 @@ impl<S: HealthStore> Coordinator<S> {
             for r in all {
                 if now.saturating_sub(r.received_at_ms) > self.config.remove_after_ms {
                     tracing::info!(node = %r.report.node, "edge silent too long; removed from the graph");
+                    lock(&self.newest).remove(&r.report.node);
                     if let Err(e) = self.store.remove(&r.report.node).await {
                         tracing::error!(error = %e, "removing an edge failed");
                     }
@@ -594,5 +616,25 @@ mod tests {
             "report of `a`: graph: node `edge:b` (Edge) is not one edge `a` may report"
         );
         assert!(c.view(true).await.expect("view").edges.is_empty());
+
+        // Reports of one boot are taken in order; a new boot starts again.
+        let mut r = report("a");
+        r.seq = 5;
+        c.ingest(r.clone()).await.expect("seq 5");
+        c.ingest(r.clone())
+            .await
+            .expect("the same report again (a retry)");
+        r.seq = 4;
+        let (status, message) = c.ingest(r.clone()).await.expect_err("overtaken");
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(
+            message,
+            "report 4 of `a` is older than report 5 already taken from the same boot"
+        );
+        r.boot = "restarted".into();
+        r.seq = 1;
+        c.ingest(r).await.expect("a new boot starts at 1");
+        let v = c.view(true).await.expect("view");
+        assert_eq!(v.edges.get("a").map(|e| e.seq), Some(1));
     }
 }
