@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::lock;
 use crate::state::GatewayState;
 use crate::upstream::Circuit as EndpointCircuit;
 
@@ -53,10 +54,6 @@ pub(crate) struct HealthGraph {
     /// How this node differs from the fleet's desired state (coordinator's `[fleet]`).
     drift: Mutex<Vec<String>>,
     sync: Mutex<SyncStatus>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now_ms() -> u64 {

@@ -16,6 +16,11 @@ mod state;
 mod upstream;
 mod versions;
 
+/// Locks `m`; a panic elsewhere while it was held does not make it unusable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use control::{Control, ControlError, PushMode};
 pub use edgegate_runtime as runtime;
 pub use metrics::Metrics;

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::lock;
+use crate::upstream::observe_latency;
+
 /// The context key a policy sets to the model name of an LLM request.
 pub(crate) const MODEL_CONTEXT_KEY: &str = "route.model";
 /// Models counted per route; names past it are not counted (the name comes
@@ -53,14 +56,7 @@ impl ModelStats {
         if failed {
             counters.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let old = counters.ewma_latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
-        counters.ewma_latency_us.store(new, Ordering::Relaxed);
+        observe_latency(&counters.ewma_latency_us, latency);
     }
 
     /// Every model counted so far.
@@ -76,10 +72,7 @@ impl ModelStats {
         if model.is_empty() || model.len() > MAX_NAME_BYTES {
             return None;
         }
-        let _adding = self
-            .adding
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _adding = lock(&self.adding);
         let current = self.models.load_full();
         if let Some(found) = find(&current) {
             return Some(found);

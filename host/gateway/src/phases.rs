@@ -264,9 +264,7 @@ async fn proxy(
     let forwarded = forward(peer, &target, parts, body).await;
     if let Some(model) = ctx.get(MODEL_CONTEXT_KEY) {
         let failed = match &forwarded {
-            Ok((resp, _)) => {
-                resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS
-            }
+            Ok((resp, _)) => provider_failed(resp.status()),
             Err(_) => true,
         };
         route.models.record(model, sent.elapsed(), failed);
@@ -291,6 +289,13 @@ async fn proxy(
         &mut ctx,
     )
     .await
+}
+
+/// Whether an upstream answer counts as the provider failing: a 5xx, or a
+/// 429 (a provider that is rate limiting us is worth a fallback, but does
+/// not break the circuit).
+fn provider_failed(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
 async fn buffer_request(
@@ -628,12 +633,9 @@ async fn forward<'a>(
         endpoint.metrics.duration.observe(elapsed.as_secs_f64());
         match sent {
             Ok(Ok(resp)) => {
-                let server_error = resp.status().is_server_error();
-                cluster.observe(&endpoint, elapsed, server_error);
+                cluster.observe(&endpoint, elapsed, resp.status().is_server_error());
                 endpoint.metrics.ok.inc();
-                // A provider that is rate limiting us is worth a fallback, not a broken circuit.
-                let failed = server_error || resp.status() == StatusCode::TOO_MANY_REQUESTS;
-                if !failed || last || replay.is_none() {
+                if !provider_failed(resp.status()) || last || replay.is_none() {
                     return Ok((resp, cluster));
                 }
                 last_error = Some(error_response(

@@ -133,19 +133,25 @@ impl Endpoint {
                 tracing::info!(endpoint = %self.address, "circuit closed");
             }
         }
-        let sample = latency.as_micros().min(u64::MAX as u128) as u64;
-        let old = self.ewma_latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
-        self.ewma_latency_us.store(new, Ordering::Relaxed);
+        observe_latency(&self.ewma_latency_us, latency);
         let old = self.error_rate_ppm.load(Ordering::Relaxed);
         let sample = if failed { 1_000_000 } else { 0 };
         self.error_rate_ppm
             .store(old - old / 16 + sample / 16, Ordering::Relaxed);
     }
+}
+
+/// Folds `latency` into the moving average in `ewma_us` (µs, weight 1/8;
+/// the first sample is taken as it is).
+pub(crate) fn observe_latency(ewma_us: &AtomicU64, latency: Duration) {
+    let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let old = ewma_us.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        old - old / 8 + sample / 8
+    };
+    ewma_us.store(new, Ordering::Relaxed);
 }
 
 /// Whether an ejection lasting until `until` (0: none) holds at `now`.
