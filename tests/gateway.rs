@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{base_config, policy, route, Gateway, Upstream};
+use support::{base_config, eventually, policy, route, Gateway, Upstream};
 
 fn headers_policy(name: &str, config: &str) -> String {
     policy(name, "headers", &format!("config = {config}"))
@@ -419,25 +419,6 @@ async fn open_connections_are_bounded() {
         .expect("second connection served once the first closed")
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-}
-
-/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `edgegate_upstream_healthy` of endpoint `addr` of cluster `backend`.

@@ -1,14 +1,15 @@
 //! The coordinator as a process, a real etcd server for its etcd store, and
 //! the waits the health graph tests share.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use super::{eventually, Started};
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
@@ -52,42 +53,24 @@ impl CoordinatorProcess {
     pub fn try_start(dir: &Path, name: &str, config: &str) -> Result<Self, String> {
         let path = dir.join(name);
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgegate"))
-            .args(["coordinator", "--config"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let err = child.stderr.take().unwrap();
-        let drain = std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        std::thread::spawn(move || for _ in out.lines() {});
-        match line
+        let mut started = Started::run("coordinator", &path);
+        match started
+            .first_line
             .trim()
             .strip_prefix("edgegate coordinator listening on http://")
             .and_then(|a| a.parse().ok())
         {
             Some(addr) => Ok(Self {
-                child,
+                child: started.child,
                 addr,
-                stderr,
+                stderr: started.stderr,
             }),
             None => {
-                let status = child.wait().unwrap();
-                let _ = drain.join();
-                let logged = stderr.lock().unwrap().clone();
-                Err(format!("{status}; stdout {line:?}; stderr:\n{logged}"))
+                let (status, logged) = started.exited();
+                Err(format!(
+                    "{status}; stdout {:?}; stderr:\n{logged}",
+                    started.first_line
+                ))
             }
         }
     }
@@ -188,17 +171,17 @@ pub fn edge_live(graph: &Value, node: &str) -> Option<bool> {
         .and_then(|e| e["live"].as_bool())
 }
 
-/// Polls `check` every 100 ms until it holds; fails the test after `secs`.
+/// Polls `check` until it holds; fails the test after `secs` (see [`eventually`]).
 pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(secs), what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
 }
 
 /// A single-member etcd (Debian `etcd-server`) on loopback ports, with its

@@ -339,6 +339,77 @@ fn chat_completion(name: &str, body: &[u8]) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `edgegate COMMAND --config FILE` as a process: its stderr collected as it
+/// comes, the first line of its stdout (where it says where it listens), and
+/// the rest of stdout drained so it never blocks on a full pipe.
+pub struct Started {
+    pub child: Child,
+    pub first_line: String,
+    pub stderr: Arc<Mutex<String>>,
+    stderr_read: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Started {
+    /// Starts it and waits for the first line of its stdout.
+    pub fn run(command: &str, config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgegate"))
+            .args([command, "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let err = child.stderr.take().unwrap();
+        let stderr_read = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first_line = String::new();
+        out.read_line(&mut first_line).unwrap();
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self {
+            child,
+            first_line,
+            stderr,
+            stderr_read: Some(stderr_read),
+        }
+    }
+
+    /// Waits for it to exit; its exit status and everything it logged.
+    pub fn exited(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.stderr_read.take() {
+            let _ = reader.join();
+        }
+        (status, self.stderr.lock().unwrap().clone())
+    }
+}
+
 /// The `edgegate` binary running `serve` on a config written to a temp dir.
 pub struct Gateway {
     pub child: Child,
@@ -398,41 +469,21 @@ impl Gateway {
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgegate"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
-        let (proxy, admin) = parse_listening(&line).unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
+        let mut started = Started::run("serve", &path);
+        let Some((proxy, admin)) = parse_listening(&started.first_line) else {
+            let _ = started.child.kill();
+            let (_, stderr) = started.exited();
             panic!(
-                "gateway did not start: {line:?}\nstderr:\n{}",
-                stderr.lock().unwrap()
+                "gateway did not start: {:?}\nstderr:\n{stderr}",
+                started.first_line
             )
-        });
+        };
         Self {
-            child,
+            child: started.child,
             proxy,
             admin,
             dir,
-            stderr,
+            stderr: started.stderr,
         }
     }
 
