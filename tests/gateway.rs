@@ -562,12 +562,7 @@ async fn a_reload_keeps_health_verdicts_and_stops_the_checks_it_replaces() {
     let (gw, a, b, client) = (&gw, &a, &b, &client);
     let limit = Duration::from_secs(15);
     let reload = |config: String| async move {
-        std::fs::write(gw.dir.path().join("gateway.toml"), config).unwrap();
-        let r = client
-            .post(gw.admin_url("/v1/reload"))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.reload(&config).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     };
     eventually(limit, "b marked unhealthy", || async move {

@@ -417,29 +417,15 @@ async fn reload_applies_valid_configs_and_refuses_invalid_ones() {
     let file = gw.dir.path().join("gateway.toml");
     let client = reqwest::Client::new();
 
-    std::fs::write(
-        &file,
-        config.replace("\"x-version\" = \"headers\"", "\"x-version\" = \"v2\""),
-    )
-    .unwrap();
-    let r = client
-        .post(gw.admin_url("/v1/reload"))
-        .send()
-        .await
-        .unwrap();
+    let r = gw
+        .reload(&config.replace("\"x-version\" = \"headers\"", "\"x-version\" = \"v2\""))
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(version_seen(&client, &gw).await, (200, Some("v2".into())));
 
-    std::fs::write(
-        &file,
-        config.replace("[policies.p]", "[policies.p]\ncolour = \"red\""),
-    )
-    .unwrap();
-    let r = client
-        .post(gw.admin_url("/v1/reload"))
-        .send()
-        .await
-        .unwrap();
+    let r = gw
+        .reload(&config.replace("[policies.p]", "[policies.p]\ncolour = \"red\""))
+        .await;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     let message = body["message"].as_str().unwrap();

@@ -495,6 +495,17 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// Writes `config` over its config file and asks it to reload (`POST
+    /// /v1/reload` on the admin listener); the answer.
+    pub async fn reload(&self, config: &str) -> reqwest::Response {
+        std::fs::write(self.dir.path().join("gateway.toml"), config).unwrap();
+        reqwest::Client::new()
+            .post(self.admin_url("/v1/reload"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /v1/health` on the admin listener: the edge's health graph view.
     pub async fn health(&self) -> serde_json::Value {
         reqwest::get(self.admin_url("/v1/health"))
