@@ -235,23 +235,15 @@ impl Drop for EtcdStore {
     }
 }
 
-/// Reads one key-value pair of the prefix into `entries`; a value that is not
-/// a report (written by something else) is skipped with a warning.
-fn read_entry(keys: &str, kv: &KeyValue, entries: &mut Entries) {
-    let Some(node) = kv
-        .key_str()
-        .ok()
-        .and_then(|k| k.strip_prefix(keys))
-        .map(str::to_string)
-    else {
-        return;
-    };
+/// One key-value pair of the prefix as (node, revision, report); a value
+/// that is not a report (written by something else) is skipped with a warning.
+fn read_entry(keys: &str, kv: &KeyValue) -> Option<(String, i64, StoredReport)> {
+    let node = kv.key_str().ok()?.strip_prefix(keys)?.to_string();
     match serde_json::from_slice::<StoredReport>(kv.value()) {
-        Ok(report) => {
-            entries.insert(node, (kv.mod_revision(), report));
-        }
+        Ok(report) => Some((node, kv.mod_revision(), report)),
         Err(e) => {
             tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "etcd store: a value under the prefix is not a report; skipped");
+            None
         }
     }
 }
@@ -271,8 +263,8 @@ async fn list(mut kv: KvClient, keys: &str) -> Result<(Entries, i64), etcd_clien
         if revision == 0 {
             revision = page.header().map_or(0, |h| h.revision());
         }
-        for pair in page.kvs() {
-            read_entry(keys, pair, &mut entries);
+        for (node, at, report) in page.kvs().iter().filter_map(|kv| read_entry(keys, kv)) {
+            entries.insert(node, (at, report));
         }
         match page.kvs().last() {
             Some(last) if page.more() => {
@@ -355,9 +347,7 @@ async fn watch_from(
             *revision = (*revision).max(pair.mod_revision());
             match event.event_type() {
                 EventType::Put => {
-                    let mut one = Entries::new();
-                    read_entry(keys, pair, &mut one);
-                    for (node, (at, report)) in one {
+                    if let Some((node, at, report)) = read_entry(keys, pair) {
                         if copy.get(&node).is_none_or(|(known, _)| *known < at) {
                             copy.insert(node, (at, report));
                         }
