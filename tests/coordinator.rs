@@ -370,9 +370,9 @@ async fn llm_routes_show_their_models_in_the_graph() {
 /// says so in `/v1/health` and its log, and the coordinator flags it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_that_differ_from_the_fleet_are_flagged_on_both_sides() {
-    use ring::digest::{digest, SHA256};
+    // The fleet names the signed content, as `edgegate verify` prints it.
     let noop = std::fs::read(support::component("noop")).unwrap();
-    let noop_digest = hex_string(digest(&SHA256, &noop).as_ref());
+    let noop_digest = edgegate_trust::content_digest(&noop).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = CoordinatorProcess::start_with(
         dir.path(),
@@ -439,8 +439,4 @@ async fn edges_that_differ_from_the_fleet_are_flagged_on_both_sides() {
         refused.contains("bad-fleet.toml: key `fleet.components.auth`: must be the hex sha256"),
         "{refused}"
     );
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

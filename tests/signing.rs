@@ -118,6 +118,66 @@ async fn signed_component_still_loads_and_runs() {
     assert_eq!(upstream.seen()[0].header("x-signed"), Some("yes"));
 }
 
+/// The content sha256 `edgegate verify` prints for a trusted `component`.
+fn verified_digest(trust: &Path, component: &Path) -> String {
+    let out = edgegate(&["verify", "--trust", p(trust), p(component)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    let digest = t
+        .rsplit("(content sha256 ")
+        .next()
+        .unwrap()
+        .trim_end()
+        .trim_end_matches(')')
+        .to_string();
+    assert_eq!(digest.len(), 64, "{t}");
+    digest
+}
+
+/// `n` as an unsigned LEB128 of exactly `width` bytes: longer than needed is
+/// valid WebAssembly (padding bytes `0x80`).
+fn padded_leb(mut n: usize, width: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..width {
+        out.push((n & 0x7f) as u8 | if i + 1 < width { 0x80 } else { 0 });
+        n >>= 7;
+    }
+    assert_eq!(n, 0);
+    out
+}
+
+/// A LEB128 at `pos`: (value, position after it).
+fn read_leb(bytes: &[u8], mut pos: usize) -> (usize, usize) {
+    let mut value = 0;
+    for shift in (0..35).step_by(7) {
+        let b = bytes[pos];
+        pos += 1;
+        value |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return (value, pos);
+        }
+    }
+    panic!("LEB128 longer than 5 bytes");
+}
+
+/// `signed` with its leading `signature` section's size and name length
+/// re-encoded as 5- and 3-byte LEB128s: the same signature, another file.
+fn pad_signature_section_lengths(signed: &[u8]) -> Vec<u8> {
+    assert_eq!(signed[8], 0, "the signature section comes first");
+    let (size, contents_at) = read_leb(signed, 9);
+    let end = contents_at + size;
+    let (name_len, name_at) = read_leb(signed, contents_at);
+    assert_eq!(&signed[name_at..name_at + name_len], b"signature");
+    let mut contents = padded_leb(name_len, 3);
+    contents.extend_from_slice(&signed[name_at..end]);
+    let mut out = signed[..8].to_vec();
+    out.push(0);
+    out.extend(padded_leb(contents.len(), 5));
+    out.extend(contents);
+    out.extend_from_slice(&signed[end..]);
+    out
+}
+
 /// `check-config` on a config whose one policy `h` uses `component`, trusting `trust`.
 fn check_with(
     trust: &Path,
@@ -222,17 +282,7 @@ fn revocation_list_refuses_revoked_digests_and_rollbacks() {
     let (id, secret, trust) = keygen(&dir.path().join("k"), "*");
     let signed = dir.path().join("h.wasm");
     sign(&secret, &support::unsigned_component("headers"), &signed);
-    let digest = {
-        let out = edgegate(&["verify", "--trust", p(&trust), p(&signed)]);
-        let t = text(&out);
-        t.rsplit("(sha256 ")
-            .next()
-            .unwrap()
-            .trim_end()
-            .trim_end_matches(')')
-            .to_string()
-    };
-    assert_eq!(digest.len(), 64, "{digest}");
+    let digest = verified_digest(&trust, &signed);
     let list = dir.path().join("revocations.toml");
     let revoke = |version: &str, extra: &[&str]| {
         let mut args = vec![
@@ -295,6 +345,87 @@ fn revocation_list_refuses_revoked_digests_and_rollbacks() {
     let (ok, out) = check_with(&trust, &signed, "", &revocations);
     assert!(!ok);
     assert!(out.contains("signature does not verify"), "{out}");
+}
+
+/// Revocations and pins name the signed content: re-encoding the signature
+/// section (which no signature covers) changes the file's sha256 but gets a
+/// revoked component past neither `verify` nor the gateway.
+#[test]
+fn revoked_component_stays_revoked_when_its_signature_section_is_reencoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, secret, trust) = keygen(&dir.path().join("k"), "*");
+    let unsigned = support::unsigned_component("headers");
+    let signed = dir.path().join("h.wasm");
+    sign(&secret, &unsigned, &signed);
+    let digest = verified_digest(&trust, &signed);
+    let signed_bytes = std::fs::read(&signed).unwrap();
+    assert_ne!(digest, edgegate_trust::sha256_hex(&signed_bytes));
+    assert_eq!(
+        digest,
+        edgegate_trust::content_digest(&std::fs::read(&unsigned).unwrap()).unwrap(),
+        "the content digest of the file before signing"
+    );
+
+    let reencoded = dir.path().join("h-reencoded.wasm");
+    let reencoded_bytes = pad_signature_section_lengths(&signed_bytes);
+    assert_eq!(reencoded_bytes.len(), signed_bytes.len() + 5);
+    std::fs::write(&reencoded, &reencoded_bytes).unwrap();
+    assert_ne!(
+        edgegate_trust::sha256_hex(&reencoded_bytes),
+        edgegate_trust::sha256_hex(&signed_bytes)
+    );
+    // Still validly signed, under the same content digest.
+    assert_eq!(verified_digest(&trust, &reencoded), digest);
+    let pin = format!("sha256 = \"{}\"", digest.to_uppercase());
+    let (ok, out) = check_with(&trust, &reencoded, &pin, "");
+    assert!(ok, "the pin holds across re-encodings: {out}");
+
+    let list = dir.path().join("revocations.toml");
+    let out = edgegate(&[
+        "revoke",
+        "--key",
+        p(&secret),
+        "--list-version",
+        "1",
+        "--revoke-digest",
+        &digest,
+        "--out",
+        p(&list),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for component in [&signed, &reencoded] {
+        let out = edgegate(&[
+            "verify",
+            "--trust",
+            p(&trust),
+            "--revocations",
+            p(&list),
+            p(component),
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains(&format!(
+                "{}: refused: digest {digest} is revoked",
+                component.display()
+            )),
+            "{}",
+            text(&out)
+        );
+        let (ok, out) = check_with(
+            &trust,
+            component,
+            "",
+            &format!("revocations = {:?}", p(&list)),
+        );
+        assert!(!ok);
+        assert!(
+            out.contains(&format!(
+                "policy `h`: component {} refused: digest {digest} is revoked",
+                component.display()
+            )),
+            "{out}"
+        );
+    }
 }
 
 #[test]

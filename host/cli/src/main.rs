@@ -61,7 +61,8 @@ enum Command {
         /// The component to sign.
         component: PathBuf,
     },
-    /// Verify a component against a trust store; prints the signer key ids.
+    /// Verify a component against a trust store; prints the signer key ids and
+    /// its content sha256 (what revocations, pins and the fleet name).
     Verify {
         /// Trust store file.
         #[arg(long)]
@@ -89,7 +90,8 @@ enum Command {
         /// Key id to revoke (repeatable).
         #[arg(long = "revoke-key")]
         revoke_keys: Vec<String>,
-        /// Component sha256 (hex) to revoke (repeatable).
+        /// Content sha256 (hex) of a component to revoke, as `edgegate verify`
+        /// prints it: the component without its signature sections (repeatable).
         #[arg(long = "revoke-digest")]
         revoke_digests: Vec<String>,
         /// Output file.

@@ -99,11 +99,13 @@ pub fn verify(
     };
     match verify_component(&bytes, &store, &opts) {
         Ok(v) => {
+            // The content digest, not the file's sha256: what `--revoke-digest`,
+            // `policies.NAME.sha256` and `[fleet] components` take.
             println!(
-                "{}: trusted, signed by {} (sha256 {})",
+                "{}: trusted, signed by {} (content sha256 {})",
                 component.display(),
                 v.key_ids.join(", "),
-                edgegate_trust::sha256_hex(&bytes)
+                v.digest
             );
             Ok(())
         }
@@ -122,7 +124,7 @@ pub fn revoke(
     let key = SigningKey::from_pem(&pem).with_context(|| format!("{}", key.display()))?;
     for d in &digests {
         if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("--revoke-digest {d}: not a hex sha256");
+            bail!("--revoke-digest {d}: not a hex sha256 (the content sha256 `edgegate verify` prints)");
         }
     }
     let list = RevocationList {

@@ -77,6 +77,45 @@ pub struct ServerConfig {
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "default_max_streams")]
     pub max_concurrent_streams: u32,
+    /// Time a new connection has to send its first byte; silent ones are closed.
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest gap between two pieces of a request body; past it → 408.
+    #[serde(default = "default_body_idle_timeout_ms")]
+    pub body_idle_timeout_ms: u64,
+    /// Time a client has to send a whole body that a policy buffers; past it → 408.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Merge runs of `/` in request paths before routing (`//admin` → `/admin`).
+    #[serde(default = "default_true")]
+    pub merge_slashes: bool,
+    /// What to do with `%2F` and `%5C` inside a path segment.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// What the gateway does with `%2F` (`/`) and `%5C` (`\`) in a path segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Refuse the request with 400: upstreams disagree on what they mean.
+    #[default]
+    Reject,
+    /// Keep them escaped and treat them as part of the segment.
+    Keep,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_first_byte_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_idle_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_listen() -> SocketAddr {
@@ -112,6 +151,11 @@ impl Default for ServerConfig {
             via: default_via(),
             max_connections: default_max_connections(),
             max_concurrent_streams: default_max_streams(),
+            first_byte_timeout_ms: default_first_byte_timeout_ms(),
+            body_idle_timeout_ms: default_body_idle_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
         }
     }
 }
@@ -588,7 +632,9 @@ pub enum CapabilityName {
 pub struct PolicyConfig {
     /// Path to the `.wasm` component, relative to the config file.
     pub component: Spanned<PathBuf>,
-    /// Optional sha256 (hex) pin of the component file; any other bytes are refused.
+    /// Optional sha256 (hex) pin of the component's signed content (the file
+    /// without its signature sections, as `edgegate verify` prints it); any
+    /// other content is refused, however its signatures are encoded.
     #[serde(default)]
     pub sha256: Option<String>,
     /// What the policy is; `caching` defaults to `on_error = "allow"`, the rest to `deny`.
@@ -600,7 +646,8 @@ pub struct PolicyConfig {
     /// Host capabilities granted; everything not listed is denied.
     #[serde(default)]
     pub capabilities: Vec<CapabilityName>,
-    /// Linear memory limit per instance.
+    /// Linear memory limit per instance, from 65536 (one wasm page) to
+    /// [`MAX_POLICY_MEMORY_BYTES`].
     #[serde(default = "default_memory_limit")]
     pub memory_limit_bytes: usize,
     /// Wall-time budget per call (epoch deadline).
@@ -633,6 +680,11 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub self_tests: Vec<SelfTest>,
 }
+
+/// The most linear memory a policy may be given (`memory_limit_bytes`): the
+/// runtime's pooling allocator reserves this much per memory slot, so a
+/// larger limit would be accepted here and never honoured there.
+pub const MAX_POLICY_MEMORY_BYTES: usize = 64 << 20;
 
 fn default_memory_limit() -> usize {
     16 << 20

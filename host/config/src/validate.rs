@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::error::ConfigError;
-use crate::model::{GatewayConfig, UpstreamConfig, CONFIG_VERSION};
+use crate::model::{GatewayConfig, UpstreamConfig, CONFIG_VERSION, MAX_POLICY_MEMORY_BYTES};
 
 /// Largest config file read.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
@@ -240,10 +240,14 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 None,
             ));
         }
-        if p.memory_limit_bytes < (1 << 16) || p.memory_limit_bytes > (1 << 30) {
+        if p.memory_limit_bytes < (1 << 16) || p.memory_limit_bytes > MAX_POLICY_MEMORY_BYTES {
             return Err(err(
                 format!("policies.{name}.memory_limit_bytes"),
-                "must be between 65536 (one wasm page) and 1073741824".into(),
+                format!(
+                    "must be between 65536 (one wasm page) and {MAX_POLICY_MEMORY_BYTES} \
+                     ({} MiB, the most the runtime gives a policy)",
+                    MAX_POLICY_MEMORY_BYTES >> 20
+                ),
                 None,
             ));
         }
@@ -610,6 +614,30 @@ policies = ["h"]
                 && e.contains("missing field `path`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn memory_limits_the_runtime_cannot_honour_are_refused() {
+        let with_limit = |bytes: usize| {
+            let text = GOOD.replace(
+                "component = \"h.wasm\"",
+                &format!("component = \"h.wasm\"\nmemory_limit_bytes = {bytes}"),
+            );
+            parse(Path::new("g.toml"), &text)
+        };
+        let refused = "g.toml: key `policies.h.memory_limit_bytes`: must be between \
+                       65536 (one wasm page) and 67108864 (64 MiB, the most the runtime gives a policy)";
+        assert_eq!(with_limit(1 << 30).unwrap_err().to_string(), refused);
+        assert_eq!(
+            with_limit(MAX_POLICY_MEMORY_BYTES + 1)
+                .unwrap_err()
+                .to_string(),
+            refused
+        );
+        assert_eq!(with_limit(65535).unwrap_err().to_string(), refused);
+        let c = with_limit(MAX_POLICY_MEMORY_BYTES).unwrap();
+        assert_eq!(c.policies["h"].memory_limit_bytes, 64 << 20);
+        assert!(with_limit(1 << 16).is_ok());
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub struct FleetConfig {
     /// Revocation list version every edge should hold.
     #[serde(default)]
     pub revocation_list_version: Option<u64>,
-    /// Hex sha256 of the signed component each policy should serve, by policy name.
+    /// Content digest (hex sha256 of the component without its signature
+    /// sections, as `edgegate verify` prints it) each policy should serve, by policy name.
     #[serde(default)]
     pub components: std::collections::BTreeMap<String, String>,
 }
@@ -147,7 +148,7 @@ impl CoordinatorConfig {
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err(
                     &format!("fleet.components.{policy}"),
-                    "must be the hex sha256 of the signed component (64 hex digits; `sha256sum FILE`)".into(),
+                    "must be the hex sha256 of the signed content (64 hex digits; `edgegate verify` prints it)".into(),
                 ));
             }
             digest.make_ascii_lowercase();

@@ -22,6 +22,10 @@ use crate::phases::error_response;
 
 /// How often running canaries are judged.
 const JUDGE_EVERY: Duration = Duration::from_millis(250);
+/// Time an admin client has for its first byte and then for each request's headers.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections open at once.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// The admin server's shared state.
 pub(crate) struct Admin {
@@ -61,19 +65,31 @@ impl Admin {
                     judge.judge_canaries().await;
                 }
             });
+            let connections = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, peer)) = accepted else { continue };
+                        // A bounded number of admin connections; past it, new ones are closed.
+                        let Ok(permit) = connections.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, "admin listener: too many connections; closing a new one");
+                            continue;
+                        };
                         let admin = admin.clone();
                         tokio::spawn(async move {
+                            if !crate::server::first_byte(&stream, ADMIN_HEADER_TIMEOUT).await {
+                                return;
+                            }
                             let service = service_fn(move |req| {
                                 let admin = admin.clone();
                                 async move { Ok::<_, Infallible>(admin.handle(req, peer.ip()).await) }
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
+                                .timer(hyper_util::rt::TokioTimer::new())
+                                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
                                 .serve_connection(TokioIo::new(stream), service)
                                 .await;
+                            drop(permit);
                         });
                     }
                     _ = shutdown.changed() => break,

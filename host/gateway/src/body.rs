@@ -1,5 +1,7 @@
 //! Body types and bounded buffering.
 
+use std::future::Future;
+
 use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -44,4 +46,100 @@ pub async fn buffer(mut body: ProxyBody, limit: usize) -> Result<Bytes, BufferEr
         }
     }
     Ok(buf.freeze())
+}
+
+/// Why a client's request body failed: the client's fault, never the upstream's.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// Bad framing (a malformed chunk, a body shorter than its length, ...).
+    #[error("the request body is malformed or was cut short: {0}")]
+    Malformed(hyper::Error),
+    /// No body bytes for longer than the idle timeout.
+    #[error("no request body data for {0} ms")]
+    Idle(u128),
+}
+
+impl ClientBodyError {
+    /// The client body error somewhere in `e`'s chain of causes, if any.
+    pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientBodyError> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        // Bounded: error chains are short, but a cycle must not loop forever.
+        for _ in 0..16 {
+            let err = cur?;
+            if let Some(found) = err.downcast_ref::<ClientBodyError>() {
+                return Some(found);
+            }
+            cur = err.source();
+        }
+        None
+    }
+}
+
+/// A client's request body as the gateway reads it: framing errors are
+/// marked as the client's ([`ClientBodyError`]), and a body that stops
+/// arriving for `idle` is cut. The timer exists only while the body waits.
+pub struct ClientBody {
+    inner: hyper::body::Incoming,
+    idle: std::time::Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ClientBody {
+    /// Wrap a client's body.
+    pub fn new(inner: hyper::body::Incoming, idle: std::time::Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+
+    /// As a boxed body for the upstream client or for buffering.
+    pub fn boxed(self) -> ProxyBody {
+        self.boxed_unsync()
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError::Malformed(e)))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                // Progress: the next wait starts its own idle window.
+                this.timer = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(ClientBodyError::Idle(idle.as_millis())))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -136,7 +136,7 @@ impl Control {
                 "no policy `{policy}` in the config"
             )));
         }
-        let digest = edgegate_trust::sha256_hex(&bytes);
+        let digest = edgegate_trust::content_digest_or_file_sha256(&bytes);
         let state = self.state.load_full();
         let cx = AdmitContext {
             config: &inner.config,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod body;
+mod canonical;
 mod control;
 mod forwarding;
 mod graph;
@@ -12,6 +13,7 @@ mod models;
 mod phases;
 mod routes;
 mod server;
+mod slow_lane;
 mod state;
 mod upstream;
 mod versions;

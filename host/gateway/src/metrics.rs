@@ -300,6 +300,22 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // Log lines the runtime dropped for policies over their log limits,
+        // counted process-wide by the runtime; written before the end marker.
+        let dropped = edgegate_runtime::LogLimits::global().dropped_by_policy();
+        if !dropped.is_empty() {
+            let end = out.rfind("# EOF").unwrap_or(out.len());
+            let mut text = String::from(
+                "# HELP edgegate_policy_log_lines_dropped Log lines dropped over a policy's log limits.\n# TYPE edgegate_policy_log_lines_dropped counter\n",
+            );
+            for (policy, n) in dropped {
+                let policy = policy.replace('\\', "\\\\").replace('"', "\\\"");
+                text.push_str(&format!(
+                    "edgegate_policy_log_lines_dropped_total{{policy=\"{policy}\"}} {n}\n"
+                ));
+            }
+            out.insert_str(end, &text);
+        }
         out
     }
 

@@ -16,11 +16,13 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::{self, BoxError, BufferError, ProxyBody};
+use crate::body::{self, BoxError, BufferError, ClientBody, ClientBodyError, ProxyBody};
+use crate::canonical::{self, Host, Malformed, PathRules};
 use crate::forwarding;
 use crate::metrics::Phase;
 use crate::models::MODEL_CONTEXT_KEY;
 use crate::routes::{ChainEntry, Route};
+use crate::slow_lane;
 use crate::state::GatewayState;
 use crate::upstream::Cluster;
 use crate::versions::{Roll, Version as PolicyVersion};
@@ -31,6 +33,37 @@ const MAX_RETRIES: u32 = 3;
 const MAX_FALLBACKS: usize = 4;
 /// Longest delay before one retry, however large the decision's backoff base.
 const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most header operations one policy verdict may carry.
+pub(crate) const MAX_HEADER_OPS: usize = 256;
+/// Most header fields a request or response may have after a policy changed them.
+pub(crate) const MAX_POLICY_HEADER_FIELDS: usize = 256;
+/// Largest total size (names + values) of headers a policy leaves behind.
+pub(crate) const MAX_POLICY_HEADER_BYTES: usize = 64 << 10;
+
+/// Limits on what a client sends, and how its request is put in canonical form.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientLimits {
+    /// Largest total size of request headers.
+    pub(crate) max_header_bytes: usize,
+    /// How paths are normalised.
+    pub(crate) path_rules: PathRules,
+    /// Longest gap between two pieces of a request body.
+    pub(crate) body_idle_timeout: std::time::Duration,
+    /// Time to receive a whole body that a policy buffers.
+    pub(crate) body_timeout: std::time::Duration,
+}
+
+impl ClientLimits {
+    /// The limits a server config sets.
+    pub(crate) fn of(server: &edgegate_config::ServerConfig) -> Self {
+        Self {
+            max_header_bytes: server.max_header_bytes,
+            path_rules: PathRules::of(server),
+            body_idle_timeout: std::time::Duration::from_millis(server.body_idle_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(server.body_timeout_ms),
+        }
+    }
+}
 
 fn box_error(e: hyper::Error) -> BoxError {
     Box::new(e)
@@ -68,23 +101,33 @@ impl Drop for InFlight<'_> {
 pub(crate) async fn handle(
     state: Arc<GatewayState>,
     peer: Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     if let Some(resp) = check_limits(&state, &req) {
         return resp;
     }
-    let authority = authority_of(&req).to_string();
-    let Some(route) = state
-        .routes
-        .find(&authority, req.uri().path(), req.method())
-    else {
+    let host = match canonicalize(&state.limits, &mut req) {
+        Ok(host) => host,
+        Err(resp) => return *resp,
+    };
+    let Some(route) = state.routes.find(
+        host.as_ref().map_or("", Host::match_name),
+        req.uri().path(),
+        req.method(),
+    ) else {
         return error_response(
             StatusCode::NOT_FOUND,
             "no_route",
             "no route matches this request",
         );
     };
+    if req.method() == http::Method::TRACE && !route.methods.contains(&http::Method::TRACE) {
+        // TRACE echoes the request, credentials included (cross-site tracing):
+        // served only where a route lists it.
+        return method_refused("TRACE is not allowed on this route");
+    }
+    let authority = host.as_ref().map(Host::authority).unwrap_or_default();
     route.metrics.in_flight.inc();
     let _guard = InFlight(route);
     let roll = if route.has_canary {
@@ -127,30 +170,130 @@ fn check_limits(state: &GatewayState, req: &Request<Incoming>) -> Option<Respons
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    (header_bytes > state.max_header_bytes).then(|| {
+    let max = state.limits.max_header_bytes;
+    (header_bytes > max).then(|| {
         error_response(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
-            &format!("request headers exceed {} bytes", state.max_header_bytes),
+            &format!("request headers exceed {max} bytes"),
         )
     })
 }
 
-fn authority_of(req: &Request<Incoming>) -> &str {
-    req.uri()
+/// 405 with the methods the gateway serves.
+fn method_refused(message: &str) -> Response<ProxyBody> {
+    let mut resp = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    resp.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    resp
+}
+
+fn malformed(e: Malformed) -> Response<ProxyBody> {
+    let code = match e {
+        Malformed::MissingHost
+        | Malformed::DuplicateHost
+        | Malformed::InvalidHost
+        | Malformed::AuthorityMismatch => "bad_host",
+        _ => "bad_path",
+    };
+    error_response(StatusCode::BAD_REQUEST, code, &e.to_string())
+}
+
+/// The canonical request (see `canonical`): CONNECT refused, the host checked
+/// and put in one form (and sent upstream as `Host`), the path normalised in
+/// place, the client's hop-by-hop headers removed before any policy runs.
+/// `None` is a request without a host (HTTP/1.0); an `Err` is the answer.
+fn canonicalize(
+    limits: &ClientLimits,
+    req: &mut Request<Incoming>,
+) -> Result<Option<Host>, Box<Response<ProxyBody>>> {
+    if req.method() == http::Method::CONNECT {
+        return Err(Box::new(method_refused(
+            "CONNECT (tunnelling) is not served: no route allows it",
+        )));
+    }
+    let host = request_host(req).map_err(|e| Box::new(malformed(e)))?;
+    if req.method() == http::Method::OPTIONS && req.uri().path() == "*" {
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Err(Box::new(resp));
+    }
+    let raw = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+    if let std::borrow::Cow::Owned(normal) =
+        canonical::normalize_path(raw, limits.path_rules).map_err(|e| Box::new(malformed(e)))?
+    {
+        let pq = PathAndQuery::try_from(normal)
+            .map_err(|_| Box::new(malformed(Malformed::BadEscape)))?;
+        *req.uri_mut() = Uri::from(pq);
+    }
+    forwarding::strip_hop_by_hop(req.headers_mut());
+    if let Some(h) = &host {
+        let value = HeaderValue::try_from(h.authority())
+            .map_err(|_| Box::new(malformed(Malformed::InvalidHost)))?;
+        req.headers_mut().insert(header::HOST, value);
+    }
+    Ok(host)
+}
+
+/// The host a request names (RFC 9112 §3.2, RFC 9113 §8.3.1): one `Host`
+/// field at most; HTTP/1.1 must send it; an absolute-form target's authority
+/// replaces it; HTTP/2's `:authority` must agree with it.
+fn request_host(req: &Request<Incoming>) -> Result<Option<Host>, Malformed> {
+    let mut fields = req.headers().get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err(Malformed::DuplicateHost);
+    }
+    let parse_field = |v: &HeaderValue| {
+        v.to_str()
+            .map_err(|_| Malformed::InvalidHost)
+            .and_then(canonical::parse_host)
+    };
+    let target = req
+        .uri()
         .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("")
+        .map(|a| canonical::parse_host(a.as_str()))
+        .transpose()?;
+    match req.version() {
+        Version::HTTP_2 | Version::HTTP_3 => match (target, field) {
+            (Some(a), Some(h)) => {
+                if parse_field(h)? != a {
+                    return Err(Malformed::AuthorityMismatch);
+                }
+                Ok(Some(a))
+            }
+            (Some(a), None) => Ok(Some(a)),
+            (None, Some(h)) => parse_field(h).map(Some),
+            (None, None) => Err(Malformed::MissingHost),
+        },
+        Version::HTTP_11 => {
+            let field = field.ok_or(Malformed::MissingHost)?;
+            match target {
+                Some(a) => Ok(Some(a)),
+                None => parse_field(field).map(Some),
+            }
+        }
+        _ => match (target, field) {
+            (Some(a), _) => Ok(Some(a)),
+            (None, Some(h)) => parse_field(h).map(Some),
+            (None, None) => Ok(None),
+        },
+    }
 }
 
 /// The request body as it travels: untouched stream, or buffered for policies.
 enum RequestBody {
-    Stream(Incoming),
+    Stream(ClientBody),
     Buffered(Bytes),
 }
 
@@ -210,12 +353,15 @@ async fn proxy(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (mut parts, incoming) = req.into_parts();
+    let incoming = ClientBody::new(incoming, state.limits.body_idle_timeout);
     let mut body = match route.buffer_request {
         None => RequestBody::Stream(incoming),
-        Some(limit) => match buffer_request(&parts, incoming, limit).await {
-            Ok(b) => RequestBody::Buffered(b),
-            Err(resp) => return resp,
-        },
+        Some(limit) => {
+            match buffer_request(&parts, incoming, limit, state.limits.body_timeout).await {
+                Ok(b) => RequestBody::Buffered(b),
+                Err(resp) => return resp,
+            }
+        }
     };
 
     let mut ctx = ContextBag::default();
@@ -275,6 +421,9 @@ async fn proxy(
     };
     let (mut resp, cluster) = upstream;
     forwarding::strip_hop_by_hop(resp.headers_mut());
+    // Our answer's version is ours (an HTTP/1.0 upstream must not turn the
+    // client's keep-alive connection into HTTP/1.0).
+    *resp.version_mut() = Version::HTTP_11;
     let Some(line) = line else {
         return resp;
     };
@@ -300,8 +449,9 @@ fn provider_failed(status: StatusCode) -> bool {
 
 async fn buffer_request(
     parts: &Parts,
-    incoming: Incoming,
+    incoming: ClientBody,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, Response<ProxyBody>> {
     let too_large = || {
         error_response(
@@ -318,14 +468,33 @@ async fn buffer_request(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match body::buffer(incoming.map_err(box_error).boxed_unsync(), limit).await {
-        Ok(b) => Ok(b),
-        Err(BufferError::TooLarge) => Err(too_large()),
-        Err(BufferError::Read(e)) => Err(error_response(
-            StatusCode::BAD_REQUEST,
-            "body_read_failed",
-            &format!("reading the request body failed: {e}"),
+    match tokio::time::timeout(timeout, body::buffer(incoming.boxed(), limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(BufferError::TooLarge)) => Err(too_large()),
+        Ok(Err(BufferError::Read(e))) => Err(client_body_failed(&*e)),
+        Err(_) => Err(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            &format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
         )),
+    }
+}
+
+/// The answer to a request whose body the client broke: 408 when it stopped
+/// sending, 400 otherwise. Never the upstream's fault.
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
+    match ClientBodyError::find(e) {
+        Some(ClientBodyError::Idle(_)) => {
+            error_response(StatusCode::REQUEST_TIMEOUT, "body_timeout", &e.to_string())
+        }
+        _ => error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            &format!("reading the request body failed: {e}"),
+        ),
     }
 }
 
@@ -361,6 +530,7 @@ async fn request_phase<'a>(
         client_ip: peer.ip.to_string(),
         route: route.name.clone(),
     };
+    let rules = state.limits.path_rules;
     let mut ran = 0;
     for entry in &route.chain {
         wit.body = match (entry.request_body, &*body) {
@@ -369,7 +539,17 @@ async fn request_phase<'a>(
         };
         let version = entry.pick(roll);
         let started = Instant::now();
-        let result = version.instance.on_request(&wit, ctx).await;
+        let instance = Arc::clone(&version.instance);
+        let mut call_ctx = std::mem::take(ctx);
+        let call = async move {
+            let result = instance.on_request(&wit, &mut call_ctx).await;
+            (result, wit, call_ctx)
+        };
+        let Some((result, back, back_ctx)) = slow_lane::run(call).await else {
+            return RequestOutcome::Respond(lost_call(entry), ran);
+        };
+        wit = back;
+        *ctx = back_ctx;
         let took = started.elapsed();
         version
             .metrics
@@ -377,10 +557,10 @@ async fn request_phase<'a>(
         version.stats.record_call(took, result.is_err());
         let result = result.and_then(|verdict| match verdict {
             types::RequestVerdict::Continue(m) => {
-                apply_request_mutations(&m, &mut wit, parts, body).map(|()| None)
+                apply_request_mutations(&m, entry, rules, &mut wit, parts, body).map(|()| None)
             }
             types::RequestVerdict::Route(d) => {
-                apply_request_mutations(&d.mutations, &mut wit, parts, body)?;
+                apply_request_mutations(&d.mutations, entry, rules, &mut wit, parts, body)?;
                 let mut clusters = Vec::with_capacity(1 + d.fallbacks.len().min(MAX_FALLBACKS));
                 for name in
                     std::iter::once(&d.upstream).chain(d.fallbacks.iter().take(MAX_FALLBACKS))
@@ -399,7 +579,7 @@ async fn request_phase<'a>(
                 };
                 Ok(None)
             }
-            types::RequestVerdict::Respond(r) => build_response(r).map(Some),
+            types::RequestVerdict::Respond(r) => build_response(r, entry.body_limit).map(Some),
         });
         match result {
             Ok(None) => ran += 1,
@@ -412,6 +592,17 @@ async fn request_phase<'a>(
         }
     }
     RequestOutcome::Forward(ran)
+}
+
+/// The answer when the slow lane lost a policy call (it panicked): 503 whatever
+/// the `on_error`, since the request's state went with the call.
+fn lost_call(entry: &ChainEntry) -> Response<ProxyBody> {
+    tracing::error!(policy = %entry.name, "a policy call was lost on the slow lane; answering 503");
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "policy_failed",
+        &format!("policy `{}` failed", entry.name),
+    )
 }
 
 /// Apply `on_error`: `Some(503)` for deny, `None` (skip) for allow.
@@ -465,64 +656,135 @@ fn header_value(name: &str, value: &str) -> Result<HeaderValue, PolicyFailure> {
         .map_err(|_| PolicyFailure::Guest(format!("invalid value for header `{name}`")))
 }
 
-/// Apply header operations to a header map, and mirror them into a WIT header list when given.
+/// Headers that frame the message or the connection: the host owns them, so
+/// a policy's value for one is dropped (the host computes its own).
+fn is_framing(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Apply a policy's header operations to a header map, and rebuild the WIT
+/// header list when given. Bounded and linear: at most [`MAX_HEADER_OPS`]
+/// operations, and the result must keep within [`MAX_POLICY_HEADER_FIELDS`]
+/// and [`MAX_POLICY_HEADER_BYTES`]; framing headers are ignored.
 fn apply_header_ops(
     ops: &[types::HeaderOp],
     map: &mut HeaderMap,
-    mut mirror: Option<&mut Vec<(String, String)>>,
+    mirror: Option<&mut Vec<(String, String)>>,
 ) -> Result<(), PolicyFailure> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    if ops.len() > MAX_HEADER_OPS {
+        return Err(PolicyFailure::Guest(format!(
+            "{} header operations, over the limit of {MAX_HEADER_OPS}",
+            ops.len()
+        )));
+    }
+    let full = || {
+        PolicyFailure::Guest(format!(
+            "header operations leave more than {MAX_POLICY_HEADER_FIELDS} header fields"
+        ))
+    };
     for op in ops {
         match op {
             types::HeaderOp::Set((n, v)) => {
                 let name = header_name(n)?;
-                map.insert(name.clone(), header_value(n, v)?);
-                if let Some(m) = mirror.as_deref_mut() {
-                    m.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_str()));
-                    m.push((name.as_str().to_string(), v.clone()));
+                if !is_framing(&name) {
+                    map.try_insert(name, header_value(n, v)?)
+                        .map_err(|_| full())?;
                 }
             }
             types::HeaderOp::Append((n, v)) => {
                 let name = header_name(n)?;
-                map.append(name.clone(), header_value(n, v)?);
-                if let Some(m) = mirror.as_deref_mut() {
-                    m.push((name.as_str().to_string(), v.clone()));
+                if !is_framing(&name) {
+                    map.try_append(name, header_value(n, v)?)
+                        .map_err(|_| full())?;
                 }
             }
             types::HeaderOp::Remove(n) => {
                 let name = header_name(n)?;
-                map.remove(&name);
-                if let Some(m) = mirror.as_deref_mut() {
-                    m.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_str()));
+                if !is_framing(&name) {
+                    map.remove(&name);
                 }
             }
         }
+        if map.len() > MAX_POLICY_HEADER_FIELDS {
+            return Err(full());
+        }
+    }
+    check_header_bytes(map)?;
+    if let Some(m) = mirror {
+        *m = wit_headers(map);
+    }
+    Ok(())
+}
+
+/// Refuse a header map from a policy that is larger than [`MAX_POLICY_HEADER_BYTES`].
+fn check_header_bytes(map: &HeaderMap) -> Result<(), PolicyFailure> {
+    let bytes: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if bytes > MAX_POLICY_HEADER_BYTES {
+        return Err(PolicyFailure::Guest(format!(
+            "headers of {bytes} bytes, over the limit of {MAX_POLICY_HEADER_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+/// A status a policy may answer with: a final status, 200–599 (a 1xx or
+/// 101 is the host's to send, never a policy's).
+fn policy_status(code: u16) -> Result<StatusCode, PolicyFailure> {
+    match code {
+        200..=599 => StatusCode::from_u16(code)
+            .map_err(|_| PolicyFailure::Guest(format!("invalid status {code}"))),
+        _ => Err(PolicyFailure::Guest(format!(
+            "status {code} is not a final status (200-599)"
+        ))),
+    }
+}
+
+/// Refuse a body from a policy larger than the policy's `body_limit_bytes`.
+fn check_body(len: usize, limit: usize) -> Result<(), PolicyFailure> {
+    if len > limit {
+        return Err(PolicyFailure::Guest(format!(
+            "a body of {len} bytes, over the policy's body_limit_bytes ({limit})"
+        )));
     }
     Ok(())
 }
 
 fn apply_request_mutations(
     m: &types::RequestMutations,
+    entry: &ChainEntry,
+    rules: PathRules,
     wit: &mut types::Request,
     parts: &mut Parts,
     body: &mut RequestBody,
 ) -> Result<(), PolicyFailure> {
     apply_header_ops(&m.headers, &mut parts.headers, Some(&mut wit.headers))?;
     if let Some(path) = &m.path {
+        // A policy's path gets the client's treatment: the upstream never
+        // sees a form the route table would not have matched as it is.
+        let path = canonical::normalize_path(path, rules)
+            .map_err(|e| PolicyFailure::Guest(format!("invalid path from the policy: {e}")))?
+            .into_owned();
         let pq: PathAndQuery = path
             .parse()
-            .map_err(|_| PolicyFailure::Guest(format!("invalid path `{path}`")))?;
-        if !pq.path().starts_with('/') {
-            return Err(PolicyFailure::Guest(format!(
-                "path `{path}` must start with `/`"
-            )));
-        }
+            .map_err(|_| PolicyFailure::Guest("invalid path from the policy".into()))?;
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.path_and_query = Some(pq);
         parts.uri =
             Uri::from_parts(uri).map_err(|e| PolicyFailure::Guest(format!("invalid path: {e}")))?;
-        wit.path = path.clone();
+        wit.path = path;
     }
     if let Some(new_body) = &m.body {
+        check_body(new_body.len(), entry.body_limit)?;
         match body {
             RequestBody::Buffered(b) => {
                 *b = Bytes::from(new_body.clone());
@@ -538,30 +800,40 @@ fn apply_request_mutations(
     Ok(())
 }
 
-fn build_response(r: types::Response) -> Result<Response<ProxyBody>, PolicyFailure> {
-    let status = StatusCode::from_u16(r.status)
-        .map_err(|_| PolicyFailure::Guest(format!("invalid status {}", r.status)))?;
-    let mut resp = Response::new(body::full(r.body.unwrap_or_default()));
+/// A policy's own answer as a response: final status only, bounded headers
+/// without framing ones (the body's length is the host's to state), bounded body.
+fn build_response(
+    r: types::Response,
+    body_limit: usize,
+) -> Result<Response<ProxyBody>, PolicyFailure> {
+    let status = policy_status(r.status)?;
+    if r.headers.len() > MAX_POLICY_HEADER_FIELDS {
+        return Err(PolicyFailure::Guest(format!(
+            "{} response headers, over the limit of {MAX_POLICY_HEADER_FIELDS}",
+            r.headers.len()
+        )));
+    }
+    let body = r.body.unwrap_or_default();
+    check_body(body.len(), body_limit)?;
+    let mut resp = Response::new(body::full(body));
     *resp.status_mut() = status;
     for (n, v) in &r.headers {
-        resp.headers_mut()
-            .append(header_name(n)?, header_value(n, v)?);
+        let name = header_name(n)?;
+        if !is_framing(&name) {
+            resp.headers_mut().append(name, header_value(n, v)?);
+        }
     }
+    check_header_bytes(resp.headers())?;
     Ok(resp)
 }
 
-/// Set what the upstream sees: origin headers without hop-by-hop ones, plus forwarding headers.
+/// Set what the upstream sees: the forwarding headers. The client's hop-by-hop
+/// headers went before the chain (so a client's `Connection: x-foo` cannot
+/// remove an `x-foo` a policy set), and policies cannot set framing headers;
+/// `Host` is the canonical one unless a policy set its own.
 fn prepare_upstream_request(state: &GatewayState, peer: Peer, parts: &mut Parts) {
-    forwarding::strip_hop_by_hop(&mut parts.headers);
     forwarding::append_forwarded_for(&mut parts.headers, peer.ip);
     forwarding::append_via(&mut parts.headers, &state.via);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
     parts.version = Version::HTTP_11;
 }
 
@@ -587,7 +859,7 @@ async fn forward<'a>(
         }
         let attempt_body = match (body.take(), &replay) {
             (_, Some(bytes)) => body::full(bytes.clone()),
-            (Some(RequestBody::Stream(s)), None) => s.map_err(box_error).boxed_unsync(),
+            (Some(RequestBody::Stream(s)), None) => s.boxed(),
             (Some(RequestBody::Buffered(b)), None) => body::full(b),
             (None, None) => break, // a streamed body cannot be sent twice
         };
@@ -643,6 +915,11 @@ async fn forward<'a>(
                     "upstream_error",
                     &format!("upstream `{}` answered {}", cluster.name, resp.status()),
                 ));
+            }
+            Ok(Err(e)) if ClientBodyError::find(&e).is_some() => {
+                // The client broke its own body: its answer, and no mark
+                // against the upstream's health.
+                return Err(client_body_failed(&e));
             }
             Ok(Err(e)) => {
                 cluster.observe(&endpoint, elapsed, true);
@@ -734,7 +1011,7 @@ async fn response_phase(
             }
         }
     }
-    let summary = types::RequestSummary {
+    let mut summary = types::RequestSummary {
         method: line.method.as_str().to_string(),
         path: line
             .uri
@@ -764,7 +1041,18 @@ async fn response_phase(
             BodyMode::Buffer => None,
         };
         let started = Instant::now();
-        let result = version.instance.on_response(&summary, &wit, ctx).await;
+        let instance = Arc::clone(&version.instance);
+        let mut call_ctx = std::mem::take(ctx);
+        let call = async move {
+            let result = instance.on_response(&summary, &wit, &mut call_ctx).await;
+            (result, summary, wit, call_ctx)
+        };
+        let Some((result, back_summary, back, back_ctx)) = slow_lane::run(call).await else {
+            return lost_call(entry);
+        };
+        summary = back_summary;
+        wit = back;
+        *ctx = back_ctx;
         let took = started.elapsed();
         version
             .metrics
@@ -776,11 +1064,11 @@ async fn response_phase(
         let applied = result.and_then(|verdict| match verdict {
             types::ResponseVerdict::Continue(m) => {
                 if let Some(s) = m.status {
-                    rparts.status = StatusCode::from_u16(s)
-                        .map_err(|_| PolicyFailure::Guest(format!("invalid status {s}")))?;
+                    rparts.status = policy_status(s)?;
                 }
                 apply_header_ops(&m.headers, &mut rparts.headers, Some(&mut wit.headers))?;
                 if let Some(b) = m.body {
+                    check_body(b.len(), entry.body_limit)?;
                     if wit.body.is_none() {
                         return Err(PolicyFailure::Guest(
                             "policy replaced the response body, but its config does not buffer it (response_body = \"buffer\")".into(),
@@ -799,15 +1087,20 @@ async fn response_phase(
                     headers,
                     body,
                 } = r;
-                let (p, _) = build_response(types::Response {
-                    status,
-                    headers,
-                    body: None,
-                })?
+                let body = body.unwrap_or_default();
+                check_body(body.len(), entry.body_limit)?;
+                let (p, _) = build_response(
+                    types::Response {
+                        status,
+                        headers,
+                        body: None,
+                    },
+                    entry.body_limit,
+                )?
                 .into_parts();
                 rparts = p;
                 wit.headers = wit_headers(&rparts.headers);
-                wit.body = Some(body.unwrap_or_default());
+                wit.body = Some(body);
                 stream = None;
                 Ok(())
             }

@@ -38,8 +38,10 @@ pub(crate) enum HostMatch {
 }
 
 impl HostMatch {
+    /// A pattern in the canonical form of hosts: lower case, no trailing dot.
     pub(crate) fn parse(pattern: &str) -> Self {
         let p = pattern.to_ascii_lowercase();
+        let p = p.strip_suffix('.').map(str::to_string).unwrap_or(p);
         match p.strip_prefix('*') {
             Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
             _ => HostMatch::Exact(p),
@@ -107,23 +109,10 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    /// The route for a request, if any. `authority` may carry a port.
-    pub(crate) fn find(&self, authority: &str, path: &str, method: &Method) -> Option<&Route> {
-        let host = strip_port(authority);
+    /// The route for a request, if any. `host` is the canonical host name
+    /// (`canonical::Host::match_name`): lower case, no port, no trailing dot.
+    pub(crate) fn find(&self, host: &str, path: &str, method: &Method) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(host, path, method))
-    }
-}
-
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        // [v6]:port
-        return authority
-            .split_once(']')
-            .map_or(authority, |(h, _)| &h[1..]);
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
     }
 }
 
@@ -142,13 +131,11 @@ mod tests {
     }
 
     #[test]
-    fn hosts_match_exact_and_wildcard_without_port() {
-        assert!(HostMatch::parse("Example.com").matches(strip_port("example.COM:8080")));
+    fn hosts_match_exact_and_wildcard() {
+        assert!(HostMatch::parse("Example.com.").matches("example.com"));
         let w = HostMatch::parse("*.example.com");
         assert!(w.matches("a.example.com"));
         assert!(!w.matches("example.com"));
         assert!(!w.matches("a.example.org"));
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("h"), "h");
     }
 }

@@ -110,6 +110,7 @@ impl Gateway {
                 id,
                 state: self.state.clone(),
                 header_timeout: Duration::from_millis(self.config.server.header_timeout_ms),
+                first_byte_timeout: Duration::from_millis(self.config.server.first_byte_timeout_ms),
                 max_header_bytes: self.config.server.max_header_bytes,
                 max_streams: self.config.server.max_concurrent_streams,
                 connections: connections.clone(),
@@ -210,6 +211,41 @@ impl GatewayHandle {
     }
 }
 
+/// Waits for a new connection's first byte, up to `timeout`: false when the
+/// client sent nothing (or closed), and the connection should be dropped.
+pub(crate) async fn first_byte(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// Runs the request path; a panic in it (a bug: nothing on the path may
+/// panic) becomes a 500 for this request instead of a dead connection, and
+/// the worker goes on serving the others.
+async fn answer_even_if_it_panics(
+    fut: std::pin::Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>,
+) -> Response<ProxyBody> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %edgegate_runtime::guest_text(&what, 1024), "the request path panicked; answered 500");
+            phases::error_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the gateway failed while handling this request",
+            )
+        }
+    }
+}
+
 /// `n` listeners on one address with `SO_REUSEPORT`, so the kernel spreads connections.
 fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<StdListener>> {
     let mut out = Vec::with_capacity(n);
@@ -234,6 +270,7 @@ struct Worker {
     id: usize,
     state: Arc<ArcSwap<GatewayState>>,
     header_timeout: Duration,
+    first_byte_timeout: Duration,
     max_header_bytes: usize,
     max_streams: u32,
     /// Permits for open client connections, shared by all workers.
@@ -303,12 +340,20 @@ impl Worker {
                             // see it is Send (it cannot across the generic hyper layers).
                             let fut: std::pin::Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
                                 Box::pin(phases::handle(state, peer, req));
-                            async move { Ok::<_, Infallible>(fut.await) }
+                            async move { Ok::<_, Infallible>(answer_even_if_it_panics(fut).await) }
                         });
-                        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                        let conn = graceful.watch(conn);
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        let first_byte_timeout = self.first_byte_timeout;
                         tokio::spawn(async move {
-                            if let Err(e) = conn.await {
+                            // hyper's header timeout starts only once bytes arrive (the
+                            // protocol sniffing waits before it): silent connections end here.
+                            if !first_byte(&stream, first_byte_timeout).await {
+                                drop(permit);
+                                return;
+                            }
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            if let Err(e) = watcher.watch(conn.into_owned()).await {
                                 tracing::debug!(error = %e, "connection ended with an error");
                             }
                             drop(permit);

@@ -12,7 +12,8 @@ use edgegate_runtime::{
     PolicySettings, Runtime, RuntimeError,
 };
 use edgegate_trust::{
-    sha256_hex, verify_component, Refusal, RevocationList, TrustStore, VerifyOptions,
+    content_digest_or_file_sha256, verify_component, verify_unsigned, Refusal, RevocationList,
+    TrustStore, Verified, VerifyOptions,
 };
 use http::header::HeaderValue;
 use http::Method;
@@ -109,13 +110,14 @@ impl Trust {
         self.revocations.as_ref().map(|r| r.version)
     }
 
-    /// Checks `bytes` as policy `p`'s component; the verified signers' key ids.
+    /// Checks `bytes` as policy `p`'s component; the verified signers' key ids
+    /// and its content digest.
     fn verify(
         &self,
         config: &GatewayConfig,
         p: &PolicyConfig,
         bytes: &[u8],
-    ) -> Result<Vec<String>, Refusal> {
+    ) -> Result<Verified, Refusal> {
         match &self.store {
             Some(store) => {
                 let opts = VerifyOptions {
@@ -130,20 +132,9 @@ impl Trust {
                     now: SystemTime::now(),
                     revocations: self.revocations.as_ref(),
                 };
-                Ok(verify_component(bytes, store, &opts)?.key_ids)
+                verify_component(bytes, store, &opts)
             }
-            None => {
-                if let Some(pin) = &p.sha256 {
-                    let actual = sha256_hex(bytes);
-                    if !pin.eq_ignore_ascii_case(&actual) {
-                        return Err(Refusal::DigestMismatch {
-                            expected: pin.to_ascii_lowercase(),
-                            actual,
-                        });
-                    }
-                }
-                Ok(Vec::new())
-            }
+            None => verify_unsigned(bytes, p.sha256.as_deref()),
         }
     }
 }
@@ -185,7 +176,10 @@ pub(crate) async fn admit(
         .ok_or_else(|| BuildError::Invalid(format!("no policy `{name}` in the config")))?;
     let mut times = AdmitTimes::default();
     let started = Instant::now();
-    let signers = cx
+    let Verified {
+        key_ids: signers,
+        digest,
+    } = cx
         .trust
         .verify(cx.config, p, &bytes)
         .map_err(|refusal| BuildError::Refused {
@@ -204,6 +198,7 @@ pub(crate) async fn admit(
         let runtime = Arc::clone(cx.runtime);
         let bytes = Arc::clone(&bytes);
         let policy = name.to_string();
+        let digest = digest.clone();
         // Compiling takes milliseconds to seconds: on a thread of its own, at
         // a lower priority than the request workers (a push under live traffic
         // takes idle CPU first).
@@ -212,7 +207,7 @@ pub(crate) async fn admit(
             .name(format!("edgegate-compile-{policy}"))
             .spawn(move || {
                 edgegate_runtime::lower_this_threads_priority(10);
-                let _ = tx.send(runtime.compile(&policy, &bytes));
+                let _ = tx.send(runtime.compile(&policy, digest, &bytes));
             });
         if let Err(e) = spawned {
             return Err(BuildError::Invalid(format!(
@@ -278,7 +273,6 @@ pub(crate) async fn admit(
         })?;
     }
     times.admission = started.elapsed();
-    let digest = instance.component().digest().to_string();
     let version = Version {
         metrics: cx.metrics.policy(name, &digest),
         instance: Arc::new(instance),
@@ -337,7 +331,8 @@ pub struct GatewayState {
     pub(crate) routes: RouteTable,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) via: HeaderValue,
-    pub(crate) max_header_bytes: usize,
+    /// What clients may send, and the canonical form of their requests.
+    pub(crate) limits: crate::phases::ClientLimits,
     /// Serving version (and canary) of every policy.
     pub(crate) policies: BTreeMap<String, PolicySet>,
     pub(crate) services: HostServices,
@@ -405,7 +400,7 @@ impl GatewayState {
                         );
                         continue;
                     }
-                    Err(e) => skipped.push(format!("policy `{name}`: the pushed version ({}) is not admitted any more, serving the config's component: {e}", sha256_hex(bytes))),
+                    Err(e) => skipped.push(format!("policy `{name}`: the pushed version ({}) is not admitted any more, serving the config's component: {e}", content_digest_or_file_sha256(bytes))),
                 }
             }
             let bytes = Arc::new(read_component(name, p.component.get_ref())?);
@@ -424,7 +419,7 @@ impl GatewayState {
             routes: RouteTable { routes: Vec::new() },
             upstreams,
             via,
-            max_header_bytes: config.server.max_header_bytes,
+            limits: crate::phases::ClientLimits::of(&config.server),
             policies: BTreeMap::new(),
             services,
             trust,
@@ -507,7 +502,7 @@ impl GatewayState {
             routes: RouteTable { routes },
             upstreams: Arc::clone(&self.upstreams),
             via: self.via.clone(),
-            max_header_bytes: self.max_header_bytes,
+            limits: self.limits,
             policies,
             services: self.services.clone(),
             trust: Arc::clone(&self.trust),

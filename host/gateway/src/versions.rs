@@ -33,7 +33,9 @@ pub(crate) struct Version {
     pub(crate) instance: Arc<PolicyInstance>,
     pub(crate) metrics: PolicyMetrics,
     pub(crate) stats: VersionStats,
-    /// Hex sha256 of the signed file.
+    /// Content digest (`edgegate_trust::content_digest`): hex sha256 of the
+    /// component without its signature sections, as revocations, pins and the
+    /// fleet name it.
     pub(crate) digest: String,
     /// Trusted keys whose signatures verified (empty when unsigned is allowed).
     pub(crate) signers: Vec<String>,

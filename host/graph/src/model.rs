@@ -140,7 +140,8 @@ pub struct EdgeReport {
     /// Version of the revocation list the edge holds (none: it has none).
     #[serde(default)]
     pub revocation_list_version: Option<u64>,
-    /// Hex sha256 of the component each policy serves, by policy name.
+    /// Content digest (hex sha256 without the signature sections) of the
+    /// component each policy serves, by policy name.
     #[serde(default)]
     pub components: std::collections::BTreeMap<String, String>,
 }
@@ -243,8 +244,9 @@ pub struct DesiredState {
     /// `fleet.revocation_list_version`).
     #[serde(default)]
     pub revocation_list_version: Option<u64>,
-    /// Hex sha256 of the component each policy should serve, by policy name
-    /// (the coordinator's `fleet.components`).
+    /// Content digest (hex sha256 without the signature sections) of the
+    /// component each policy should serve, by policy name (the coordinator's
+    /// `fleet.components`).
     #[serde(default)]
     pub desired_components: std::collections::BTreeMap<String, String>,
 }

@@ -59,7 +59,10 @@ fn build(
     capabilities: Capabilities,
     reuse_instances: bool,
 ) -> PolicyInstance {
-    let compiled = runtime.compile(name, &component(name)).unwrap();
+    // The digest only labels the version (the gateway passes the content digest).
+    let compiled = runtime
+        .compile(name, format!("bench-{name}"), &component(name))
+        .unwrap();
     PolicyInstance::new(
         compiled,
         PolicySettings {

@@ -30,6 +30,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             max_instances: 1000,
+            // The most a policy's config may ask for (edgegate-config refuses more).
             max_memory_bytes: 64 << 20,
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(1),
@@ -41,7 +42,6 @@ impl Default for RuntimeConfig {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
-    pub(crate) epoch_tick: Duration,
     ticker: Option<EpochTicker>,
 }
 
@@ -97,15 +97,16 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
-            epoch_tick: cfg.epoch_tick,
             ticker: Some(ticker),
         })
     }
 
     /// Compile a component once and pre-link it; the result is cheap to instantiate per call.
+    /// `digest` names the version (the caller's content digest; the runtime does not check it).
     pub fn compile(
         &self,
         name: &str,
+        digest: String,
         bytes: &[u8],
     ) -> Result<Arc<CompiledComponent>, RuntimeError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
@@ -125,10 +126,10 @@ impl Runtime {
         })?;
         Ok(Arc::new(CompiledComponent::new(
             name,
+            digest,
             bytes,
             pre,
             self.engine.clone(),
-            self.epoch_tick,
         )))
     }
 

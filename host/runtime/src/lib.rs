@@ -4,12 +4,14 @@
 pub mod bindings;
 mod engine;
 mod error;
+mod guest_text;
 pub mod host;
 mod policy;
 
 pub use engine::{lower_this_threads_priority, Runtime, RuntimeConfig};
 pub use error::{PolicyFailure, RuntimeError};
+pub use guest_text::{guest_text, MAX_GUEST_ERROR, MAX_GUEST_LOG_LINE};
 pub use host::{
-    Capabilities, Capability, ContextBag, EventSink, HealthSource, HostServices, KvStore,
+    Capabilities, Capability, ContextBag, EventSink, HealthSource, HostServices, KvStore, LogLimits,
 };
 pub use policy::{CompiledComponent, PolicyInstance, PolicySettings};

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+};
 
 use crate::bindings::{types, PolicyPre};
 use crate::error::PolicyFailure;
@@ -17,26 +19,22 @@ pub struct CompiledComponent {
     size: usize,
     pre: PolicyPre<HostState>,
     engine: Engine,
-    epoch_tick: Duration,
 }
 
 impl CompiledComponent {
     pub(crate) fn new(
         name: &str,
+        digest: String,
         bytes: &[u8],
         pre: PolicyPre<HostState>,
         engine: Engine,
-        epoch_tick: Duration,
     ) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-        let digest = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         Self {
             name: name.to_string(),
             digest,
             size: bytes.len(),
             pre,
             engine,
-            epoch_tick,
         }
     }
 
@@ -45,7 +43,8 @@ impl CompiledComponent {
         &self.name
     }
 
-    /// Hex sha256 of the component bytes.
+    /// The digest the caller compiled it under: the content digest
+    /// (`edgegate_trust::content_digest`) that revocations and pins name.
     pub fn digest(&self) -> &str {
         &self.digest
     }
@@ -100,7 +99,6 @@ pub struct PolicyInstance {
     caps: Capabilities,
     memory_limit: usize,
     timeout: Duration,
-    deadline_ticks: u64,
     kv: Option<Arc<KvNamespace>>,
     services: HostServices,
     /// What `init` said at admission: whether the response phase needs this policy.
@@ -159,16 +157,12 @@ impl PolicyInstance {
         kv: Option<Arc<KvNamespace>>,
         services: HostServices,
     ) -> Self {
-        let tick = component.epoch_tick.as_micros().max(1);
-        // One extra tick: the deadline may land right after the store starts.
-        let deadline_ticks = (settings.timeout.as_micros() / tick) as u64 + 1;
         Self {
             name: settings.name.into(),
             config_json: settings.config_json,
             caps: settings.capabilities,
             memory_limit: settings.memory_limit_bytes,
             timeout: settings.timeout,
-            deadline_ticks,
             kv,
             services,
             component,
@@ -289,10 +283,10 @@ impl PolicyInstance {
         {
             let state = warm.store.data_mut();
             state.ctx = ctx.clone();
-            state.events_left = crate::host::MAX_EVENTS_PER_CALL;
+            state.begin_call();
             state.limiter.memory_denied = false;
         }
-        warm.store.set_epoch_deadline(self.deadline_ticks);
+        self.arm(&mut warm.store);
         let outcome = Self::run_hook(&warm.policy, &mut warm.store, hook).await;
         let reusable = matches!(outcome, Ok(_) | Err(Outcome::Guest(_)));
         let result = self.finish(&mut warm.store, ctx, outcome);
@@ -329,9 +323,24 @@ impl PolicyInstance {
         );
         let mut store = Store::new(&self.component.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.deadline_ticks);
-        store.epoch_deadline_trap();
+        self.arm(&mut store);
         store
+    }
+
+    /// Start the call's wall-time budget. The guest yields to the executor at
+    /// every epoch tick, so a long call never holds its thread: the caller
+    /// may move it elsewhere (the gateway's slow lane) after its first tick.
+    /// At a tick past the budget, the call traps with `Interrupt`.
+    fn arm(&self, store: &mut Store<HostState>) {
+        let deadline = std::time::Instant::now() + self.timeout;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if std::time::Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
     }
 
     /// The call's result; on success the store's context becomes the request's.

@@ -17,7 +17,8 @@ pub struct RevocationList {
     /// Hex key ids whose signatures no longer count.
     #[serde(default)]
     pub revoked_keys: BTreeSet<String>,
-    /// Hex sha256 digests of component files that must not run.
+    /// Content digests ([`crate::content_digest`], hex sha256 of the component
+    /// without its signature sections) of components that must not run.
     #[serde(default)]
     pub revoked_digests: BTreeSet<String>,
 }
@@ -85,7 +86,15 @@ impl RevocationList {
                     ),
                 )
             })?;
-        serde_json::from_str(&file.payload).map_err(|e| err(path, format!("key `payload`: {e}")))
+        let mut list: Self = serde_json::from_str(&file.payload)
+            .map_err(|e| err(path, format!("key `payload`: {e}")))?;
+        // Digests are compared as lowercase hex, however the list spelled them.
+        list.revoked_digests = list
+            .revoked_digests
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        Ok(list)
     }
 
     /// Load, verify, and enforce monotonicity against the version held in `held_file`
@@ -240,7 +249,7 @@ mod tests {
         );
         assert!(verify_component(&by_new, &trust, &opts).is_ok());
 
-        let digest = crate::sha256_hex(&by_new);
+        let digest = crate::content_digest(&by_new).unwrap();
         let list = RevocationList {
             version: 2,
             revoked_keys: BTreeSet::new(),

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use wasmsign2::{CustomSection, SignatureData, SignatureForHashes};
 
+use crate::digest::{content_digest, sections, SectionError};
 use crate::revocation::RevocationList;
 use crate::store::TrustStore;
 
@@ -22,6 +23,9 @@ pub enum Refusal {
     /// The signature section cannot be read.
     #[error("malformed signature section")]
     Malformed,
+    /// The sections of the binary cannot be read, so it has no content digest.
+    #[error("malformed component: {0}")]
+    MalformedSections(SectionError),
     /// A trusted key signed it, but the bytes changed since.
     #[error("signature does not verify: the component changed after it was signed (key {0})")]
     BadSignature(String),
@@ -42,7 +46,7 @@ pub enum Refusal {
     /// The key's validity window has not begun.
     #[error("key {0} is not valid yet (not_before is in the future)")]
     NotYetValid(String),
-    /// The component's digest is on the revocation list.
+    /// The component's content digest is on the revocation list.
     #[error("digest {0} is revoked")]
     RevokedDigest(String),
     /// The only valid signer keys are revoked.
@@ -56,12 +60,12 @@ pub enum Refusal {
         /// Valid signers found.
         found: usize,
     },
-    /// The sha256 pin in the config does not match.
+    /// The sha256 pin in the config does not match the content digest.
     #[error("digest mismatch: sha256 is {actual}, the config pins {expected}")]
     DigestMismatch {
         /// Pinned digest.
         expected: String,
-        /// Actual digest.
+        /// The component's content digest.
         actual: String,
     },
 }
@@ -73,7 +77,7 @@ pub struct VerifyOptions<'a> {
     pub kind: &'a str,
     /// Distinct trusted signers required (k of n); at least 1.
     pub required_signers: usize,
-    /// Optional sha256 pin (hex) of the whole signed file.
+    /// Optional sha256 pin (hex) of the signed content ([`content_digest`]).
     pub sha256_pin: Option<&'a str>,
     /// The time to check key validity at.
     pub now: SystemTime,
@@ -86,6 +90,9 @@ pub struct VerifyOptions<'a> {
 pub struct Verified {
     /// Ids of the trusted keys whose signatures verified, sorted.
     pub key_ids: Vec<String>,
+    /// Its content digest ([`content_digest`]): what revocations, pins and the
+    /// fleet name it by.
+    pub digest: String,
 }
 
 /// Hex sha256 of bytes.
@@ -97,8 +104,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 ///
 /// The signature section is parsed with wasmsign2's types; hashing uses ring's
 /// SHA-256 (hardware-accelerated) and each signature one Ed25519 check, so this
-/// runs at memory speed. Only whole-component signatures are supported (no
-/// partial signatures with delimiters): anything else fails closed.
+/// runs at memory speed: two SHA-256 passes (the signed part, and the content
+/// digest that revocations and pins name). Only whole-component signatures are
+/// supported (no partial signatures with delimiters): anything else fails closed.
 pub fn verify_component(
     bytes: &[u8],
     trust: &TrustStore,
@@ -107,26 +115,10 @@ pub fn verify_component(
     if bytes.len() < 8 || bytes[..8] != COMPONENT_HEADER {
         return Err(Refusal::NotAComponent);
     }
-    let revoked_digests = opts
-        .revocations
-        .is_some_and(|l| !l.revoked_digests.is_empty());
-    if opts.sha256_pin.is_some() || revoked_digests {
-        let digest = sha256_hex(bytes);
-        if let Some(pin) = opts.sha256_pin {
-            if !pin.eq_ignore_ascii_case(&digest) {
-                return Err(Refusal::DigestMismatch {
-                    expected: pin.to_ascii_lowercase(),
-                    actual: digest,
-                });
-            }
-        }
-        if opts
-            .revocations
-            .is_some_and(|l| l.revoked_digests.contains(&digest))
-        {
-            return Err(Refusal::RevokedDigest(digest));
-        }
-    }
+    // Revocations and pins name the content, not the file: a re-encoded
+    // signature section (which no signature covers) must not get past them.
+    let digest = content_digest(bytes).map_err(Refusal::MalformedSections)?;
+    check_digest(&digest, bytes, opts)?;
     let (data, signed_part) = signature_section(bytes)?;
     let hash = ring::digest::digest(&ring::digest::SHA256, signed_part);
     let groups = covering_groups(&data, hash.as_ref());
@@ -193,52 +185,77 @@ pub fn verify_component(
         });
     }
     accepted.sort();
-    Ok(Verified { key_ids: accepted })
+    Ok(Verified {
+        key_ids: accepted,
+        digest,
+    })
+}
+
+/// Check a component that runs without a signature (`trust.allow_unsigned`):
+/// its content digest must match the pin, as a signed component's must.
+pub fn verify_unsigned(bytes: &[u8], sha256_pin: Option<&str>) -> Result<Verified, Refusal> {
+    let digest = content_digest(bytes).map_err(Refusal::MalformedSections)?;
+    if let Some(pin) = sha256_pin {
+        check_pin(&digest, pin)?;
+    }
+    Ok(Verified {
+        key_ids: Vec::new(),
+        digest,
+    })
+}
+
+/// Refuses a content digest that differs from the pin.
+fn check_pin(digest: &str, pin: &str) -> Result<(), Refusal> {
+    if pin.eq_ignore_ascii_case(digest) {
+        return Ok(());
+    }
+    Err(Refusal::DigestMismatch {
+        expected: pin.to_ascii_lowercase(),
+        actual: digest.to_string(),
+    })
+}
+
+/// Refuses a content digest that differs from the pin or is revoked.
+///
+/// A list may still name the sha256 of a whole file (lists written before
+/// digests named the content did): that exact file stays refused rather than
+/// coming back to life. Only the content digest catches its re-encodings.
+fn check_digest(digest: &str, bytes: &[u8], opts: &VerifyOptions<'_>) -> Result<(), Refusal> {
+    if let Some(pin) = opts.sha256_pin {
+        check_pin(digest, pin)?;
+    }
+    let Some(revoked) = opts.revocations.map(|l| &l.revoked_digests) else {
+        return Ok(());
+    };
+    if revoked.contains(digest) {
+        return Err(Refusal::RevokedDigest(digest.to_string()));
+    }
+    if !revoked.is_empty() {
+        let file = sha256_hex(bytes);
+        if revoked.contains(&file) {
+            return Err(Refusal::RevokedDigest(file));
+        }
+    }
+    Ok(())
 }
 
 /// The signature data of the first section, and the bytes it covers (everything after it).
 fn signature_section(bytes: &[u8]) -> Result<(SignatureData, &[u8]), Refusal> {
-    let mut pos = 8;
-    if bytes.get(pos) != Some(&0) {
+    let first = sections(bytes)
+        .map_err(Refusal::MalformedSections)?
+        .next()
+        .transpose()
+        .map_err(Refusal::MalformedSections)?;
+    let Some(section) = first.filter(|s| s.is_signature()) else {
         return Err(Refusal::Unsigned);
-    }
-    pos += 1;
-    let len = read_leb(bytes, &mut pos).ok_or(Refusal::Malformed)?;
-    let end = pos
-        .checked_add(len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or(Refusal::Malformed)?;
-    let mut p = pos;
-    let name_len = read_leb(bytes, &mut p).ok_or(Refusal::Malformed)?;
-    let name_end = p
-        .checked_add(name_len)
-        .filter(|&e| e <= end)
-        .ok_or(Refusal::Malformed)?;
-    if &bytes[p..name_end] != b"signature" {
-        return Err(Refusal::Unsigned);
-    }
-    let section = CustomSection::new("signature".to_string(), bytes[name_end..end].to_vec());
-    let data = section.signature_data().map_err(|_| Refusal::Malformed)?;
+    };
+    let data = CustomSection::new("signature".to_string(), section.payload.to_vec())
+        .signature_data()
+        .map_err(|_| Refusal::Malformed)?;
     if data.hash_function != 1 {
         return Err(Refusal::Malformed);
     }
-    Ok((data, &bytes[end..]))
-}
-
-/// An unsigned LEB128 of at most 32 bits.
-fn read_leb(bytes: &[u8], pos: &mut usize) -> Option<usize> {
-    let mut value: u64 = 0;
-    for shift in (0..35).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return usize::try_from(value)
-                .ok()
-                .filter(|&v| v <= u32::MAX as usize);
-        }
-    }
-    None
+    Ok((data, &bytes[section.range.end..]))
 }
 
 /// A group of signed hashes that covers this component, with the message its signatures sign.
@@ -392,7 +409,7 @@ mod tests {
             verify_component(&signed, &trust, &pinned),
             Err(Refusal::DigestMismatch { .. })
         ));
-        let good_pin = sha256_hex(&signed);
+        let good_pin = content_digest(&signed).unwrap();
         let pinned = VerifyOptions {
             sha256_pin: Some(&good_pin),
             ..opts("auth")

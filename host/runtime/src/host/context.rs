@@ -60,6 +60,23 @@ impl ContextBag {
     }
 }
 
+const CONTEXT_FULL: &str = "request context full; value dropped";
+
+impl HostState {
+    /// Say once per call that writes were dropped: a guest setting in a loop
+    /// must not write a line per attempt. The line counts against the
+    /// policy's log bounds like its own lines.
+    fn warn_context_full(&mut self) {
+        if self.context_full_warned {
+            return;
+        }
+        self.context_full_warned = true;
+        if self.admit_log_line(CONTEXT_FULL.len()) {
+            tracing::warn!(policy = &*self.policy, "{CONTEXT_FULL}");
+        }
+    }
+}
+
 impl Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.ctx.get(&key).map(str::to_string))
@@ -67,10 +84,7 @@ impl Host for HostState {
 
     fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
         if !self.ctx.set(key, value) {
-            tracing::warn!(
-                policy = &*self.policy,
-                "request context full; value dropped"
-            );
+            self.warn_context_full();
         }
         Ok(())
     }

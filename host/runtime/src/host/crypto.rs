@@ -5,8 +5,8 @@ use ring::{digest, hmac, signature};
 use crate::bindings::crypto::{CryptoError, Host, SignatureAlg, VerifyKey};
 use crate::host::{Capability, HostState};
 
-/// Most bytes one crypto call hashes or verifies (guards host CPU time; the epoch
-/// deadline does not interrupt host code).
+/// Most bytes one crypto call takes, keys and signatures included (guards host
+/// CPU time; the epoch deadline does not interrupt host code).
 pub const MAX_CRYPTO_INPUT: usize = 16 << 20;
 
 /// Verify `sig` over `msg`; `Ok(false)` on a mismatch, `Err` when the key does not fit `alg`.
@@ -76,6 +76,14 @@ pub fn verify_signature(
     }
 }
 
+/// Bytes of a verification key as the guest passed it.
+fn key_len(key: &VerifyKey) -> usize {
+    match key {
+        VerifyKey::HmacSecret(k) | VerifyKey::Ed25519(k) => k.len(),
+        VerifyKey::Rsa((a, b)) | VerifyKey::Ec((a, b)) => a.len().saturating_add(b.len()),
+    }
+}
+
 fn check_len(len: usize) -> wasmtime::Result<()> {
     if len > MAX_CRYPTO_INPUT {
         wasmtime::bail!("crypto input of {len} bytes exceeds the {MAX_CRYPTO_INPUT}-byte limit");
@@ -92,7 +100,7 @@ impl Host for HostState {
 
     fn hmac_sha256(&mut self, key: Vec<u8>, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         self.require(Capability::Crypto)?;
-        check_len(data.len())?;
+        check_len(key.len().saturating_add(data.len()))?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, &key);
         Ok(hmac::sign(&key, &data).as_ref().to_vec())
     }
@@ -105,7 +113,11 @@ impl Host for HostState {
         signature: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, CryptoError>> {
         self.require(Capability::Crypto)?;
-        check_len(message.len())?;
+        check_len(
+            key_len(&key)
+                .saturating_add(message.len())
+                .saturating_add(signature.len()),
+        )?;
         Ok(verify_signature(alg, &key, &message, &signature))
     }
 }

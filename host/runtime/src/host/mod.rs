@@ -4,6 +4,11 @@
 //! process-wide state (the key/value namespaces, the health source) and
 //! per-call state inside [`HostState`]. `log` and `context` are always granted;
 //! `clock`, `kv`, `health` and `crypto` only when the policy's config lists them.
+//!
+//! Everything a guest hands a host function is bounded here, whatever the
+//! guest: log lines per call and per second, context entries and bytes, kv
+//! keys, entries and bytes (with a per-entry overhead), metric names and
+//! calls, crypto input sizes, WASI random bytes and live WASI resources.
 
 mod clock;
 mod context;
@@ -19,10 +24,23 @@ use crate::policy::PolicyLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use context::ContextBag;
+pub use context::{ContextBag, MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES};
+pub use crypto::MAX_CRYPTO_INPUT;
 pub use health::{EndpointHealth, HealthSource, NoHealth};
-pub use kv::{KvError, KvNamespace, KvStore};
+pub use kv::{KvError, KvNamespace, KvStore, ENTRY_OVERHEAD, MAX_KEY_BYTES};
+pub use log::{
+    LogLimits, LOG_BURST_LINES, LOG_LINES_PER_SECOND, LOG_SUMMARY_INTERVAL, MAX_LOG_BYTES_PER_CALL,
+    MAX_LOG_LINES_PER_CALL,
+};
 pub use metrics::{EventSink, NoEvents, MAX_EVENTS_PER_CALL};
+
+/// Most bytes one `wasi:random` call may ask for (wasmtime's default is 64 MiB
+/// of host memory per call; guests seed hash maps with 16).
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+/// Most WASI resources (streams, pollables, ...) one store may hold at once
+/// (wasmtime's default is a million); a guest that leaks them traps instead
+/// of growing the host, also across the calls of a reused instance.
+pub const MAX_RESOURCES: usize = 4096;
 
 /// A capability a policy may be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +134,18 @@ impl HostServices {
             events: Arc::new(NoEvents),
         }
     }
+
+    /// Log lines of `policy` dropped so far over the log bounds (per call or
+    /// per second), for a metric. The count is process-wide ([`LogLimits::global`]):
+    /// it survives reloads and every `HostServices` reports the same.
+    pub fn log_lines_dropped(&self, policy: &str) -> u64 {
+        LogLimits::global().dropped(policy)
+    }
+
+    /// [`HostServices::log_lines_dropped`] of every policy that has logged, by name.
+    pub fn log_lines_dropped_by_policy(&self) -> Vec<(String, u64)> {
+        LogLimits::global().dropped_by_policy()
+    }
 }
 
 /// Per-call state of one policy instance: limits, grants and the request's context bag.
@@ -127,6 +157,11 @@ pub struct HostState {
     pub(crate) services: HostServices,
     pub(crate) ctx: ContextBag,
     pub(crate) events_left: u32,
+    log_allowance: log::CallLogAllowance,
+    /// Whether this call already said that its context is full.
+    context_full_warned: bool,
+    /// This policy's shared log rate state, looked up on the first line.
+    log: Option<Arc<log::PolicyLog>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -141,7 +176,9 @@ impl HostState {
         ctx: ContextBag,
     ) -> Self {
         // WASI with nothing granted: no files, no env, no network, no stdio.
-        let wasi = WasiCtx::builder().build();
+        let wasi = WasiCtx::builder().max_random_size(MAX_RANDOM_BYTES).build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             policy,
             limiter,
@@ -150,9 +187,20 @@ impl HostState {
             services,
             ctx,
             events_left: MAX_EVENTS_PER_CALL,
+            log_allowance: log::CallLogAllowance::default(),
+            context_full_warned: false,
+            log: None,
             wasi,
-            table: ResourceTable::new(),
+            table,
         }
+    }
+
+    /// Reset the per-call allowances (metric events, log lines and bytes)
+    /// before a reused instance runs its next call.
+    pub(crate) fn begin_call(&mut self) {
+        self.events_left = MAX_EVENTS_PER_CALL;
+        self.log_allowance = log::CallLogAllowance::default();
+        self.context_full_warned = false;
     }
 
     pub(crate) fn require(&self, c: Capability) -> wasmtime::Result<()> {
