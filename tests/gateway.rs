@@ -589,3 +589,111 @@ async fn a_reload_keeps_health_verdicts_and_stops_the_checks_it_replaces() {
     })
     .await;
 }
+
+/// A gateway with short client timeouts, a streamed route and a buffered one.
+fn slow_client_gateway(upstream: &Upstream) -> Gateway {
+    let config = base_config(upstream.addr).replace(
+        "[server]\n",
+        "[server]\nfirst_byte_timeout_ms = 300\nbody_idle_timeout_ms = 300\nbody_timeout_ms = 1000\n",
+    ) + &policy("echo", "body-echo", "request_body = \"buffer\"")
+        + &route("buffered", "/buffered", &["echo"])
+        + &route("streamed", "/", &[]);
+    Gateway::start(&config)
+}
+
+#[tokio::test]
+async fn silent_and_dripping_clients_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start();
+    let gw = slow_client_gateway(&upstream);
+    // A connection that never sends a byte is closed (EOF), not kept forever.
+    let mut silent = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the gateway closes a silent connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+
+    // A buffered body dripped a byte at a time never completes: 408 at the body deadline.
+    let mut drip = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    drip.write_all(b"POST /buffered HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let dripping = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..100 {
+            if drip.write_all(b"a").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), drip.read(&mut buf)).await
+            {
+                got.extend_from_slice(&buf[..n]);
+                if n == 0 || got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let answer = dripping.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A streamed body that stops: 408 after the idle timeout, and the
+    // upstream's health is not blamed for it.
+    let answer = support::raw_exchange(
+        gw.proxy,
+        b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b",
+        Duration::from_secs(3),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(
+        upstream_errors(&gw).await,
+        0,
+        "a client's stalled body is not an upstream error"
+    );
+
+    // The admin listener has a header deadline too (10 s).
+    let mut admin = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    admin.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(20), admin.read(&mut buf))
+        .await
+        .expect("the admin listener closes a connection that never ends its headers")
+        .unwrap_or(0);
+    let _ = n;
+}
+
+#[tokio::test]
+async fn malformed_client_bodies_are_400_and_never_open_the_upstream_circuit() {
+    let upstream = Upstream::start();
+    let gw = slow_client_gateway(&upstream);
+    // The default circuit opens after 5 failures in a row; ten broken bodies
+    // are the client's fault and must leave it closed.
+    for _ in 0..10 {
+        let answer = support::raw_exchange(
+            gw.proxy,
+            b"POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_eq!(upstream_errors(&gw).await, 0);
+    let r = reqwest::get(gw.url("/after")).await.unwrap();
+    assert_eq!(r.status(), 200, "the upstream still takes traffic");
+}
+
+/// Upstream failures the gateway counted (errors, timeouts, unreachable).
+async fn upstream_errors(gw: &Gateway) -> u64 {
+    let m = gw.metrics().await;
+    ["error", "timeout", "connect_error"]
+        .iter()
+        .filter_map(|r| support::metric(&m, "edgegate_upstream_requests_total", &[("outcome", r)]))
+        .sum()
+}

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::{base_config, policy, Gateway, Upstream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a case must get.
 #[derive(Debug, Clone, PartialEq)]
@@ -521,21 +520,9 @@ fn limit_cases() -> Vec<Case> {
     out
 }
 
-/// Sends `bytes`, reads until the gateway closes or goes quiet, and returns
-/// the statuses of the responses it got.
+/// Sends `bytes` and returns the statuses of the responses that came back.
 async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u16> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // The peer may close before we finish writing (an early 400): not an error.
-    let _ = s.write_all(bytes).await;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        match tokio::time::timeout(Duration::from_millis(400), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    statuses(&got)
+    statuses(&support::raw_exchange(addr, bytes, Duration::from_millis(400)).await)
 }
 
 /// Status codes of the responses in `raw`: every `HTTP/1.x NNN ` (the test

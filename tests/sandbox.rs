@@ -172,3 +172,198 @@ async fn reused_instances_keep_guest_memory_until_they_trap() {
         "the trap is counted like any other"
     );
 }
+
+/// The hostile-output guest on every path of one route, failing closed.
+fn hostile_output_gateway(upstream: &Upstream) -> Gateway {
+    let config = base_config(upstream.addr)
+        + &policy("hostile", "hostile-output", "on_error = \"deny\"")
+        + &route("hostile", "/", &["hostile"]);
+    Gateway::start(&config)
+}
+
+#[tokio::test]
+async fn what_a_policy_returns_is_bounded_and_a_flood_is_a_503_not_a_panic() {
+    let upstream = Upstream::start();
+    let gw = hostile_output_gateway(&upstream);
+    let client = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let client = client.clone();
+        let url = gw.url(path);
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // Within the bounds, operations apply.
+    assert_eq!(status("/ops/50").await, 200);
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.header("x-h0"), Some("v"));
+    assert_eq!(seen.header("x-h49"), Some("v"));
+    // Past them, the policy failed: on_error (deny) answers 503. Each of these
+    // panicked a worker or burned seconds of host CPU before.
+    for path in [
+        "/ops/30000",
+        "/churn/120000",
+        "/respond-headers/30000",
+        "/response-ops/30000",
+        "/status/101",
+        "/status/99",
+        "/status/600",
+        "/big-body",
+    ] {
+        assert_eq!(status(path).await, 503, "{path}");
+    }
+    let m = gw.metrics().await;
+    // 120,000 appends exhaust the guest's own memory first (oom); the others are refused by the host.
+    assert_eq!(
+        failure_count(&gw, "hostile", "guest_error").await
+            + failure_count(&gw, "hostile", "oom").await,
+        8,
+        "each refused output counts as a policy failure: {}",
+        m.lines()
+            .filter(|l| l.contains("policy_failures"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(status("/ops/1").await, 200, "the gateway serves on");
+    assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+}
+
+#[tokio::test]
+async fn the_host_owns_framing_whatever_headers_a_policy_answers_with() {
+    let upstream = Upstream::start();
+    let gw = hostile_output_gateway(&upstream);
+    // A lying content-length followed, on the same connection, by a second
+    // request: the first answer is framed by its real body (3 bytes), so the
+    // second one is read as a response of its own, not as the rest of a body.
+    let raw = support::raw_exchange(
+        gw.proxy,
+        b"GET /lying-length HTTP/1.1\r\nHost: x\r\n\r\nGET /chunked-lie HTTP/1.1\r\nHost: x\r\n\r\nGET /ops/1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        std::time::Duration::from_millis(500),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert_eq!(text.matches("http/1.1 200").count(), 3, "{text}");
+    assert!(text.contains("content-length: 3\r\n"), "{text}");
+    assert!(!text.contains("content-length: 100"), "{text}");
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    assert!(!text.contains("x-keep"), "{text}");
+    assert!(
+        text.ends_with("upstream-ok"),
+        "the third answer is the upstream's: {text}"
+    );
+}
+
+#[tokio::test]
+async fn guest_error_strings_reach_the_log_cut_and_escaped() {
+    let upstream = Upstream::start();
+    let gw = hostile_output_gateway(&upstream);
+    for path in ["/big-error", "/big-error", "/forged-error"] {
+        let r = reqwest::get(gw.url(path)).await.unwrap();
+        assert_eq!(r.status(), 503);
+    }
+    let logs = support::eventually(
+        std::time::Duration::from_secs(5),
+        "the forged error is logged",
+        || async {
+            let logs = gw.logs();
+            logs.contains("forged line").then_some(logs)
+        },
+    )
+    .await;
+    // 8 MiB twice before; now each is cut to about a kilobyte.
+    assert!(logs.len() < 64 << 10, "{} bytes of log", logs.len());
+    assert!(logs.contains("bytes cut"), "{logs}");
+    // The CR/LF and ESC the guest sent cannot start a line of their own.
+    assert!(!logs.contains("\n2026-01-01T00:00:00Z"), "{logs}");
+    assert!(
+        !logs.contains('\x1b'),
+        "an ESC reached the log (the gateway writes no colours off a terminal)"
+    );
+    assert!(logs.contains("\\r\\n2026-01-01"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_clients_connection_header_cannot_remove_what_a_policy_set() {
+    let upstream = Upstream::start();
+    let gw = hostile_output_gateway(&upstream);
+    let r = reqwest::Client::new()
+        .get(gw.url("/set-x-foo"))
+        .header("connection", "x-foo, x-other")
+        .header("x-foo", "from-client")
+        .header("x-other", "client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.header("x-foo"), Some("from-policy"));
+    assert_eq!(
+        seen.header("x-other"),
+        None,
+        "the client's own hop-by-hop header goes"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_looping_to_its_budget_does_not_stall_another_route() {
+    let upstream = Upstream::start();
+    // Two workers, eight looping requests: before, every worker sat in a loop
+    // and the other route completed nothing until the loops timed out.
+    let config = base_config(upstream.addr)
+        + &policy("spin", "spin", "timeout_ms = 3000")
+        + &route("spin", "/spin", &["spin"])
+        + &route("fast", "/fast", &[]);
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let idle = p99_of(&client, &gw.url("/fast"), 200).await;
+    let loops: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            let url = gw.url("/spin");
+            tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    // Barrier: all eight are in the gateway, looping.
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "eight looping requests in flight",
+        || async {
+            let m = gw.metrics().await;
+            (in_flight(&m) >= 8).then_some(())
+        },
+    )
+    .await;
+    let busy = p99_of(&client, &gw.url("/fast"), 200).await;
+    // Still looping: the 200 requests above did not wait for the loops to end.
+    let m = gw.metrics().await;
+    assert!(
+        in_flight(&m) >= 8,
+        "the loops ended before the other route was served"
+    );
+    eprintln!("other route p99: idle {idle:?}, with 8 looping policy calls {busy:?}");
+    for l in loops {
+        assert_eq!(l.await.unwrap(), 503, "each loop is cut at its budget");
+    }
+    assert_eq!(failure_count(&gw, "spin", "timeout").await, 8);
+}
+
+/// p99 of `n` sequential GETs (reported, not asserted: timing is a benchmark's job).
+async fn p99_of(client: &reqwest::Client, url: &str, n: usize) -> std::time::Duration {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let r = client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[n * 99 / 100]
+}
+
+/// `edgegate_requests_in_flight` from Prometheus text (a gauge without labels).
+fn in_flight(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("edgegate_requests_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
