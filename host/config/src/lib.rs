@@ -7,4 +7,4 @@ mod validate;
 
 pub use error::ConfigError;
 pub use model::*;
-pub use validate::load;
+pub use validate::{load, parse};

@@ -3,7 +3,6 @@
 
 mod admin;
 mod body;
-mod canonical;
 mod control;
 mod forwarding;
 mod graph;

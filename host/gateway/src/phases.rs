@@ -17,7 +17,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{self, BoxError, BufferError, ClientBody, ClientBodyError, ProxyBody};
-use crate::canonical::{self, Host, Malformed, PathRules};
 use crate::forwarding;
 use crate::metrics::Phase;
 use crate::models::MODEL_CONTEXT_KEY;
@@ -26,6 +25,7 @@ use crate::slow_lane;
 use crate::state::GatewayState;
 use crate::upstream::Cluster;
 use crate::versions::{Roll, Version as PolicyVersion};
+use edgegate_request::canonical::{self, Host, Malformed, PathRules};
 
 /// Most attempts per cluster a routing decision may ask for.
 const MAX_RETRIES: u32 = 3;

@@ -42,8 +42,9 @@ impl Policy for HostileOutput {
             }));
         }
         if let Some(n) = number(path, "/churn/") {
-            let mut headers: Vec<HeaderOp> =
-                (0..n).map(|i| HeaderOp::append("x-churn", i.to_string())).collect();
+            let mut headers: Vec<HeaderOp> = (0..n)
+                .map(|i| HeaderOp::append("x-churn", i.to_string()))
+                .collect();
             headers.extend((0..n).map(|_| HeaderOp::remove("x-churn")));
             return Ok(RequestVerdict::continue_with(RequestMutations {
                 headers,
@@ -51,18 +52,22 @@ impl Policy for HostileOutput {
             }));
         }
         if let Some(n) = number(path, "/respond-headers/") {
-            let headers = (0..n).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+            let headers = (0..n)
+                .map(|i| (format!("x-h{i}"), "v".to_string()))
+                .collect();
             return Ok(RequestVerdict::respond(200, headers, "many headers"));
         }
         if let Some(code) = number(path, "/status/") {
-            return Ok(RequestVerdict::respond(code as u16, Vec::new(), "odd status"));
+            return Ok(RequestVerdict::respond(
+                code as u16,
+                Vec::new(),
+                "odd status",
+            ));
         }
         Ok(match path {
-            "/lying-length" => RequestVerdict::respond(
-                200,
-                vec![("content-length".into(), "100".into())],
-                "abc",
-            ),
+            "/lying-length" => {
+                RequestVerdict::respond(200, vec![("content-length".into(), "100".into())], "abc")
+            }
             "/chunked-lie" => RequestVerdict::respond(
                 200,
                 vec![

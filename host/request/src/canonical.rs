@@ -10,15 +10,15 @@ use std::borrow::Cow;
 use edgegate_config::{EscapedSlashes, ServerConfig};
 
 /// Longest path (before the query) the gateway accepts, in bytes.
-pub(crate) const MAX_PATH_BYTES: usize = 8192;
+pub const MAX_PATH_BYTES: usize = 8192;
 
 /// How paths are normalised.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PathRules {
+pub struct PathRules {
     /// Merge runs of `/` into one (`//admin` → `/admin`).
-    pub(crate) merge_slashes: bool,
+    pub merge_slashes: bool,
     /// `%2F` and `%5C` in a segment.
-    pub(crate) escaped_slashes: EscapedSlashes,
+    pub escaped_slashes: EscapedSlashes,
 }
 
 impl Default for PathRules {
@@ -29,7 +29,7 @@ impl Default for PathRules {
 
 impl PathRules {
     /// The rules a server config sets.
-    pub(crate) fn of(server: &ServerConfig) -> Self {
+    pub fn of(server: &ServerConfig) -> Self {
         Self {
             merge_slashes: server.merge_slashes,
             escaped_slashes: server.escaped_slashes,
@@ -39,7 +39,7 @@ impl PathRules {
 
 /// Why a path or host cannot be put in canonical form; each is a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Malformed {
+pub enum Malformed {
     /// The path does not start with `/`.
     #[error("the request target must be an absolute path (origin-form) or an absolute URI")]
     NotAbsolutePath,
@@ -90,7 +90,7 @@ fn hex_value(b: u8) -> Option<u8> {
 /// escapes in upper-case hex, dot segments removed, slashes merged when the
 /// rules say so. The query is kept as it is. Borrowed when nothing changed,
 /// which is the common case; linear in the input.
-pub(crate) fn normalize_path<'a>(
+pub fn normalize_path<'a>(
     path_and_query: &'a str,
     rules: PathRules,
 ) -> Result<Cow<'a, str>, Malformed> {
@@ -210,15 +210,16 @@ fn remove_dot_segments(path: &[u8], merge_slashes: bool) -> String {
 
 /// A host in canonical form: lower case, no trailing dot, and the port apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Host {
+pub struct Host {
     /// `example.com`, `127.0.0.1` or `[::1]`.
-    pub(crate) name: String,
-    pub(crate) port: Option<u16>,
+    pub name: String,
+    /// The port, when the authority names one.
+    pub port: Option<u16>,
 }
 
 impl Host {
     /// The name without IPv6 brackets, as routes match it.
-    pub(crate) fn match_name(&self) -> &str {
+    pub fn match_name(&self) -> &str {
         self.name
             .strip_prefix('[')
             .and_then(|n| n.strip_suffix(']'))
@@ -226,7 +227,7 @@ impl Host {
     }
 
     /// `name[:port]`, as the upstream's `Host` header.
-    pub(crate) fn authority(&self) -> String {
+    pub fn authority(&self) -> String {
         match self.port {
             Some(p) => format!("{}:{p}", self.name),
             None => self.name.clone(),
@@ -237,7 +238,7 @@ impl Host {
 /// Parse `host[:port]` strictly (RFC 3986 reg-name of letters, digits, `-`,
 /// `_`, `.`; an IPv4 address; or a bracketed IPv6 address); no user info,
 /// lists, spaces or escapes.
-pub(crate) fn parse_host(raw: &str) -> Result<Host, Malformed> {
+pub fn parse_host(raw: &str) -> Result<Host, Malformed> {
     if raw.is_empty() || raw.len() > 255 + 7 {
         return Err(Malformed::InvalidHost);
     }
