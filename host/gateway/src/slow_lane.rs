@@ -5,18 +5,14 @@
 //! first tick (1 ms) and pays nothing more than a box. A call that is still
 //! running at the tick has yielded (the runtime yields at every tick, see
 //! `PolicyInstance::arm`); its future then moves, as it is, to a small
-//! runtime of its own whose threads run at a lower priority than the workers,
-//! and the request waits for it there without blocking its worker. A hostile
-//! policy looping to its budget thus costs the workers one tick per call,
-//! and the CPU it burns is what the workers leave.
+//! runtime of its own whose threads are `SCHED_IDLE` (they run only on CPU
+//! the workers leave), and the request waits for it there without blocking
+//! its worker. A hostile policy looping to its budget thus costs the workers
+//! one tick per call, and the CPU it burns is what the workers leave.
 
 use std::future::Future;
 use std::sync::OnceLock;
 use std::task::Poll;
-
-/// Nice value of the slow lane's threads: below the workers (0), so a looping
-/// policy gets the CPU that requests do not need.
-const SLOW_LANE_NICE: i32 = 10;
 
 /// The slow lane's runtime, started on first use and kept for the process.
 fn lane() -> Option<&'static tokio::runtime::Runtime> {
@@ -26,7 +22,7 @@ fn lane() -> Option<&'static tokio::runtime::Runtime> {
         match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("edgegate-slow-policy")
-            .on_thread_start(|| edgegate_runtime::lower_this_threads_priority(SLOW_LANE_NICE))
+            .on_thread_start(edgegate_runtime::idle_this_thread)
             .enable_time()
             .build()
         {

@@ -210,3 +210,24 @@ pub fn lower_this_threads_priority(nice: i32) {
 /// Lowers the calling thread's scheduling priority (Linux only).
 #[cfg(not(target_os = "linux"))]
 pub fn lower_this_threads_priority(_nice: i32) {}
+
+/// Moves the calling thread to `SCHED_IDLE` (Linux): it runs only on CPU that
+/// normal threads leave, and a waking normal thread preempts it at once. For
+/// threads whose work must never delay the request workers. Falls back to
+/// nice 19 where the policy cannot be set.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn idle_this_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the param struct we pass by reference
+    // and touches no other memory; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot set SCHED_IDLE; using nice 19");
+        lower_this_threads_priority(19);
+    }
+}
+
+/// Lowers the calling thread to the lowest priority (nice 19; Linux has `SCHED_IDLE`).
+#[cfg(not(target_os = "linux"))]
+pub fn idle_this_thread() {}

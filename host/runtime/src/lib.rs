@@ -8,7 +8,7 @@ mod guest_text;
 pub mod host;
 mod policy;
 
-pub use engine::{lower_this_threads_priority, Runtime, RuntimeConfig};
+pub use engine::{idle_this_thread, lower_this_threads_priority, Runtime, RuntimeConfig};
 pub use error::{PolicyFailure, RuntimeError};
 pub use guest_text::{guest_text, MAX_GUEST_ERROR, MAX_GUEST_LOG_LINE};
 pub use host::{
