@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the fuzz targets in fuzz/ with cargo-fuzz (libFuzzer), each for
-# FUZZ_SECONDS (60 by default), on the corpora kept in fuzz/corpus/ (new
-# inputs that reach new code are added there; commit the interesting ones).
+# FUZZ_SECONDS (60 by default), seeded by the corpora kept in fuzz/corpus/.
+# New inputs that reach new code go to $CARGO_TARGET_DIR/corpus/<target>
+# (target/fuzz/corpus by default); copy the interesting ones into fuzz/corpus/.
 # cargo-fuzz needs nightly-only flags (sanitizers); the machine's one stable
 # toolchain gets them with RUSTC_BOOTSTRAP=1.
 #
@@ -21,12 +22,12 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 export CARGO_TARGET_DIR="${EDGEGATE_FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
 for t in "${targets[@]}"; do
-    mkdir -p "fuzz/corpus/$t"
+    mkdir -p "fuzz/corpus/$t" "$CARGO_TARGET_DIR/corpus/$t"
     echo "fuzzing $t for ${seconds}s" >&2
     log="$CARGO_TARGET_DIR/$t.log"
     mkdir -p "$CARGO_TARGET_DIR"
     status=0
-    cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+    cargo fuzz run --fuzz-dir fuzz "$t" "$CARGO_TARGET_DIR/corpus/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1 || status=$?
     grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$log" | sed "s/^/$t /" || true

@@ -264,6 +264,7 @@ pub fn parse_host(raw: &str) -> Result<Host, Malformed> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && !name.starts_with('.')
+            && !name.ends_with('.')
             && !name.contains("..");
         if !valid {
             return Err(Malformed::InvalidHost);
@@ -376,6 +377,7 @@ mod tests {
             "[::1",
             "[zz]",
             "a..b",
+            "a..",
             ".",
             "h%41",
             "host\r",
