@@ -34,7 +34,7 @@ WORK=$(mktemp -d)
 chmod 755 "$WORK"
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}" $(cat "$WORK"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -102,7 +102,7 @@ start() { # name bin -> port
   port=$(free_port); admin=$(free_port)
   config "$port" "$admin" > "$WORK/$1.toml"
   "$2" serve --config "$WORK/$1.toml" >/dev/null 2>"$WORK/$1.log" &
-  PIDS+=($!)
+  echo $! > "$WORK/$1.pid" # start runs in a subshell: cleanup reads the pid back
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/fast" && break; sleep 0.1; done
   echo "$port"
 }

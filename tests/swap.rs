@@ -76,18 +76,29 @@ async fn fifty_swaps_under_load_fail_no_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut load = Vec::new();
     for _ in 0..4 {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let failures = failures.clone();
         let url = gw.url("/load");
         load.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                let why = match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                    Err(e) => format!("{e:?}"),
                 };
+                failed.fetch_add(1, Ordering::Relaxed);
+                let mut seen = failures.lock().unwrap();
+                if seen.len() < 5 {
+                    seen.push(why);
+                }
             }
         }));
     }
@@ -113,7 +124,12 @@ async fn fifty_swaps_under_load_fail_no_request() {
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!("50 swaps under load: {ok} requests succeeded, {failed} failed");
-    assert_eq!(failed, 0, "requests failed during swaps");
+    assert_eq!(
+        failed,
+        0,
+        "requests failed during swaps, the first: {:?}",
+        failures.lock().unwrap()
+    );
     assert!(ok > 100, "the load ran ({ok} requests)");
     let metrics = gw.metrics().await;
     assert_eq!(
