@@ -25,7 +25,6 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "$CARGO_TARGET_DIR/corpus/$t"
     echo "fuzzing $t for ${seconds}s" >&2
     log="$CARGO_TARGET_DIR/$t.log"
-    mkdir -p "$CARGO_TARGET_DIR"
     status=0
     cargo fuzz run --fuzz-dir fuzz "$t" "$CARGO_TARGET_DIR/corpus/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \

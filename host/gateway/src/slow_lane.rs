@@ -5,8 +5,8 @@
 //! millisecond and pays nothing more than a box. A call still running after
 //! its first full tick (1 to 2 ms; the runtime yields at every tick, see
 //! `PolicyInstance::arm`) moves, as it is, to the **warm lane**: threads at
-//! the workers' priority, so a legitimately slow call (a signature check, a
-//! large body) gets its fair share of the CPU even on a saturated node. A call
+//! nice 10 ([`WARM_NICE`]), so a legitimately slow call (a signature check, a
+//! large body) still progresses on a saturated node. A call
 //! still running [`WARM_SLICE`] after it started moves again, to the **idle
 //! lane**, whose threads are `SCHED_IDLE` and run only on CPU the workers
 //! leave. A hostile policy looping to its budget thus costs the node at most
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// How long a call may run at the workers' priority before it becomes
 /// background work.
-pub(crate) const WARM_SLICE: Duration = Duration::from_millis(25);
+const WARM_SLICE: Duration = Duration::from_millis(25);
 
 /// The warm lane's nice value: on a saturated core a warm call gets about a
 /// tenth of it, so it progresses without taking much from the workers.

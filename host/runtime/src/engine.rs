@@ -228,6 +228,6 @@ pub fn idle_this_thread() {
     }
 }
 
-/// Lowers the calling thread to the lowest priority (nice 19; Linux has `SCHED_IDLE`).
+/// Moves the calling thread to `SCHED_IDLE` (Linux only; elsewhere it does nothing).
 #[cfg(not(target_os = "linux"))]
 pub fn idle_this_thread() {}

@@ -329,7 +329,7 @@ impl PolicyInstance {
 
     /// Start the call's wall-time budget. The guest yields to the executor at
     /// every epoch tick, so a long call never holds its thread: the caller
-    /// may move it elsewhere (the gateway's slow lane) after its first tick.
+    /// may move it elsewhere (the gateway's slow lane) after its first full tick.
     /// At a tick past the budget, the call traps with `Interrupt`.
     fn arm(&self, store: &mut Store<HostState>) {
         let deadline = std::time::Instant::now() + self.timeout;
