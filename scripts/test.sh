@@ -9,8 +9,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # Debian packages the tests use, installed only when missing:
 # - chromium: the dashboard test (tests/coordinator.rs) drives headless Chromium;
 # - etcd-server: tests/etcd.rs starts a real etcd on loopback ports;
-# - protobuf-compiler: the etcd-client crate's build runs protoc.
-PACKAGES=(chromium etcd-server protobuf-compiler)
+# - protobuf-compiler: the etcd-client crate's build runs protoc;
+# - curl, openssl: tests/tls.rs checks the TLS listener with them as users do.
+PACKAGES=(chromium etcd-server protobuf-compiler curl openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -19,6 +20,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# The official SDKs users run (PyPI `openai`), in a venv under target/ that
+# the tests call as real clients.
+if ! target/py/bin/python -c "import openai" 2>/dev/null; then
+  python3 -m venv target/py
+  target/py/bin/pip install --quiet --disable-pip-version-check "openai>=1.40,<3"
+fi
 
 # Guest components, built once for every test binary (tests call the same script).
 bash scripts/build-components.sh

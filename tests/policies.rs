@@ -666,6 +666,7 @@ async fn the_demo_config_runs_all_four_policies_on_one_route() {
         .unwrap()
         .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
         .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:8443\"", "\"127.0.0.1:0\"")
         .replace("127.0.0.1:9000", &up.addr.to_string())
         .replace("http://127.0.0.1:7070", "http://127.0.0.1:9")
         .replace("\"../target/", &format!("\"{}/", target.display()));

@@ -49,6 +49,13 @@ pub fn components() -> PathBuf {
             .status()
             .expect("running scripts/sign-components.sh");
         assert!(status.success(), "scripts/sign-components.sh failed");
+        // The demo config's TLS listener needs its certificate.
+        let status = Command::new("bash")
+            .arg(root.join("scripts/demo-cert.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("running scripts/demo-cert.sh");
+        assert!(status.success(), "scripts/demo-cert.sh failed");
         root.join("target/components")
     })
     .clone()
@@ -415,6 +422,8 @@ pub struct Gateway {
     pub child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The TLS listener, when the config has `[server.tls]`.
+    pub tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     stderr: Arc<Mutex<String>>,
 }
@@ -470,7 +479,7 @@ impl Gateway {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         let mut started = Started::run("serve", &path);
-        let Some((proxy, admin)) = parse_listening(&started.first_line) else {
+        let Some((proxy, tls, admin)) = parse_listening(&started.first_line) else {
             let _ = started.child.kill();
             let (_, stderr) = started.exited();
             panic!(
@@ -482,6 +491,7 @@ impl Gateway {
             child: started.child,
             proxy,
             admin,
+            tls,
             dir,
             stderr: started.stderr,
         }
@@ -539,15 +549,21 @@ impl Drop for Gateway {
     }
 }
 
-fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    // "edgegate listening on http://A (admin http://B)"
+fn parse_listening(line: &str) -> Option<(SocketAddr, Option<SocketAddr>, SocketAddr)> {
+    // "edgegate listening on http://A [https://T ](admin http://B)"
     let rest = line.strip_prefix("edgegate listening on http://")?;
-    let (proxy, rest) = rest.split_once(' ')?;
+    let (proxy, mut rest) = rest.split_once(' ')?;
+    let mut tls = None;
+    if let Some(after) = rest.strip_prefix("https://") {
+        let (addr, after) = after.split_once(' ')?;
+        tls = Some(addr.parse().ok()?);
+        rest = after;
+    }
     let admin = rest
         .strip_prefix("(admin http://")?
         .trim_end()
         .strip_suffix(')')?;
-    Some((proxy.parse().ok()?, admin.parse().ok()?))
+    Some((proxy.parse().ok()?, tls, admin.parse().ok()?))
 }
 
 /// A policy table for `name` running component `component` with extra TOML lines.

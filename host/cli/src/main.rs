@@ -259,8 +259,12 @@ fn serve(file: &std::path::Path) -> anyhow::Result<()> {
     let gateway = Gateway::new(config).with_context(|| format!("{}", file.display()))?;
     let handle = gateway.start().context("binding listeners")?;
     // Tests and scripts read this line to learn the ports.
+    let tls = handle
+        .tls_addr
+        .map(|a| format!(" https://{a}"))
+        .unwrap_or_default();
     println!(
-        "edgegate listening on http://{} (admin http://{})",
+        "edgegate listening on http://{}{tls} (admin http://{})",
         handle.proxy_addr, handle.admin_addr
     );
     wait_for_signals(&handle)?;

@@ -92,6 +92,113 @@ pub struct ServerConfig {
     /// What to do with `%2F` and `%5C` inside a path segment.
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
+    /// Answer every request on the cleartext listener with a 308 to the same
+    /// URL on the TLS listener (`server.tls` must be set).
+    #[serde(default)]
+    pub redirect_to_https: bool,
+    /// A TLS listener beside the cleartext one; absent: cleartext only.
+    #[serde(default)]
+    pub tls: Option<TlsListenerConfig>,
+}
+
+/// `[server.tls]`: the TLS listener, its certificates and client certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Address to accept TLS client traffic on (ALPN `h2` and `http/1.1`).
+    #[serde(default = "default_tls_listen")]
+    pub listen: SocketAddr,
+    /// Certificates picked by SNI; the first one (or the one marked
+    /// `default`) serves clients that send no name or an unknown one.
+    pub certificates: Vec<TlsCertificate>,
+    /// What a client gets whose SNI matches no certificate (or that sends none).
+    #[serde(default)]
+    pub unknown_sni: UnknownSni,
+    /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
+    #[serde(default = "default_min_tls_version")]
+    pub min_version: String,
+    /// Time a client has to finish the handshake; past it the connection is closed.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Handshakes in progress at once (across workers); past it, accepting TLS waits,
+    /// while connections already open go on being served.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// How often the certificate and key files are checked for changes (a change
+    /// reloads the config); 0 = only on SIGHUP or the admin API's reload.
+    #[serde(default = "default_watch_interval_ms")]
+    pub watch_interval_ms: u64,
+    /// Client certificates (mTLS); absent: none are asked for.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+/// `[[server.tls.certificates]]`: one certificate chain and its key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// PEM file with the certificate chain, leaf first; relative to the config file.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC): RSA,
+    /// ECDSA P-256/P-384 or Ed25519.
+    pub key: PathBuf,
+    /// Server names it answers (`api.example.com`, `*.example.com`); absent:
+    /// the DNS names of the certificate's subject alternative names.
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// Serve it to clients with no or an unknown SNI (default: the first certificate).
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// What happens to a client whose SNI names no configured certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSni {
+    /// It gets the default certificate.
+    #[default]
+    Default,
+    /// The handshake fails (`unrecognized_name`).
+    Refuse,
+}
+
+/// `[server.tls.client_auth]`: which client certificates are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// PEM bundle of the CAs that sign client certificates; relative to the config file.
+    pub ca_file: PathBuf,
+    /// `required`: no certificate, no handshake; `optional`: a client without
+    /// one is served with no identity.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a client certificate is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// The handshake fails without a valid client certificate.
+    #[default]
+    Required,
+    /// A valid certificate is verified and passed on; none is fine.
+    Optional,
+}
+
+fn default_tls_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_min_tls_version() -> String {
+    "1.2".into()
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_handshakes() -> usize {
+    1024
+}
+fn default_watch_interval_ms() -> u64 {
+    5_000
 }
 
 /// What the gateway does with `%2F` (`/`) and `%5C` (`\`) in a path segment.
@@ -156,6 +263,8 @@ impl Default for ServerConfig {
             body_timeout_ms: default_body_timeout_ms(),
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            redirect_to_https: false,
+            tls: None,
         }
     }
 }
@@ -328,8 +437,20 @@ pub enum Balance {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `host:port` endpoints (plain HTTP/1.1).
+    /// Endpoints: `host:port` (cleartext) or `https://host[:port]` (TLS; port
+    /// 443 by default). One cluster speaks one scheme.
     pub endpoints: Vec<Spanned<String>>,
+    /// `auto` (HTTP/2 when TLS ALPN agrees, else HTTP/1.1), `http1`, or
+    /// `http2` (over TLS, or h2c with prior knowledge on cleartext).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// `Host` sent upstream instead of the client's (e.g. `api.openai.com`
+    /// for a provider behind a name).
+    #[serde(default)]
+    pub host_rewrite: Option<String>,
+    /// TLS to `https://` endpoints: trust, server name, client certificate.
+    #[serde(default)]
+    pub tls: UpstreamTlsConfig,
     /// `round_robin` (default) or `least_requests`.
     #[serde(default)]
     pub balance: Balance,
@@ -351,6 +472,42 @@ pub struct UpstreamConfig {
     /// Active health checks; off unless the table is present.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+}
+
+/// Which HTTP version a cluster speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/2 when the TLS handshake's ALPN picks `h2`, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: over TLS, or h2c (prior knowledge) on cleartext endpoints.
+    Http2,
+}
+
+/// `[upstreams.NAME.tls]`: how `https://` endpoints are verified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM bundle of the CAs trusted for this cluster; absent: the system's
+    /// roots (`/etc/ssl/certs`, Debian `ca-certificates`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name sent as SNI and checked against the certificate; default: the
+    /// endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM client certificate chain presented to the upstream (mTLS).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Accept any certificate. For local development only; logged loudly at start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -730,4 +887,121 @@ pub struct RouteConfig {
 
 fn default_path_prefix() -> String {
     "/".into()
+}
+
+/// One endpoint of a cluster, read from `host:port` or `https://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointAddress {
+    /// Reached over TLS (`https://`).
+    pub tls: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl EndpointAddress {
+    /// Parse an endpoint as the config writes it; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (tls, rest) = match s.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "`{s}`: scheme `{scheme}` is not supported (use https:// or host:port)"
+                ))
+            }
+            None => (false, s),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "`{s}` is not host:port or https://host[:port] (no path, query or user)"
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            // `[::1]` or `[::1]:443`
+            _ if rest.starts_with('[') => match rest.split_once(']') {
+                Some((h, "")) => (&h[1..], None),
+                Some((h, p)) => (&h[1..], Some(p.strip_prefix(':').unwrap_or("x"))),
+                None => return Err(format!("`{s}`: unclosed `[`")),
+            },
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        let port = match port {
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p != 0 => p,
+                _ => return Err(format!("`{s}`: `{p}` is not a port (1-65535)")),
+            },
+            None if tls => 443,
+            None => return Err(format!("`{s}` is not host:port (the port is required)")),
+        };
+        let name_ok = !host.is_empty()
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+        if !name_ok {
+            return Err(format!("`{s}`: `{host}` is not a host name or IP address"));
+        }
+        Ok(Self {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Whether `name` is a server name a certificate may be picked by: a DNS
+/// name, or `*.` followed by one (a wildcard for exactly one label).
+pub fn server_name_ok(name: &str) -> bool {
+    let dns = name.strip_prefix("*.").unwrap_or(name);
+    !dns.is_empty()
+        && dns.len() <= 253
+        && dns.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::EndpointAddress;
+
+    #[test]
+    fn endpoints_parse_with_their_scheme_and_default_port() {
+        let e = EndpointAddress::parse("https://api.openai.com").unwrap();
+        assert!(e.tls);
+        assert_eq!(e.authority(), "api.openai.com:443");
+        let e = EndpointAddress::parse("127.0.0.1:8080").unwrap();
+        assert!(!e.tls);
+        assert_eq!(e.port, 8080);
+        let e = EndpointAddress::parse("https://[::1]:9443").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 9443));
+        assert_eq!(e.authority(), "[::1]:9443");
+        for bad in [
+            "localhost",
+            "https://a/b",
+            "ftp://a:1",
+            "a:0",
+            "https://user@a",
+            "a b:1",
+            "https://[::1",
+        ] {
+            assert!(EndpointAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

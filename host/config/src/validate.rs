@@ -4,7 +4,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::error::ConfigError;
-use crate::model::{GatewayConfig, UpstreamConfig, CONFIG_VERSION, MAX_POLICY_MEMORY_BYTES};
+use crate::model::{
+    server_name_ok, EndpointAddress, GatewayConfig, UpstreamConfig, CONFIG_VERSION,
+    MAX_POLICY_MEMORY_BYTES,
+};
 
 /// Largest config file read.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
@@ -64,6 +67,30 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
     } else {
         state_dir
     });
+    let base = config.base_dir.clone();
+    let resolve = |p: &mut std::path::PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    if let Some(tls) = config.server.tls.as_mut() {
+        for cert in &mut tls.certificates {
+            resolve(&mut cert.cert);
+            resolve(&mut cert.key);
+        }
+        if let Some(ca) = tls.client_auth.as_mut() {
+            resolve(&mut ca.ca_file);
+        }
+    }
+    for u in config.upstreams.values_mut() {
+        let t = &mut u.tls;
+        for p in [&mut t.ca_file, &mut t.client_cert, &mut t.client_key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(p);
+        }
+    }
     for policy in config.policies.values_mut() {
         let p = policy.component.get_mut();
         if p.is_relative() {
@@ -201,6 +228,16 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             None,
         ));
     }
+    if let Some(tls) = &c.server.tls {
+        validate_tls_listener(c, tls)
+            .map_err(|(key, msg)| err(format!("server.tls{key}"), msg, None))?;
+    } else if c.server.redirect_to_https {
+        return Err(err(
+            "server.redirect_to_https".into(),
+            "needs a [server.tls] listener to redirect to".into(),
+            None,
+        ));
+    }
     for (name, u) in &c.upstreams {
         if u.endpoints.is_empty() {
             return Err(err(
@@ -209,16 +246,51 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 None,
             ));
         }
+        let mut schemes = HashSet::new();
         for (i, ep) in u.endpoints.iter().enumerate() {
-            let s = ep.get_ref();
-            let ok = s
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
-            if !ok || s.contains('/') {
+            match EndpointAddress::parse(ep.get_ref()) {
+                Ok(a) => {
+                    schemes.insert(a.tls);
+                }
+                Err(msg) => {
+                    return Err(err(
+                        format!("upstreams.{name}.endpoints[{i}]"),
+                        msg,
+                        Some(ep.span().start),
+                    ))
+                }
+            }
+        }
+        if schemes.len() > 1 {
+            return Err(err(
+                format!("upstreams.{name}.endpoints"),
+                "mixes https:// and cleartext endpoints; one cluster speaks one scheme".into(),
+                None,
+            ));
+        }
+        let tls = &u.tls;
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(err(
+                format!("upstreams.{name}.tls"),
+                "client_cert and client_key go together".into(),
+                None,
+            ));
+        }
+        if let Some(sn) = &tls.server_name {
+            if !server_name_ok(sn) || sn.starts_with('*') {
                 return Err(err(
-                    format!("upstreams.{name}.endpoints[{i}]"),
-                    format!("`{s}` is not host:port"),
-                    Some(ep.span().start),
+                    format!("upstreams.{name}.tls.server_name"),
+                    format!("`{sn}` is not a DNS name"),
+                    None,
+                ));
+            }
+        }
+        if let Some(h) = &u.host_rewrite {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err(
+                    format!("upstreams.{name}.host_rewrite"),
+                    format!("`{h}` is not a host"),
+                    None,
                 ));
             }
         }
@@ -316,6 +388,68 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                     Some(p.span().start),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `[server.tls]`: the bad key (below `server.tls`) and why.
+fn validate_tls_listener(
+    c: &GatewayConfig,
+    tls: &crate::model::TlsListenerConfig,
+) -> Result<(), (String, String)> {
+    if tls.certificates.is_empty() {
+        return Err((
+            ".certificates".into(),
+            "needs at least one certificate".into(),
+        ));
+    }
+    if tls.certificates.iter().filter(|c| c.default).count() > 1 {
+        return Err((
+            ".certificates".into(),
+            "more than one certificate is marked `default`".into(),
+        ));
+    }
+    for (i, cert) in tls.certificates.iter().enumerate() {
+        for (j, name) in cert.names.iter().flatten().enumerate() {
+            if !server_name_ok(name) {
+                return Err((
+                    format!(".certificates[{i}].names[{j}]"),
+                    format!("`{name}` is not a DNS name or `*.` wildcard"),
+                ));
+            }
+        }
+        if cert.names.as_ref().is_some_and(Vec::is_empty) {
+            return Err((
+                format!(".certificates[{i}].names"),
+                "is empty; leave it out to use the certificate's names".into(),
+            ));
+        }
+    }
+    if !["1.2", "1.3"].contains(&tls.min_version.as_str()) {
+        return Err((
+            ".min_version".into(),
+            format!("`{}`: use \"1.2\" or \"1.3\"", tls.min_version),
+        ));
+    }
+    if tls.handshake_timeout_ms == 0 {
+        return Err((".handshake_timeout_ms".into(), "must be positive".into()));
+    }
+    if tls.max_handshakes == 0 {
+        return Err((".max_handshakes".into(), "must be at least 1".into()));
+    }
+    if tls.watch_interval_ms != 0 && tls.watch_interval_ms < 100 {
+        return Err((
+            ".watch_interval_ms".into(),
+            "must be 0 (off) or at least 100".into(),
+        ));
+    }
+    for (other, addr) in [
+        ("server.listen", c.server.listen),
+        ("admin.listen", c.admin.listen),
+    ] {
+        if addr == tls.listen && addr.port() != 0 {
+            return Err((".listen".into(), format!("must differ from {other}")));
         }
     }
     Ok(())
@@ -653,5 +787,45 @@ policies = ["h"]
                 .starts_with("required: edgegate runs only signed components"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tls_listener_and_https_upstreams_resolve_paths_and_refuse_bad_values_by_key() {
+        let tls = "[server.tls]\n[[server.tls.certificates]]\ncert = \"a.crt\"\nkey = \"a.key\"\n";
+        let upstream = "[upstreams.llm]\nendpoints = [\"https://api.openai.com\"]\ntls = { ca_file = \"ca.pem\" }\n";
+        let text = format!("{GOOD}{upstream}{tls}");
+        let c = parse(Path::new("/etc/edgegate/g.toml"), &text).unwrap();
+        let t = c.server.tls.as_ref().unwrap();
+        assert_eq!(t.certificates[0].cert, Path::new("/etc/edgegate/a.crt"));
+        assert_eq!(t.min_version, "1.2");
+        assert_eq!(
+            c.upstreams["llm"].tls.ca_file.as_deref(),
+            Some(Path::new("/etc/edgegate/ca.pem"))
+        );
+        let refused = |text: String| parse(Path::new("g.toml"), &text).unwrap_err();
+        let e = refused(format!(
+            "{GOOD}[server.tls]\nmin_version = \"1.1\"\n[[server.tls.certificates]]\ncert = \"a\"\nkey = \"b\"\n"
+        ));
+        assert_eq!(e.key, "server.tls.min_version", "{e}");
+        let e = refused(format!("{GOOD}[server.tls]\ncertificates = []\n"));
+        assert_eq!(e.key, "server.tls.certificates", "{e}");
+        let e = refused(GOOD.replace(
+            "version = 1\n",
+            "version = 1\nserver.redirect_to_https = true\n",
+        ));
+        assert_eq!(e.key, "server.redirect_to_https", "{e}");
+        let e = refused(format!(
+            "{GOOD}[upstreams.mixed]\nendpoints = [\"https://a\", \"b:80\"]\n"
+        ));
+        assert_eq!(e.key, "upstreams.mixed.endpoints", "{e}");
+        let e = refused(format!(
+            "{GOOD}[upstreams.half]\nendpoints = [\"https://a\"]\ntls = {{ client_cert = \"c.pem\" }}\n"
+        ));
+        assert_eq!(e.key, "upstreams.half.tls", "{e}");
+        let e = refused(format!(
+            "{GOOD}[upstreams.ftp]\nendpoints = [\"ftp://a:21\"]\n"
+        ));
+        assert_eq!(e.key, "upstreams.ftp.endpoints[0]", "{e}");
+        assert!(e.message.contains("scheme `ftp`"), "{e}");
     }
 }

@@ -20,7 +20,6 @@ use edgegate_config::HealthCheckConfig;
 use http::header::{HeaderValue, HOST, USER_AGENT};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::watch;
@@ -33,7 +32,7 @@ const ADOPT_EVERY: Duration = Duration::from_millis(250);
 /// Most of a check's answer body read; it is discarded.
 const MAX_CHECK_BODY: usize = 64 << 10;
 
-type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+type CheckClient = Client<crate::upstream::Connector, Empty<Bytes>>;
 
 /// Runs the health checks of whatever generation serves, until shutdown (the
 /// body of the `edgegate-health-check` thread).
@@ -106,17 +105,23 @@ impl Target {
             .health_check
             .clone()
             .ok_or_else(|| "no health check configured".to_string())?;
-        let endpoint = cluster
+        let ep = cluster
             .endpoints
             .get(index)
-            .ok_or_else(|| format!("no endpoint {index}"))?
-            .address
-            .clone();
-        let uri: Uri = format!("http://{endpoint}{}", cfg.path)
+            .ok_or_else(|| format!("no endpoint {index}"))?;
+        let endpoint = ep.address.clone();
+        let uri: Uri = format!("{}://{}{}", cluster.scheme, ep.authority, cfg.path)
             .parse()
             .map_err(|e| format!("health_check.path `{}`: {e}", cfg.path))?;
-        let host = HeaderValue::from_str(cfg.host.as_deref().unwrap_or(&endpoint))
-            .map_err(|e| format!("health_check.host: {e}"))?;
+        let default_host = match &cluster.host_rewrite {
+            Some(h) => h.clone(),
+            None => HeaderValue::from_str(ep.authority.as_str())
+                .map_err(|e| format!("endpoint host: {e}"))?,
+        };
+        let host = match cfg.host.as_deref() {
+            Some(h) => HeaderValue::from_str(h).map_err(|e| format!("health_check.host: {e}"))?,
+            None => default_host,
+        };
         Ok(Self {
             upstream: cluster.name.clone(),
             endpoint,
@@ -139,10 +144,9 @@ async fn check_loop(state: Arc<ArcSwap<GatewayState>>, weak: Weak<Cluster>, inde
     };
     let interval = Duration::from_millis(target.cfg.interval_ms);
     let timeout = Duration::from_millis(target.cfg.timeout_ms);
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
+    let Some(connector) = serving(&state, &weak).map(|c| c.connector(timeout)) else {
+        return;
+    };
     // Its own pool of one: checks reuse a connection, like Envoy's.
     let client: CheckClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)

@@ -14,6 +14,7 @@ mod routes;
 mod server;
 mod slow_lane;
 mod state;
+mod tls;
 mod upstream;
 mod versions;
 

@@ -174,6 +174,9 @@ pub struct Metrics {
     config_reloads: Counter,
     swap_steps: Family<SwapStep, Counter>,
     events: std::sync::Arc<PolicyEvents>,
+    /// The TLS listener's certificates (name, `notAfter` as Unix seconds):
+    /// `edgegate_tls_cert_expiry_seconds` is computed from them at each scrape.
+    tls_certs: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 impl Default for Metrics {
@@ -292,6 +295,7 @@ impl Metrics {
             in_flight,
             config_reloads,
             swap_steps,
+            tls_certs: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -312,6 +316,22 @@ impl Metrics {
                 let policy = policy.replace('\\', "\\\\").replace('"', "\\\"");
                 text.push_str(&format!(
                     "edgegate_policy_log_lines_dropped_total{{policy=\"{policy}\"}} {n}\n"
+                ));
+            }
+            out.insert_str(end, &text);
+        }
+        let certs = crate::lock(&self.tls_certs);
+        if !certs.is_empty() {
+            let end = out.rfind("# EOF").unwrap_or(out.len());
+            let mut text = String::from(
+                "# HELP edgegate_tls_cert_expiry_seconds Seconds until the TLS listener's certificate expires (negative: expired).\n# TYPE edgegate_tls_cert_expiry_seconds gauge\n",
+            );
+            let now = crate::tls::unix_now();
+            for (name, not_after) in certs.iter() {
+                let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+                text.push_str(&format!(
+                    "edgegate_tls_cert_expiry_seconds{{name=\"{name}\"}} {}\n",
+                    not_after - now
                 ));
             }
             out.insert_str(end, &text);
@@ -389,6 +409,8 @@ impl Metrics {
         EndpointMetrics {
             ok: outcome("ok"),
             connect_error: outcome("connect_error"),
+            tls_verify: outcome("tls_verify"),
+            tls_handshake: outcome("tls_handshake"),
             timeout: outcome("timeout"),
             error: outcome("error"),
             duration: handle(
@@ -436,6 +458,11 @@ impl Metrics {
             passed: result("pass"),
             failed: result("fail"),
         }
+    }
+
+    /// The certificates the serving generation's TLS listener holds.
+    pub(crate) fn set_tls_certs(&self, certs: &[crate::tls::CertInfo]) {
+        *crate::lock(&self.tls_certs) = certs.iter().map(|c| (c.label(), c.not_after)).collect();
     }
 
     pub(crate) fn count_config_load(&self) {
@@ -518,6 +545,10 @@ impl PolicyMetrics {
 pub(crate) struct EndpointMetrics {
     pub(crate) ok: Counter,
     pub(crate) connect_error: Counter,
+    /// The upstream's certificate failed verification.
+    pub(crate) tls_verify: Counter,
+    /// The TLS handshake with the upstream failed otherwise.
+    pub(crate) tls_handshake: Counter,
     pub(crate) timeout: Counter,
     pub(crate) error: Counter,
     pub(crate) duration: Histogram,

@@ -9,9 +9,11 @@ use bytes::Bytes;
 use edgegate_config::{BodyMode, OnError};
 use edgegate_runtime::bindings::types;
 use edgegate_runtime::{ContextBag, PolicyFailure};
+
+use crate::tls::TlsSession;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -111,6 +113,11 @@ pub(crate) async fn handle(
         Ok(host) => host,
         Err(resp) => return *resp,
     };
+    if state.redirect_to_https {
+        if let Some(crate::server::HttpsPort(port)) = req.extensions().get().copied() {
+            return redirect_to_https(host.as_ref(), port, &req);
+        }
+    }
     let Some(route) = state.routes.find(
         host.as_ref().map_or("", Host::match_name),
         req.uri().path(),
@@ -152,6 +159,63 @@ pub(crate) async fn handle(
         .metrics
         .record(status, started.elapsed().as_secs_f64());
     resp
+}
+
+/// `server.redirect_to_https`: a 308 to the same path and query on the TLS
+/// listener (308 keeps the method and body, unlike 301).
+fn redirect_to_https(
+    host: Option<&Host>,
+    port: u16,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(host) = host else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "missing_host",
+            "a redirect to HTTPS needs a Host header",
+        );
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{}{path}", host.name)
+    } else {
+        format!("https://{}:{port}{path}", host.name)
+    };
+    let mut resp = error_response(
+        StatusCode::PERMANENT_REDIRECT,
+        "use_https",
+        "this listener redirects to HTTPS",
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Context keys the host sets from a TLS connection before any policy runs
+/// (docs/tls.md); policies may read them but not change them.
+pub(crate) fn seed_tls_context(ctx: &mut ContextBag, session: &TlsSession) {
+    use edgegate_runtime::tls_keys as k;
+    let mut put = |key: &str, value: String| {
+        // Bounded by the bag; a certificate too large to fit is cut off at the bag's limit.
+        let _ = ctx.set(key.to_string(), value);
+    };
+    put(k::TLS, "1".into());
+    if let Some(sni) = &session.sni {
+        put(k::SNI, sni.clone());
+    }
+    if let Some(id) = &session.client {
+        put(k::CLIENT_SUBJECT, id.subject.clone());
+        if !id.dns.is_empty() {
+            put(k::CLIENT_DNS, id.dns.join(","));
+        }
+        if !id.uris.is_empty() {
+            put(k::CLIENT_URI, id.uris.join(","));
+        }
+        if let Some(s) = &id.spiffe {
+            put(k::CLIENT_SPIFFE, s.clone());
+        }
+    }
 }
 
 /// A client's place in 0..100 for sticky canaries: a hash of its IP.
@@ -365,6 +429,9 @@ async fn proxy(
     };
 
     let mut ctx = ContextBag::default();
+    if let Some(session) = parts.extensions.get::<Arc<TlsSession>>() {
+        seed_tls_context(&mut ctx, session);
+    }
     let mut target = Target {
         clusters: vec![&route.cluster],
         retries: 0,
@@ -876,12 +943,15 @@ async fn forward<'a>(
             }
         };
         let mut uri = attempt_parts.uri.clone().into_parts();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(cluster.scheme.clone());
         uri.authority = Some(endpoint.authority.clone());
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
         let mut req = Request::from_parts(attempt_parts, attempt_body);
+        if let Some(host) = &cluster.host_rewrite {
+            req.headers_mut().insert(header::HOST, host.clone());
+        }
         match Uri::from_parts(uri) {
             Ok(u) => *req.uri_mut() = u,
             Err(e) => {
@@ -923,7 +993,20 @@ async fn forward<'a>(
             }
             Ok(Err(e)) => {
                 cluster.observe(&endpoint, elapsed, true);
-                let resp = if e.is_connect() {
+                let resp = if let Some(reason) = crate::tls::upstream_failure(&e) {
+                    let counter = if reason == "tls_verify" {
+                        &endpoint.metrics.tls_verify
+                    } else {
+                        &endpoint.metrics.tls_handshake
+                    };
+                    counter.inc();
+                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, reason, error = %e, "TLS to the upstream failed");
+                    error_response(
+                        StatusCode::BAD_GATEWAY,
+                        reason,
+                        &format!("TLS to upstream `{}` failed", cluster.name),
+                    )
+                } else if e.is_connect() {
                     endpoint.metrics.connect_error.inc();
                     tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %e, "upstream unreachable");
                     error_response(

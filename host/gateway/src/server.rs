@@ -27,6 +27,7 @@ use crate::health_check;
 use crate::metrics::Metrics;
 use crate::phases::{self, Peer};
 use crate::state::{BuildError, GatewayState};
+use crate::tls::{self, TlsSession};
 use http::Response;
 
 /// A gateway built from a config, ready to start.
@@ -94,6 +95,21 @@ impl Gateway {
     pub fn start(self) -> std::io::Result<GatewayHandle> {
         let listeners = bind_reuseport(self.config.server.listen, self.workers)?;
         let proxy_addr = listeners[0].local_addr()?;
+        let mut tls_listeners: Vec<Option<StdListener>> = match &self.config.server.tls {
+            Some(t) => bind_reuseport(t.listen, self.workers)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => (0..self.workers.max(1)).map(|_| None).collect(),
+        };
+        let tls_addr = match tls_listeners.first() {
+            Some(Some(l)) => Some(l.local_addr()?),
+            _ => None,
+        };
+        let tls_limits = self.config.server.tls.as_ref().map(|t| TlsLimits {
+            handshakes: Arc::new(tokio::sync::Semaphore::new(t.max_handshakes.max(1))),
+            timeout: Duration::from_millis(t.handshake_timeout_ms),
+        });
         let admin_listener = StdListener::bind(self.config.admin.listen)?;
         admin_listener.set_nonblocking(true)?;
         let admin_addr = admin_listener.local_addr()?;
@@ -114,13 +130,35 @@ impl Gateway {
                 max_header_bytes: self.config.server.max_header_bytes,
                 max_streams: self.config.server.max_concurrent_streams,
                 connections: connections.clone(),
+                tls: tls_limits.clone(),
+                tls_port: tls_addr.map(|a| a.port()),
                 grace,
             };
             let rx = shutdown_rx.clone();
+            let tls_listener = tls_listeners.get_mut(id).and_then(Option::take);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("edgegate-worker-{id}"))
-                    .spawn(move || worker.run(listener, rx))?,
+                    .spawn(move || worker.run(listener, tls_listener, rx))?,
+            );
+        }
+        if let Some(t) = self
+            .config
+            .server
+            .tls
+            .as_ref()
+            .filter(|t| t.watch_interval_ms > 0)
+        {
+            let (state, control, rx) = (
+                self.state.clone(),
+                self.control.clone(),
+                shutdown_rx.clone(),
+            );
+            let interval = Duration::from_millis(t.watch_interval_ms);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("edgegate-tls-watch".into())
+                    .spawn(move || watch_certificates(state, control, interval, rx))?,
             );
         }
         let health = self
@@ -167,9 +205,10 @@ impl Gateway {
                 .name("edgegate-admin".into())
                 .spawn(move || admin.run(admin_listener, rx))?,
         );
-        tracing::info!(%proxy_addr, %admin_addr, workers = self.workers, "edgegate serving");
+        tracing::info!(%proxy_addr, ?tls_addr, %admin_addr, workers = self.workers, "edgegate serving");
         Ok(GatewayHandle {
             proxy_addr,
+            tls_addr,
             admin_addr,
             control: self.control,
             shutdown: shutdown_tx,
@@ -185,6 +224,8 @@ impl Gateway {
 pub struct GatewayHandle {
     /// Where the proxy listens.
     pub proxy_addr: SocketAddr,
+    /// Where the TLS listener listens, when `[server.tls]` is set.
+    pub tls_addr: Option<SocketAddr>,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
     control: Arc<Control>,
@@ -275,11 +316,35 @@ struct Worker {
     max_streams: u32,
     /// Permits for open client connections, shared by all workers.
     connections: Arc<tokio::sync::Semaphore>,
+    /// The TLS listener's handshake bounds, when there is one.
+    tls: Option<TlsLimits>,
+    /// The TLS listener's bound port, when there is one.
+    tls_port: Option<u16>,
     grace: Duration,
 }
 
+/// On a cleartext request: the TLS listener's bound port, where
+/// `server.redirect_to_https` sends it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpsPort(pub(crate) u16);
+
+/// Bounds on TLS handshakes, shared by all workers.
+#[derive(Clone)]
+struct TlsLimits {
+    /// Permits for handshakes in progress.
+    handshakes: Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+}
+
+type Builder = auto::Builder<TokioExecutor>;
+
 impl Worker {
-    fn run(self, listener: StdListener, mut shutdown: watch::Receiver<bool>) {
+    fn run(
+        self,
+        listener: StdListener,
+        tls_listener: Option<StdListener>,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -291,12 +356,20 @@ impl Worker {
             }
         };
         rt.block_on(async move {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
+            let register = |l: StdListener| match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => Some(l),
                 Err(e) => {
                     tracing::error!(worker = self.id, error = %e, "cannot register listener");
-                    return;
+                    None
                 }
+            };
+            let Some(listener) = register(listener) else {
+                return;
+            };
+            let tls_listener = match tls_listener.map(register) {
+                Some(None) => return,
+                Some(Some(l)) => Some(l),
+                None => None,
             };
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -311,58 +384,16 @@ impl Worker {
                 .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
                 .max_concurrent_streams(self.max_streams);
             let graceful = GracefulShutdown::new();
-            loop {
-                // Waiting for a permit before accepting bounds open connections;
-                // the kernel's backlog holds the rest.
-                let permit = tokio::select! {
-                    p = self.connections.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    _ = shutdown.changed() => break,
-                };
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let (stream, peer) = match accepted {
-                            Ok(a) => a,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                                continue;
-                            }
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let state = self.state.clone();
-                        let peer = Peer { ip: peer.ip(), worker: self.id };
-                        let service = service_fn(move |req| {
-                            let state = state.load_full();
-                            // Boxing pins the future's type down, which lets the compiler
-                            // see it is Send (it cannot across the generic hyper layers).
-                            let fut: std::pin::Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
-                                Box::pin(phases::handle(state, peer, req));
-                            async move { Ok::<_, Infallible>(answer_even_if_it_panics(fut).await) }
-                        });
-                        let builder = builder.clone();
-                        let watcher = graceful.watcher();
-                        let first_byte_timeout = self.first_byte_timeout;
-                        tokio::spawn(async move {
-                            // hyper's header timeout starts only once bytes arrive (the
-                            // protocol sniffing waits before it): silent connections end here.
-                            if !first_byte(&stream, first_byte_timeout).await {
-                                drop(permit);
-                                return;
-                            }
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                            drop(permit);
-                        });
-                    }
-                    _ = shutdown.changed() => break,
+            let plain = self.accept_loop(&listener, None, &builder, &graceful, shutdown.clone());
+            match &tls_listener {
+                Some(tls) => {
+                    let secure = self.accept_loop(tls, self.tls.clone(), &builder, &graceful, shutdown.clone());
+                    tokio::join!(plain, secure);
                 }
+                None => plain.await,
             }
             drop(listener);
+            drop(tls_listener);
             tokio::select! {
                 _ = graceful.shutdown() => {}
                 _ = tokio::time::sleep(self.grace) => {
@@ -371,4 +402,201 @@ impl Worker {
             }
         });
     }
+
+    /// Accepts on one listener until shutdown: cleartext when `tls` is
+    /// `None`, else each connection's handshake first (bounded in time and in
+    /// number at once), with the serving generation's certificates.
+    async fn accept_loop(
+        &self,
+        listener: &tokio::net::TcpListener,
+        tls: Option<TlsLimits>,
+        builder: &Builder,
+        graceful: &GracefulShutdown,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            // Waiting for a permit before accepting bounds open connections
+            // (and handshakes in progress); the kernel's backlog holds the rest.
+            let permit = tokio::select! {
+                p = self.connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => break,
+            };
+            let handshake = match &tls {
+                None => None,
+                Some(t) => tokio::select! {
+                    p = t.handshakes.clone().acquire_owned() => match p {
+                        Ok(p) => Some(p),
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let state = self.state.clone();
+            let peer = Peer {
+                ip: peer.ip(),
+                worker: self.id,
+            };
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let first_byte_timeout = self.first_byte_timeout;
+            let tls = tls.clone();
+            let https_port = self.tls_port.map(HttpsPort);
+            tokio::spawn(async move {
+                // hyper's header timeout starts only once bytes arrive (the
+                // protocol sniffing waits before it): silent connections end here.
+                if !first_byte(&stream, first_byte_timeout).await {
+                    drop(permit);
+                    return;
+                }
+                let Some(limits) = tls else {
+                    let conn = builder.serve_connection(
+                        TokioIo::new(stream),
+                        service(state, peer, Listener::Plain(https_port)),
+                    );
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                    return;
+                };
+                // New handshakes take the certificates of the generation serving now.
+                let Some(listener_tls) = state.load().tls.clone() else {
+                    drop(permit);
+                    return;
+                };
+                let accepted =
+                    tokio::time::timeout(limits.timeout, listener_tls.acceptor.accept(stream))
+                        .await;
+                drop(handshake);
+                let stream = match accepted {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer.ip, error = %e, "TLS handshake failed");
+                        drop(permit);
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(client = %peer.ip, "TLS handshake timed out");
+                        drop(permit);
+                        return;
+                    }
+                };
+                let session = Arc::new(TlsSession::of(stream.get_ref().1));
+                let conn = builder.serve_connection(
+                    TokioIo::new(stream),
+                    service(state, peer, Listener::Tls(session)),
+                );
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Which listener a connection came in on, and what its requests carry in
+/// their extensions because of it.
+#[derive(Clone)]
+enum Listener {
+    /// Cleartext; the TLS port, when there is a TLS listener.
+    Plain(Option<HttpsPort>),
+    /// TLS, with what the handshake established.
+    Tls(Arc<TlsSession>),
+}
+
+/// The request path as a hyper service for one connection.
+fn service(
+    state: Arc<ArcSwap<GatewayState>>,
+    peer: Peer,
+    listener: Listener,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let state = state.load_full();
+        match &listener {
+            Listener::Tls(session) => {
+                req.extensions_mut().insert(session.clone());
+            }
+            Listener::Plain(Some(port)) => {
+                req.extensions_mut().insert(*port);
+            }
+            Listener::Plain(None) => {}
+        }
+        // Boxing pins the future's type down, which lets the compiler
+        // see it is Send (it cannot across the generic hyper layers).
+        let fut: std::pin::Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
+            Box::pin(phases::handle(state, peer, req));
+        async move { Ok::<_, Infallible>(answer_even_if_it_panics(fut).await) }
+    })
+}
+
+/// Watches the TLS listener's certificate, key and CA files; a change
+/// reloads the config, so new handshakes get the new files (a refused
+/// reload keeps the old ones serving and says why).
+fn watch_certificates(
+    state: Arc<ArcSwap<GatewayState>>,
+    control: Arc<Control>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the certificate watcher");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let files = |s: &GatewayState| s.tls.as_ref().map(|t| t.files.clone()).unwrap_or_default();
+        let mut watched = files(&state.load());
+        let mut stamps = tls::file_stamps(&watched);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = files(&state.load());
+            if now != watched {
+                // A reload changed which files serve.
+                stamps = tls::file_stamps(&now);
+                watched = now;
+                continue;
+            }
+            let fresh = tls::file_stamps(&watched);
+            if fresh == stamps {
+                continue;
+            }
+            drop(fresh);
+            // Files are often replaced one after the other: let the writer finish.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stamps = tls::file_stamps(&watched);
+            match control.reload().await {
+                Ok(_) => tracing::info!("TLS files changed: config reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS files changed but the reload was refused; still serving the previous certificates"),
+            }
+        }
+    });
 }

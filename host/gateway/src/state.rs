@@ -21,6 +21,7 @@ use http::Method;
 use crate::metrics::Metrics;
 use crate::models::ModelStats;
 use crate::routes::{ChainEntry, HostMatch, Route, RouteTable};
+use crate::tls::ListenerTls;
 use crate::upstream::{Cluster, Upstreams};
 use crate::versions::{PolicySet, Source, Version, VersionStats};
 
@@ -337,6 +338,10 @@ pub struct GatewayState {
     pub(crate) policies: BTreeMap<String, PolicySet>,
     pub(crate) services: HostServices,
     pub(crate) trust: Arc<Trust>,
+    /// The TLS listener's certificates and client-certificate check.
+    pub(crate) tls: Option<Arc<ListenerTls>>,
+    /// `server.redirect_to_https`: cleartext requests get a 308 to the TLS listener.
+    pub(crate) redirect_to_https: bool,
 }
 
 impl GatewayState {
@@ -415,7 +420,17 @@ impl GatewayState {
         }
         let via = HeaderValue::from_str(&format!("1.1 {}", config.server.via))
             .map_err(|_| BuildError::Invalid("server.via: not a valid header value".into()))?;
+        let tls = match &config.server.tls {
+            Some(t) => {
+                Some(Arc::new(ListenerTls::load(t).map_err(|e| {
+                    BuildError::Invalid(format!("server.tls: {e}"))
+                })?))
+            }
+            None => None,
+        };
         let state = Self {
+            tls,
+            redirect_to_https: config.server.redirect_to_https && config.server.tls.is_some(),
             routes: RouteTable { routes: Vec::new() },
             upstreams,
             via,
@@ -425,6 +440,7 @@ impl GatewayState {
             trust,
         };
         let state = state.with_policies(config, policies, metrics)?;
+        metrics.set_tls_certs(state.tls.as_ref().map_or(&[][..], |t| &t.certs));
         metrics.count_config_load();
         Ok((state, skipped))
     }
@@ -506,6 +522,8 @@ impl GatewayState {
             policies,
             services: self.services.clone(),
             trust: Arc::clone(&self.trust),
+            tls: self.tls.clone(),
+            redirect_to_https: self.redirect_to_https,
         })
     }
 }

@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
-use edgegate_config::{Balance, HealthCheckConfig, OutlierConfig, UpstreamConfig};
+use edgegate_config::{
+    Balance, EndpointAddress, HealthCheckConfig, OutlierConfig, UpstreamConfig, UpstreamProtocol,
+};
 use edgegate_runtime::host::{EndpointHealth, HealthSource};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -16,8 +19,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::ProxyBody;
 use crate::metrics::{CheckMetrics, EndpointMetrics, Metrics};
 
-/// An HTTP/1.1 client with its own keep-alive pool.
-pub(crate) type UpstreamClient = Client<HttpConnector, ProxyBody>;
+/// The connector of every cluster: TCP, then TLS for `https://` clusters.
+pub(crate) type Connector = HttpsConnector<HttpConnector>;
+
+/// An HTTP/1.1 or HTTP/2 client with its own pool.
+pub(crate) type UpstreamClient = Client<Connector, ProxyBody>;
 
 /// Milliseconds since the process started: a monotonic clock that fits an atomic.
 fn now_ms() -> u64 {
@@ -203,6 +209,16 @@ pub(crate) struct Cluster {
     pub(crate) timeout: Duration,
     connect_timeout: Duration,
     max_idle: usize,
+    /// `https` for TLS clusters, else `http`; a TLS cluster never falls back.
+    pub(crate) scheme: http::uri::Scheme,
+    /// The TLS client config (trust, client certificate); a cleartext
+    /// cluster's trusts nothing and is never used (its requests are `http://`).
+    tls: Arc<rustls::ClientConfig>,
+    /// SNI and the name checked against the certificate, when not the endpoint's host.
+    server_name: Option<rustls_pki_types::ServerName<'static>>,
+    protocol: UpstreamProtocol,
+    /// `host_rewrite`: the `Host` sent upstream.
+    pub(crate) host_rewrite: Option<http::HeaderValue>,
     /// One client (and so one connection pool) per worker thread.
     clients: Vec<OnceLock<UpstreamClient>>,
     outlier: Option<Outlier>,
@@ -220,9 +236,13 @@ impl Cluster {
         metrics: &Metrics,
     ) -> Result<Self, String> {
         let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+        let mut tls = false;
         for ep in &cfg.endpoints {
             let address = ep.get_ref().clone();
-            let authority: http::uri::Authority = address
+            let parsed = EndpointAddress::parse(&address)?;
+            tls |= parsed.tls;
+            let authority: http::uri::Authority = parsed
+                .authority()
                 .parse()
                 .map_err(|e| format!("endpoint `{address}`: {e}"))?;
             endpoints.push(Arc::new(Endpoint {
@@ -249,8 +269,35 @@ impl Cluster {
                 avoid: AtomicBool::new(false),
             }));
         }
+        let tls_config = Arc::new(if tls {
+            crate::tls::upstream_client_config(name, &cfg.tls)?
+        } else {
+            crate::tls::cleartext_client_config()?
+        });
+        let server_name = match &cfg.tls.server_name {
+            Some(n) => Some(
+                rustls_pki_types::ServerName::try_from(n.clone())
+                    .map_err(|e| format!("tls.server_name `{n}`: {e}"))?,
+            ),
+            None => None,
+        };
+        let host_rewrite = match &cfg.host_rewrite {
+            Some(h) => Some(
+                http::HeaderValue::from_str(h).map_err(|e| format!("host_rewrite `{h}`: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             name: name.to_string(),
+            scheme: if tls {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            tls: tls_config,
+            server_name,
+            protocol: cfg.protocol,
+            host_rewrite,
             outlier: cfg
                 .outlier
                 .as_ref()
@@ -398,16 +445,36 @@ impl Cluster {
     pub(crate) fn client(&self, worker: usize) -> &UpstreamClient {
         let slot = &self.clients[worker % self.clients.len()];
         slot.get_or_init(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(self.connect_timeout));
-            connector.set_nodelay(true);
-            connector.enforce_http(true);
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(self.max_idle)
                 .pool_timer(TokioTimer::new())
-                .build(connector)
+                .timer(TokioTimer::new())
+                // `http2` on cleartext is h2c with prior knowledge; over TLS
+                // ALPN offers only `h2`. `auto` takes what ALPN picks.
+                .http2_only(self.protocol == UpstreamProtocol::Http2)
+                .build(self.connector(self.connect_timeout))
         })
+    }
+
+    /// A connector for this cluster (the health checker builds its own).
+    pub(crate) fn connector(&self, connect_timeout: Duration) -> Connector {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config((*self.tls).clone())
+            .https_or_http();
+        let builder = match &self.server_name {
+            Some(n) => builder.with_server_name_resolver(FixedServerNameResolver::new(n.clone())),
+            None => builder,
+        };
+        match self.protocol {
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+        }
     }
 }
 

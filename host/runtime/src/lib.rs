@@ -12,6 +12,7 @@ pub use engine::{idle_this_thread, lower_this_threads_priority, Runtime, Runtime
 pub use error::{PolicyFailure, RuntimeError};
 pub use guest_text::{guest_text, MAX_GUEST_ERROR, MAX_GUEST_LOG_LINE};
 pub use host::{
-    Capabilities, Capability, ContextBag, EventSink, HealthSource, HostServices, KvStore, LogLimits,
+    tls_keys, Capabilities, Capability, ContextBag, EventSink, HealthSource, HostServices, KvStore,
+    LogLimits,
 };
 pub use policy::{CompiledComponent, PolicyInstance, PolicySettings};

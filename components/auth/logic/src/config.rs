@@ -25,6 +25,10 @@ pub struct AuthConfig {
     /// HTTP Basic users.
     #[serde(default)]
     pub basic: Option<BasicConfig>,
+    /// Client certificates (mTLS) verified by the gateway's TLS listener,
+    /// matched by the identity the gateway puts in the context.
+    #[serde(default)]
+    pub client_certs: Vec<ClientCert>,
     /// Let requests without credentials through as principal `anonymous`.
     #[serde(default)]
     pub allow_anonymous: bool,
@@ -61,6 +65,32 @@ fn default_principal_header() -> String {
 
 fn default_tenant_header() -> String {
     "x-edgegate-tenant".into()
+}
+
+/// One accepted client certificate identity. Exactly one of `spiffe`,
+/// `dns` and `subject` is given; the certificate matches when that value of
+/// it (its SPIFFE id, one of its DNS names, its subject DN) is equal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCert {
+    /// SPIFFE id (`spiffe://example.org/ns/prod/sa/billing`).
+    #[serde(default)]
+    pub spiffe: Option<String>,
+    /// A DNS subject alternative name.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// The subject DN as the gateway writes it (`CN=billing,O=Example`).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Principal id; default the matched value.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// Tenant, when known.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// Where API keys are read from and which keys exist.
@@ -276,12 +306,25 @@ impl AuthConfig {
         if self.api_keys.is_none()
             && self.jwt.is_none()
             && self.basic.is_none()
+            && self.client_certs.is_empty()
             && !self.allow_anonymous
         {
             return Err(PolicyError::config(
                 "",
-                "no credential method configured: set `api_keys`, `jwt` or `basic` (or `allow_anonymous = true`)",
+                "no credential method configured: set `api_keys`, `jwt`, `basic` or `client_certs` (or `allow_anonymous = true`)",
             ));
+        }
+        for (i, c) in self.client_certs.iter().enumerate() {
+            let given = [&c.spiffe, &c.dns, &c.subject]
+                .iter()
+                .filter(|v| v.as_deref().is_some_and(|v| !v.is_empty()))
+                .count();
+            if given != 1 {
+                return Err(PolicyError::config(
+                    format!("client_certs[{i}]"),
+                    "give exactly one of `spiffe`, `dns` or `subject` (non-empty)",
+                ));
+            }
         }
         header_name("principal_header", &mut self.principal_header)?;
         header_name("tenant_header", &mut self.tenant_header)?;

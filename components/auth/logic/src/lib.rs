@@ -1,4 +1,5 @@
-//! The auth policy's logic: who is calling (API key, JWT or HTTP Basic), may
+//! The auth policy's logic: who is calling (API key, JWT, HTTP Basic, or a
+//! client certificate the gateway verified), may
 //! they use this route (roles), and are they within their request rate and
 //! LLM token quota. Host-neutral: everything outside goes through [`Env`].
 //!
@@ -26,10 +27,16 @@ pub mod ctx {
     pub const TENANT: &str = "tenant";
     /// Comma-separated roles.
     pub const ROLES: &str = "roles";
-    /// `api_key`, `jwt`, `basic` or `anonymous`.
+    /// `api_key`, `jwt`, `basic`, `mtls` or `anonymous`.
     pub const METHOD: &str = "auth.method";
     /// Set when the token quota applies: the request's estimated tokens.
     pub const QUOTA_ESTIMATE: &str = "auth.quota_estimate";
+    /// Set by the gateway (read-only): the verified client certificate's subject DN.
+    pub const TLS_CLIENT_SUBJECT: &str = "tls.client.subject";
+    /// Set by the gateway: its DNS names, comma-separated.
+    pub const TLS_CLIENT_DNS: &str = "tls.client.dns";
+    /// Set by the gateway: its SPIFFE id.
+    pub const TLS_CLIENT_SPIFFE: &str = "tls.client.spiffe";
 }
 
 /// Response header with the tokens left in the principal's quota window.
@@ -197,6 +204,11 @@ fn remaining(quota: config::TokenQuota, used: u64) -> ResponseOutcome {
 
 impl Auth {
     fn authenticate(&self, env: &dyn Env, req: &HttpRequest) -> Result<Principal, Unauthenticated> {
+        // A client certificate the gateway verified outranks what the
+        // request's headers claim; one not listed falls through to them.
+        if let Some(p) = self.client_cert(env) {
+            return Ok(p);
+        }
         let authorization = req.header("authorization").map(str::trim);
         let bearer = authorization.and_then(|a| strip_scheme(a, "bearer"));
         if let Some(keys) = &self.config.api_keys {
@@ -279,6 +291,33 @@ impl Auth {
             });
         }
         Err(Unauthenticated::Missing)
+    }
+
+    /// The principal of the connection's verified client certificate, when
+    /// `client_certs` lists it (context keys the gateway sets: docs/tls.md).
+    fn client_cert(&self, env: &dyn Env) -> Option<Principal> {
+        if self.config.client_certs.is_empty() {
+            return None;
+        }
+        let subject = env.ctx_get(ctx::TLS_CLIENT_SUBJECT)?;
+        let spiffe = env.ctx_get(ctx::TLS_CLIENT_SPIFFE);
+        let dns = env.ctx_get(ctx::TLS_CLIENT_DNS).unwrap_or_default();
+        let dns: Vec<&str> = dns.split(',').filter(|d| !d.is_empty()).collect();
+        self.config.client_certs.iter().find_map(|c| {
+            let matched = if let Some(want) = &c.spiffe {
+                (spiffe.as_deref() == Some(want.as_str())).then(|| want.clone())
+            } else if let Some(want) = &c.dns {
+                dns.contains(&want.as_str()).then(|| want.clone())
+            } else {
+                c.subject.as_ref().filter(|want| **want == subject).cloned()
+            }?;
+            Some(Principal {
+                id: c.principal.clone().unwrap_or(matched),
+                tenant: c.tenant.clone(),
+                roles: c.roles.clone(),
+                method: "mtls",
+            })
+        })
     }
 
     fn allowed(&self, principal: &Principal, route: &str) -> bool {

@@ -652,3 +652,48 @@ fn bad_configs_name_the_key() {
         refusal(json!({"api_keys": {"keys": [{"id": "a", "sha256": "plaintext-key"}]}}));
     assert!(reason.contains("never the secret itself"), "{reason}");
 }
+
+#[test]
+fn a_listed_client_certificate_authenticates_and_an_unlisted_one_falls_through() {
+    let a = auth(json!({
+        "client_certs": [
+            {"spiffe": "spiffe://example.org/billing", "roles": ["chat"], "tenant": "acme"},
+            {"dns": "ops.internal", "principal": "ops"},
+        ],
+        "access": {"api": ["chat"]},
+    }));
+    let env = MemoryEnv::at(NOW_MS);
+    // No certificate: no credentials.
+    assert_eq!(status(&a.on_request(&env, get("/")).unwrap()), Some(401));
+    env.ctx_set(ctx::TLS_CLIENT_SUBJECT, "CN=billing");
+    env.ctx_set(ctx::TLS_CLIENT_SPIFFE, "spiffe://example.org/billing");
+    let out = a.on_request(&env, get("/")).unwrap();
+    assert_eq!(status(&out), None);
+    assert_eq!(
+        env.ctx_get(ctx::PRINCIPAL).as_deref(),
+        Some("spiffe://example.org/billing")
+    );
+    assert_eq!(env.ctx_get(ctx::METHOD).as_deref(), Some("mtls"));
+    assert_eq!(env.ctx_get(ctx::TENANT).as_deref(), Some("acme"));
+    // Matched by DNS name, but without the role the route needs: 403.
+    let env = MemoryEnv::at(NOW_MS);
+    env.ctx_set(ctx::TLS_CLIENT_SUBJECT, "CN=ops");
+    env.ctx_set(ctx::TLS_CLIENT_DNS, "x.internal,ops.internal");
+    assert_eq!(status(&a.on_request(&env, get("/")).unwrap()), Some(403));
+    let mut other = get("/");
+    other.route = "other".into();
+    assert_eq!(status(&a.on_request(&env, other).unwrap()), None);
+    assert_eq!(env.ctx_get(ctx::PRINCIPAL).as_deref(), Some("ops"));
+    // A certificate nobody listed is no credential.
+    let env = MemoryEnv::at(NOW_MS);
+    env.ctx_set(ctx::TLS_CLIENT_SUBJECT, "CN=mallory");
+    env.ctx_set(ctx::TLS_CLIENT_SPIFFE, "spiffe://example.org/mallory");
+    assert_eq!(status(&a.on_request(&env, get("/")).unwrap()), Some(401));
+}
+
+#[test]
+fn a_client_cert_entry_names_exactly_one_identity() {
+    let (key, reason) = refusal(json!({"client_certs": [{"spiffe": "spiffe://a", "dns": "b"}]}));
+    assert_eq!(key, "client_certs[0]");
+    assert!(reason.contains("exactly one"), "{reason}");
+}

@@ -8,6 +8,29 @@ pub const MAX_CONTEXT_ENTRIES: usize = 64;
 /// Most bytes (keys + values) one request's context may hold.
 pub const MAX_CONTEXT_BYTES: usize = 16 << 10;
 
+/// Context keys the gateway sets from a TLS connection before the first
+/// policy runs. They are the host's word: a policy's `set` of `tls` or of a
+/// key under `tls.` is dropped (and logged once per call).
+pub mod tls_keys {
+    /// `1` when the request came over the TLS listener.
+    pub const TLS: &str = "tls";
+    /// The server name (SNI) the client asked for.
+    pub const SNI: &str = "tls.sni";
+    /// Subject DN of the verified client certificate (`CN=alice,O=Example`).
+    pub const CLIENT_SUBJECT: &str = "tls.client.subject";
+    /// Its DNS subject alternative names, comma-separated.
+    pub const CLIENT_DNS: &str = "tls.client.dns";
+    /// Its URI subject alternative names, comma-separated.
+    pub const CLIENT_URI: &str = "tls.client.uri";
+    /// Its first `spiffe://` URI name.
+    pub const CLIENT_SPIFFE: &str = "tls.client.spiffe";
+
+    /// Whether `key` is one only the host may set.
+    pub fn reserved(key: &str) -> bool {
+        key == TLS || key.starts_with("tls.")
+    }
+}
+
 /// Facts policies pass along one request; bounded in entries and bytes.
 ///
 /// Every policy call works on a copy (a failed call's writes are dropped), so
@@ -61,18 +84,20 @@ impl ContextBag {
 }
 
 const CONTEXT_FULL: &str = "request context full; value dropped";
+const CONTEXT_RESERVED: &str =
+    "context keys `tls` and `tls.*` are set by the gateway; value dropped";
 
 impl HostState {
     /// Say once per call that writes were dropped: a guest setting in a loop
     /// must not write a line per attempt. The line counts against the
     /// policy's log bounds like its own lines.
-    fn warn_context_full(&mut self) {
+    fn warn_context_full(&mut self, why: &'static str) {
         if self.context_full_warned {
             return;
         }
         self.context_full_warned = true;
-        if self.admit_log_line(CONTEXT_FULL.len()) {
-            tracing::warn!(policy = &*self.policy, "{CONTEXT_FULL}");
+        if self.admit_log_line(why.len()) {
+            tracing::warn!(policy = &*self.policy, "{why}");
         }
     }
 }
@@ -83,8 +108,10 @@ impl Host for HostState {
     }
 
     fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        if !self.ctx.set(key, value) {
-            self.warn_context_full();
+        if tls_keys::reserved(&key) {
+            self.warn_context_full(CONTEXT_RESERVED);
+        } else if !self.ctx.set(key, value) {
+            self.warn_context_full(CONTEXT_FULL);
         }
         Ok(())
     }

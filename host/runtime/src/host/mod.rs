@@ -24,7 +24,7 @@ use crate::policy::PolicyLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use context::{ContextBag, MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES};
+pub use context::{tls_keys, ContextBag, MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES};
 pub use crypto::MAX_CRYPTO_INPUT;
 pub use health::{EndpointHealth, HealthSource, NoHealth};
 pub use kv::{KvError, KvNamespace, KvStore, ENTRY_OVERHEAD, MAX_KEY_BYTES};
