@@ -925,3 +925,74 @@ print(r.choices[0].message.content)
         "echo: over tls"
     );
 }
+
+/// The edge's view of its coordinator sync (`GET /v1/health` on the admin listener).
+async fn coordinator_sync(gw: &Gateway) -> serde_json::Value {
+    gw.health().await["coordinator"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_report_to_a_coordinator_over_tls_and_refuse_one_they_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("coordinator CA");
+    let ca_pem = ca.write_pem(dir.path(), "ca");
+    let other_pem = Ca::new("another CA").write_pem(dir.path(), "other");
+    let leaf = ca.issue(
+        dir.path(),
+        "coordinator",
+        "coordinator",
+        &["localhost"],
+        &[],
+    );
+    let coordinator = support::coordinator::CoordinatorProcess::start_with(
+        dir.path(),
+        "coordinator.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[tls]\ncert = {:?}\nkey = {:?}\n[store]\nbackend = \"embedded\"\npath = \"state.json\"\n",
+            leaf.cert.display().to_string(),
+            leaf.key.display().to_string()
+        ),
+    );
+    let upstream = Upstream::start();
+    let edge = |id: &str, ca: &Path| {
+        format!(
+            "{}[node]\nid = \"{id}\"\nsite = \"tls-site\"\ncoordinator = \"https://localhost:{}\"\ncoordinator_ca_file = {:?}\nreport_interval_ms = 200\n",
+            support::base_config(upstream.addr),
+            coordinator.addr.port(),
+            ca.display().to_string()
+        )
+    };
+    let trusted = Gateway::start(&edge("edge-tls", &ca_pem));
+    let untrusting = Gateway::start(&edge("edge-wrong-ca", &other_pem));
+    support::coordinator::wait_for("the edge to sync over TLS", 15, || async {
+        coordinator_sync(&trusted).await["connected"] == true
+    })
+    .await;
+    // The coordinator's graph, read over TLS, holds the edge that verified it
+    // and not the one that could not.
+    let graph = Client::new(&ca_pem, Some("localhost"))
+        .get(coordinator.addr, "/v1/graph")
+        .await
+        .unwrap();
+    assert_eq!(graph.status, 200);
+    assert!(graph.body.contains("edge-tls"), "{}", graph.body);
+    support::coordinator::wait_for(
+        "the other edge to give up on the certificate",
+        15,
+        || async {
+            let sync = coordinator_sync(&untrusting).await;
+            sync["failures_in_a_row"].as_u64().unwrap_or(0) >= 1
+        },
+    )
+    .await;
+    let sync = coordinator_sync(&untrusting).await;
+    assert_eq!(sync["connected"], false);
+    assert!(
+        sync["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("certificate"),
+        "{sync}"
+    );
+    assert!(!graph.body.contains("edge-wrong-ca"));
+}

@@ -57,7 +57,11 @@ impl CoordinatorProcess {
         match started
             .first_line
             .trim()
-            .strip_prefix("edgegate coordinator listening on http://")
+            .strip_prefix("edgegate coordinator listening on ")
+            .and_then(|a| {
+                a.strip_prefix("http://")
+                    .or_else(|| a.strip_prefix("https://"))
+            })
             .and_then(|a| a.parse().ok())
         {
             Some(addr) => Ok(Self {

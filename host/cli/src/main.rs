@@ -284,10 +284,15 @@ fn coordinator(file: &std::path::Path) -> anyhow::Result<()> {
     rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let server = tokio::spawn(edgegate_coordinator::server::run(config, stop_rx, bound_tx));
         match bound_rx.await {
             // Tests and scripts read this line to learn the port.
-            Ok(addr) => println!("edgegate coordinator listening on http://{addr}"),
+            Ok(addr) => println!("edgegate coordinator listening on {scheme}://{addr}"),
             Err(_) => {
                 return match server.await {
                     Ok(Err(e)) => Err(anyhow::anyhow!("{}: {e}", file.display())),

@@ -309,9 +309,14 @@ pub struct NodeConfig {
     pub id: String,
     /// Site (region, PoP) the node belongs to (same characters).
     pub site: String,
-    /// Coordinator base URL (`http://host:port`); none: the graph stays local.
+    /// Coordinator base URL (`http://host:port` or `https://host:port`); none:
+    /// the graph stays local.
     #[serde(default)]
     pub coordinator: Option<String>,
+    /// PEM CA bundle an `https://` coordinator's certificate must chain to;
+    /// default the system's roots. Relative to the config file.
+    #[serde(default)]
+    pub coordinator_ca_file: Option<PathBuf>,
     /// How often the node reports.
     #[serde(default = "default_report_interval_ms")]
     pub report_interval_ms: u64,

@@ -73,6 +73,13 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
             *p = base.join(&*p);
         }
     };
+    if let Some(ca) = config
+        .node
+        .as_mut()
+        .and_then(|n| n.coordinator_ca_file.as_mut())
+    {
+        resolve(ca);
+    }
     if let Some(tls) = config.server.tls.as_mut() {
         for cert in &mut tls.certificates {
             resolve(&mut cert.cert);
@@ -175,10 +182,14 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             }
         }
         if let Some(url) = &node.coordinator {
-            if !url.starts_with("http://") || url.len() <= "http://".len() {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or("");
+            if rest.is_empty() {
                 return Err(err(
                     "node.coordinator".into(),
-                    format!("`{url}` is not an http:// URL"),
+                    format!("`{url}` is not an http:// or https:// URL"),
                     None,
                 ));
             }

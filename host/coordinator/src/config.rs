@@ -22,6 +22,10 @@ pub struct CoordinatorConfig {
     /// A down edge is removed from the graph after this long without a report.
     #[serde(default = "default_remove_after")]
     pub remove_after_ms: u64,
+    /// Serve the API and dashboard over TLS; edges then use an `https://`
+    /// `node.coordinator` URL (with `node.coordinator_ca_file` for a private CA).
+    #[serde(default)]
+    pub tls: Option<CoordinatorTls>,
     /// Where reports are kept.
     #[serde(default)]
     pub store: StoreConfig,
@@ -35,6 +39,16 @@ pub struct CoordinatorConfig {
     /// Folder of the config file (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[tls]`: the coordinator's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorTls {
+    /// PEM certificate chain, leaf first; relative to the config file.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf.
+    pub key: PathBuf,
 }
 
 /// `[fleet]`: the desired state sent to every edge.
@@ -152,6 +166,13 @@ impl CoordinatorConfig {
                 ));
             }
             digest.make_ascii_lowercase();
+        }
+        if let Some(tls) = &mut config.tls {
+            for p in [&mut tls.cert, &mut tls.key] {
+                if p.is_relative() {
+                    *p = config.base_dir.join(&*p);
+                }
+            }
         }
         match &mut config.store {
             StoreConfig::Embedded { path: snapshot } => {

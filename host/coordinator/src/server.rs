@@ -186,10 +186,11 @@ impl<S: HealthStore> Coordinator<S> {
         }
     }
 
-    /// Serves the API on `listener` until `shutdown` turns true.
+    /// Serves the API on `listener` (over TLS with `tls`) until `shutdown` turns true.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let keeper = Arc::clone(&self);
@@ -211,14 +212,27 @@ impl<S: HealthStore> Coordinator<S> {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let me = Arc::clone(&self);
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             let me = Arc::clone(&me);
                             async move { Ok::<_, Infallible>(me.handle(req).await) }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                            Some(acceptor) => {
+                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => {
+                                        let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                                    }
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                }
+                            }
+                        }
                     });
                 }
                 _ = shutdown.changed() => break,
@@ -527,15 +541,60 @@ async fn serve_on<S: HealthStore>(
     shutdown: watch::Receiver<bool>,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> Result<(), String> {
+    let tls = match &config.tls {
+        Some(t) => Some(acceptor(t).map_err(|e| format!("key `tls`: {e}"))?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("key `listen`: binding {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let _ = bound.send(addr);
     Arc::new(Coordinator::new(config, store))
-        .serve(listener, shutdown)
+        .serve(listener, tls, shutdown)
         .await;
     Ok(())
+}
+
+/// Time a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest PEM file read.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// The TLS acceptor of `[tls]`; the error names the file and what is wrong.
+fn acceptor(tls: &crate::config::CoordinatorTls) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &std::path::Path| -> Result<Vec<u8>, String> {
+        let len = std::fs::metadata(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .len();
+        if len > MAX_PEM_BYTES {
+            return Err(format!(
+                "{}: {len} bytes; the limit is {MAX_PEM_BYTES}",
+                p.display()
+            ));
+        }
+        std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let chain = CertificateDer::pem_slice_iter(&read(&tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", tls.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no CERTIFICATE block", tls.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key)?)
+        .map_err(|e| format!("{}: no usable private key: {e}", tls.key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| format!("{} with {}: {e}", tls.cert.display(), tls.key.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 #[cfg(test)]

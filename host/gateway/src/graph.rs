@@ -26,6 +26,10 @@ use crate::upstream::Circuit as EndpointCircuit;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Deadline of one report exchange.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The client of the coordinator sync.
+type CoordinatorClient =
+    hyper_util::client::legacy::Client<crate::upstream::Connector, Full<Bytes>>;
+
 /// Largest coordinator answer read.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 
@@ -311,9 +315,13 @@ impl HealthGraph {
     /// what it has while the coordinator is away, retrying with backoff.
     pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.node.report_interval_ms);
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "node.coordinator_ca_file: cannot reach the coordinator over TLS; the graph stays local");
+                return;
+            }
+        };
         let mut wait = interval;
         loop {
             tokio::select! {
@@ -378,12 +386,40 @@ impl HealthGraph {
         }
     }
 
+    /// The client reports go out on: TLS for an `https://` coordinator,
+    /// checked against `node.coordinator_ca_file` or the system's roots.
+    fn client(&self) -> Result<CoordinatorClient, String> {
+        let https = self
+            .node
+            .coordinator
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        let tls = if https {
+            let cfg = edgegate_config::UpstreamTlsConfig {
+                ca_file: self.node.coordinator_ca_file.clone(),
+                ..Default::default()
+            };
+            crate::tls::upstream_client_config("(coordinator)", &cfg)?
+        } else {
+            crate::tls::cleartext_client_config()?
+        };
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(REPORT_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector),
+        )
+    }
+
     async fn exchange(
         &self,
-        client: &hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            Full<Bytes>,
-        >,
+        client: &CoordinatorClient,
         base: &str,
         report: &EdgeReport,
     ) -> Result<DesiredState, String> {
@@ -396,7 +432,10 @@ impl HealthGraph {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| crate::tls::describe(&e))?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()

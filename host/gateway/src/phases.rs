@@ -1000,7 +1000,7 @@ async fn forward<'a>(
                         &endpoint.metrics.tls_handshake
                     };
                     counter.inc();
-                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, reason, error = %e, "TLS to the upstream failed");
+                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, reason, error = %crate::tls::describe(&e), "TLS to the upstream failed");
                     error_response(
                         StatusCode::BAD_GATEWAY,
                         reason,
@@ -1008,7 +1008,7 @@ async fn forward<'a>(
                     )
                 } else if e.is_connect() {
                     endpoint.metrics.connect_error.inc();
-                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %e, "upstream unreachable");
+                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %crate::tls::describe(&e), "upstream unreachable");
                     error_response(
                         StatusCode::BAD_GATEWAY,
                         "upstream_unreachable",
@@ -1016,7 +1016,7 @@ async fn forward<'a>(
                     )
                 } else {
                     endpoint.metrics.error.inc();
-                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %e, "upstream request failed");
+                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %crate::tls::describe(&e), "upstream request failed");
                     error_response(
                         StatusCode::BAD_GATEWAY,
                         "upstream_error",

@@ -469,6 +469,34 @@ pub(crate) fn upstream_failure(err: &(dyn std::error::Error + 'static)) -> Optio
     })
 }
 
+/// `err` and its causes, `: `-joined, with the rustls reason when there is
+/// one (hyper's own text for a failed connect is only "client error (Connect)").
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    let mut depth = 0;
+    while let Some(e) = next {
+        if depth > 8 {
+            break;
+        }
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = e.source();
+        depth += 1;
+    }
+    if let Some(tls) = find_tls_error(err, 0) {
+        let part = tls.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 /// The rustls error in `err`'s chain; connectors wrap it in `io::Error`s,
 /// whose `source` skips the wrapped error, so those are opened too.
 fn find_tls_error<'a>(
