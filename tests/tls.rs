@@ -996,3 +996,190 @@ async fn edges_report_to_a_coordinator_over_tls_and_refuse_one_they_cannot_verif
     );
     assert!(!graph.body.contains("edge-wrong-ca"));
 }
+
+/// etcd with TLS on its client port, client certificates required.
+struct TlsEtcd {
+    child: std::process::Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsEtcd {
+    fn start(ca: &Path, server: &Issued) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let (client, peer) = (
+            support::coordinator::free_port(),
+            support::coordinator::free_port(),
+        );
+        let url = format!("https://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = std::process::Command::new("etcd")
+            .arg("--name=tls")
+            .arg(format!("--data-dir={}", data.path().display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=tls={peer_url}"))
+            .arg(format!("--cert-file={}", server.cert.display()))
+            .arg(format!("--key-file={}", server.key.display()))
+            .arg(format!("--trusted-ca-file={}", ca.display()))
+            .arg("--client-cert-auth")
+            .arg("--log-level=error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("running etcd (Debian package `etcd-server`; scripts/test.sh installs it)");
+        Self {
+            child,
+            url,
+            _data: data,
+        }
+    }
+
+    /// A client with `cert` (and the root user's password when auth is on).
+    async fn client(
+        &self,
+        ca: &Path,
+        cert: &Issued,
+        root: Option<&str>,
+    ) -> Result<etcd_client::Client, etcd_client::Error> {
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(
+                std::fs::read(ca).unwrap(),
+            ))
+            .identity(etcd_client::Identity::from_pem(
+                std::fs::read(&cert.cert).unwrap(),
+                std::fs::read(&cert.key).unwrap(),
+            ));
+        let mut options = etcd_client::ConnectOptions::new()
+            .with_tls(tls)
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(2));
+        if let Some(pw) = root {
+            options = options.with_user("root", pw);
+        }
+        etcd_client::Client::connect([self.url.as_str()], Some(options)).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_store_uses_tls_client_certificates_and_password_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("etcd CA");
+    let ca_pem = ca.write_pem(dir.path(), "ca");
+    let server = ca.issue(dir.path(), "etcd", "etcd", &["127.0.0.1", "localhost"], &[]);
+    let client_cert = ca.issue(
+        dir.path(),
+        "coordinator",
+        "coordinator",
+        &["coordinator.test"],
+        &[],
+    );
+    let etcd = TlsEtcd::start(&ca_pem, &server);
+    // Wait for it, then turn on password auth with a root and an edgegate user.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let admin = loop {
+        if let Ok(mut c) = etcd.client(&ca_pem, &client_cert, None).await {
+            if c.status().await.is_ok() {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "etcd over TLS did not answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut auth = admin.auth_client();
+    auth.user_add("root", "root-password-0", None)
+        .await
+        .unwrap();
+    auth.user_grant_role("root", "root").await.unwrap();
+    auth.role_add("edgegate").await.unwrap();
+    auth.role_grant_permission(
+        "edgegate",
+        etcd_client::Permission::read_write("/edgegate").with_prefix(),
+    )
+    .await
+    .unwrap();
+    auth.user_add("edgegate", "edgegate-password-0", None)
+        .await
+        .unwrap();
+    auth.user_grant_role("edgegate", "edgegate").await.unwrap();
+    auth.auth_enable().await.unwrap();
+    std::fs::write(dir.path().join("password"), "edgegate-password-0\n").unwrap();
+    std::fs::write(dir.path().join("wrong"), "not-the-password\n").unwrap();
+
+    let config = |password: &str, with_cert: bool| {
+        let cert = if with_cert {
+            format!(
+                "client_cert = {:?}\nclient_key = {:?}\n",
+                client_cert.cert.display().to_string(),
+                client_cert.key.display().to_string()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "listen = \"127.0.0.1:0\"\nedge_ttl_ms = 1500\n[store]\nbackend = \"etcd\"\nendpoints = [\"{}\"]\nuser = \"edgegate\"\npassword_file = \"{password}\"\ntimeout_ms = 3000\n[store.tls]\nca_file = {:?}\n{cert}",
+            etcd.url,
+            ca_pem.display().to_string()
+        )
+    };
+    // A wrong password or no client certificate: the coordinator does not start, and says why.
+    let err = support::coordinator::CoordinatorProcess::try_start(
+        dir.path(),
+        "wrong.toml",
+        &config("wrong", true),
+    )
+    .err()
+    .expect("started with a wrong password");
+    assert!(err.contains("key `store`"), "{err}");
+    let err = support::coordinator::CoordinatorProcess::try_start(
+        dir.path(),
+        "nocert.toml",
+        &config("password", false),
+    )
+    .err()
+    .expect("started without a client certificate");
+    assert!(err.contains("key `store`"), "{err}");
+
+    // With both, reports land in etcd under the edgegate user's prefix.
+    let coordinator = support::coordinator::CoordinatorProcess::start_with(
+        dir.path(),
+        "coordinator.toml",
+        &config("password", true),
+    );
+    let upstream = Upstream::start();
+    let edge = format!(
+        "{}[node]\nid = \"edge-etcd-tls\"\nsite = \"s\"\ncoordinator = \"http://{}\"\nreport_interval_ms = 200\n",
+        support::base_config(upstream.addr),
+        coordinator.addr
+    );
+    let _gw = Gateway::start(&edge);
+    let mut root = etcd
+        .client(&ca_pem, &client_cert, Some("root-password-0"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = root
+            .get("/edgegate/edges/edge-etcd-tls", None)
+            .await
+            .is_ok_and(|r| !r.kvs().is_empty());
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report in etcd:\n{}",
+            coordinator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

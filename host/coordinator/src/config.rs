@@ -51,6 +51,23 @@ pub struct CoordinatorTls {
     pub key: PathBuf,
 }
 
+/// `[store.tls]`: how the coordinator reaches etcd over TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    /// PEM CA bundle etcd's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// PEM client certificate presented to etcd.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Name checked against etcd's certificate; default the endpoint's host.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
 /// `[fleet]`: the desired state sent to every edge.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,8 +94,19 @@ pub enum StoreConfig {
     /// In etcd (v3 API): each edge's report under its own key with a lease,
     /// shared by every coordinator replica that uses the same etcd and prefix.
     Etcd {
-        /// etcd client URLs (`http://host:port`).
+        /// etcd client URLs: `http://host:port`, or `https://host:port` with `tls`.
         endpoints: Vec<String>,
+        /// TLS to etcd: the CA, and the client certificate etcd's
+        /// `--client-cert-auth` asks for. Required for `https://` endpoints.
+        #[serde(default)]
+        tls: Option<EtcdTls>,
+        /// etcd user (`etcdctl user add`), for etcd's password auth.
+        #[serde(default)]
+        user: Option<String>,
+        /// File holding the user's password (its first line), relative to
+        /// the config file; kept out of the config so the config can be shared.
+        #[serde(default)]
+        password_file: Option<PathBuf>,
         /// Keys are `{prefix}/edges/{node}`.
         #[serde(default = "default_etcd_prefix")]
         prefix: String,
@@ -184,20 +212,55 @@ impl CoordinatorConfig {
                 endpoints,
                 prefix,
                 timeout_ms,
+                tls,
+                user,
+                password_file,
             } => {
                 if endpoints.is_empty() {
                     return Err(err("store.endpoints", "name at least one etcd URL".into()));
                 }
+                let scheme = if tls.is_some() { "https://" } else { "http://" };
                 if let Some(bad) = endpoints.iter().find(|e| {
-                    !e.starts_with("http://")
-                        || e["http://".len()..]
-                            .parse::<http::uri::Authority>()
-                            .is_err()
+                    !e.starts_with(scheme)
+                        || e[scheme.len()..].parse::<http::uri::Authority>().is_err()
                 }) {
+                    let why = if tls.is_some() {
+                        format!("`{bad}` is not an https://host:port URL (with [store.tls], every endpoint is TLS)")
+                    } else {
+                        format!("`{bad}` is not an http://host:port URL (https:// needs [store.tls] with its ca_file)")
+                    };
+                    return Err(err("store.endpoints", why));
+                }
+                if let Some(t) = tls {
+                    if t.client_cert.is_some() != t.client_key.is_some() {
+                        return Err(err(
+                            "store.tls",
+                            "client_cert and client_key go together".into(),
+                        ));
+                    }
+                    for p in [
+                        Some(&mut t.ca_file),
+                        t.client_cert.as_mut(),
+                        t.client_key.as_mut(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if p.is_relative() {
+                            *p = config.base_dir.join(&*p);
+                        }
+                    }
+                }
+                if user.is_some() != password_file.is_some() {
                     return Err(err(
-                        "store.endpoints",
-                        format!("`{bad}` is not an http://host:port URL (TLS to etcd is not supported yet)"),
+                        "store.user",
+                        "user and password_file go together".into(),
                     ));
+                }
+                if let Some(p) = password_file {
+                    if p.is_relative() {
+                        *p = config.base_dir.join(&*p);
+                    }
                 }
                 if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
                     return Err(err(
@@ -254,6 +317,7 @@ mod tests {
             endpoints,
             prefix,
             timeout_ms,
+            ..
         } = &c.store
         else {
             panic!("not etcd: {:?}", c.store)
@@ -269,7 +333,7 @@ mod tests {
             ),
             (
                 "[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\n",
-                "c.toml: key `store.endpoints`: `https://e:2379` is not an http://host:port URL (TLS to etcd is not supported yet)",
+                "c.toml: key `store.endpoints`: `https://e:2379` is not an http://host:port URL (https:// needs [store.tls] with its ca_file)",
             ),
             (
                 "[store]\nbackend = \"etcd\"\nendpoints = [\"http://e:2379\"]\nprefix = \"/a/\"\n",

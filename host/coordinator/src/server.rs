@@ -521,12 +521,22 @@ pub async fn run(
             endpoints,
             prefix,
             timeout_ms,
+            tls,
+            user,
+            password_file,
         } => {
+            let access = crate::store::EtcdAccess::read(
+                tls.as_ref(),
+                user.as_deref(),
+                password_file.as_deref(),
+            )
+            .map_err(|e| format!("key `store`: {e}"))?;
             let store = EtcdStore::connect(
                 endpoints,
                 prefix,
                 Duration::from_millis(*timeout_ms),
                 Duration::from_millis(config.remove_after_ms),
+                access,
             )
             .await
             .map_err(|e| format!("key `store`: {e}"))?;

@@ -68,6 +68,74 @@ fn range_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
+/// How the coordinator proves itself to etcd and checks etcd: TLS (CA and
+/// client certificate) and password auth, read from their files at start.
+#[derive(Default)]
+pub struct EtcdAccess {
+    tls: Option<etcd_client::TlsOptions>,
+    user: Option<(String, String)>,
+}
+
+/// Largest certificate, key or password file read.
+const MAX_SECRET_FILE_BYTES: u64 = 1 << 20;
+
+fn read_file(what: &str, p: &std::path::Path) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(p)
+        .map_err(|e| format!("{what} {}: {e}", p.display()))?
+        .len();
+    if len > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "{what} {}: {len} bytes; the limit is {MAX_SECRET_FILE_BYTES}",
+            p.display()
+        ));
+    }
+    std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+}
+
+impl EtcdAccess {
+    /// Reads `[store.tls]` and the password file; the error names the file.
+    pub fn read(
+        tls: Option<&crate::config::EtcdTls>,
+        user: Option<&str>,
+        password_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let tls = match tls {
+            None => None,
+            Some(t) => {
+                let ca = read_file("store.tls.ca_file", &t.ca_file)?;
+                let mut options = etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(ca));
+                if let (Some(cert), Some(key)) = (&t.client_cert, &t.client_key) {
+                    options = options.identity(etcd_client::Identity::from_pem(
+                        read_file("store.tls.client_cert", cert)?,
+                        read_file("store.tls.client_key", key)?,
+                    ));
+                }
+                if let Some(domain) = &t.domain {
+                    options = options.domain_name(domain.clone());
+                }
+                Some(options)
+            }
+        };
+        let user = match (user, password_file) {
+            (Some(user), Some(file)) => {
+                let text = String::from_utf8(read_file("store.password_file", file)?)
+                    .map_err(|_| format!("store.password_file {}: not UTF-8", file.display()))?;
+                let password = text.lines().next().unwrap_or("").to_string();
+                if password.is_empty() {
+                    return Err(format!(
+                        "store.password_file {}: the first line is empty",
+                        file.display()
+                    ));
+                }
+                Some((user.to_string(), password))
+            }
+            _ => None,
+        };
+        Ok(Self { tls, user })
+    }
+}
+
 impl EtcdStore {
     /// Connects to etcd at `endpoints`, reads every report under `prefix` and
     /// starts the watch that keeps the copy current. An edge's key outlives
@@ -78,6 +146,7 @@ impl EtcdStore {
         prefix: &str,
         timeout: Duration,
         remove_after: Duration,
+        access: EtcdAccess,
     ) -> Result<Self, StoreError> {
         let unreachable = |e: etcd_client::Error| {
             StoreError::Backend(format!(
@@ -85,10 +154,16 @@ impl EtcdStore {
                 endpoints.join(", ")
             ))
         };
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(10), timeout);
+        if let Some(tls) = access.tls {
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = access.user {
+            options = options.with_user(user, password);
+        }
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(unreachable)?;

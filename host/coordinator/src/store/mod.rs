@@ -17,7 +17,7 @@ use edgegate_graph::EdgeReport;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdAccess, EtcdStore};
 
 /// An edge's latest report and when it arrived.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
