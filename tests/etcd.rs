@@ -166,3 +166,121 @@ async fn an_unreachable_etcd_or_a_bad_url_stops_the_start_with_a_named_reason() 
         "{err}"
     );
 }
+
+/// The mod revision of `key` as member `url` has it (a serializable read:
+/// it answers without a leader).
+async fn mod_revision(http: &reqwest::Client, url: &str, key: &str) -> Option<i64> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let answer: Value = http
+        .post(format!("{url}/v3/kv/range"))
+        .json(&serde_json::json!({ "key": b64.encode(key), "serializable": true }))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    answer["kvs"][0]["mod_revision"].as_str()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_kill_shows_no_live_edge_down_and_writes_move_on_within_an_election() {
+    let mut cluster = support::coordinator::EtcdCluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints = cluster
+        .client_urls
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nedge_ttl_ms = 3000\nremove_after_ms = 30000\n\
+         [store]\nbackend = \"etcd\"\nendpoints = [{endpoints}]\nprefix = \"{PREFIX}\"\ntimeout_ms = 2000\n"
+    );
+    let a = CoordinatorProcess::start_with(dir.path(), "a.toml", &config);
+    let b = CoordinatorProcess::start_with(dir.path(), "b.toml", &config);
+    let upstream = Upstream::start();
+    let edge = |id: &str, to: &CoordinatorProcess| {
+        Gateway::start(&(base_config(upstream.addr)
+            + &format!(
+                "[node]\nid = \"{id}\"\nsite = \"s\"\ncoordinator = \"http://{}\"\nreport_interval_ms = 500\n",
+                to.addr
+            )))
+    };
+    let (_e1, _e2) = (edge("edge-1", &a), edge("edge-2", &b));
+    let both_live =
+        |g: &Value| edge_live(g, "edge-1") == Some(true) && edge_live(g, "edge-2") == Some(true);
+    wait_for("both replicas to see both edges", 20, || async {
+        both_live(&a.graph().await) && both_live(&b.graph().await)
+    })
+    .await;
+
+    let leader = cluster.leader().await.expect("a leader");
+    let survivor = cluster.client_urls[(leader + 1) % 3].clone();
+    let http = reqwest::Client::new();
+    // Watch both edges' keys change on a surviving member, and both replicas'
+    // views, from a second before the kill to six seconds after it.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(7);
+    let keys = {
+        let (http, survivor) = (http.clone(), survivor.clone());
+        tokio::spawn(async move {
+            let mut last: Vec<(Option<i64>, std::time::Instant)> =
+                vec![(None, std::time::Instant::now()); 2];
+            let mut longest = Duration::ZERO;
+            while std::time::Instant::now() < watch_until {
+                for (i, id) in ["edge-1", "edge-2"].iter().enumerate() {
+                    let rev = mod_revision(&http, &survivor, &format!("{PREFIX}/edges/{id}")).await;
+                    if rev.is_some() && rev != last[i].0 {
+                        longest = longest.max(last[i].1.elapsed());
+                        last[i] = (rev, std::time::Instant::now());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            longest
+        })
+    };
+    let views = {
+        let (a, b) = (a.url("/v1/graph"), b.url("/v1/graph"));
+        let http = http.clone();
+        tokio::spawn(async move {
+            let mut down = Vec::new();
+            while std::time::Instant::now() < watch_until {
+                for (name, url) in [("a", &a), ("b", &b)] {
+                    let Ok(r) = http.get(url).timeout(Duration::from_secs(1)).send().await else {
+                        continue;
+                    };
+                    let Ok(g) = r.json::<Value>().await else {
+                        continue;
+                    };
+                    for id in ["edge-1", "edge-2"] {
+                        if edge_live(&g, id) == Some(false) {
+                            down.push(format!("replica {name} showed {id} down"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            down
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kill(leader);
+    let longest_gap = keys.await.unwrap();
+    let down = views.await.unwrap();
+    // Reports come every 500 ms: the stall is what the longest gap between
+    // two writes of one edge's key adds to that.
+    let stall = longest_gap.saturating_sub(Duration::from_millis(500));
+    eprintln!("etcd leader kill: longest gap between two writes of an edge's key {longest_gap:?} (write stall {stall:?})");
+    assert!(
+        down.is_empty(),
+        "{down:?}\nreplica a:\n{}\nreplica b:\n{}",
+        a.logs(),
+        b.logs()
+    );
+    // Both replicas' writes went on: no edge's key waited longer than an edge's TTL.
+    assert!(longest_gap < Duration::from_millis(3000), "{longest_gap:?}");
+    assert!(both_live(&a.graph().await) && both_live(&b.graph().await));
+}

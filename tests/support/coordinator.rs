@@ -262,3 +262,106 @@ impl Drop for EtcdServer {
         let _ = self.child.wait();
     }
 }
+
+/// A three-member etcd cluster on loopback ports; members can be killed.
+pub struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    pub client_urls: Vec<String>,
+    _data: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts three members and waits until the cluster has a leader.
+    pub async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        let mut client_urls = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let child = Command::new("etcd")
+                .arg(format!("--name=m{i}"))
+                .arg(format!(
+                    "--data-dir={}",
+                    data.path().join(format!("m{i}")).display()
+                ))
+                .arg(format!("--listen-client-urls={client_url}"))
+                .arg(format!("--advertise-client-urls={client_url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster={initial}"))
+                .arg("--initial-cluster-state=new")
+                .arg("--log-level=error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("running etcd (Debian package `etcd-server`; scripts/test.sh installs it)");
+            members.push(Some(child));
+            client_urls.push(client_url);
+        }
+        let cluster = Self {
+            members,
+            client_urls,
+            _data: data,
+        };
+        wait_for("the etcd cluster to elect a leader", 30, || async {
+            cluster.leader().await.is_some()
+        })
+        .await;
+        cluster
+    }
+
+    /// The index of the member that leads, as the members say.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, url) in self.client_urls.iter().enumerate() {
+            if self.members[i].is_none() {
+                continue;
+            }
+            let Ok(r) = reqwest::Client::new()
+                .post(format!("{url}/v3/maintenance/status"))
+                .body("{}")
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(status) = r.json::<Value>().await else {
+                continue;
+            };
+            let (Some(me), Some(leader)) = (
+                status["header"]["member_id"].as_str(),
+                status["leader"].as_str(),
+            ) else {
+                continue;
+            };
+            if me == leader {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// `kill -9` of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -156,7 +156,13 @@ impl<S: HealthStore> Coordinator<S> {
             _ => self.recomputing.lock().await,
         };
         let reports = self.store.all().await.map_err(|e| e.to_string())?;
-        let (ttl, thresholds) = (self.config.edge_ttl_ms, self.config.thresholds);
+        // While the store is blind, ages are overstated by as much: an edge is
+        // not judged down on what this replica could not see.
+        let ttl = self
+            .config
+            .edge_ttl_ms
+            .saturating_add(self.store.blind_ms());
+        let thresholds = self.config.thresholds;
         let fleet = desired_for_fleet(&self.config.fleet);
         let view =
             tokio::task::spawn_blocking(move || compute_view(reports, ttl, &thresholds, &fleet))

@@ -25,7 +25,13 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// A lease is renewed at most this often per edge (etcd counts TTLs in seconds).
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait before the watch is tried again after etcd went away.
-const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(1);
+/// Deadline of one attempt of a write; a write is tried again (on another
+/// member, as the channel balances) until the store's timeout. A member that
+/// died holds a request only this long.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause between two attempts of a write.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// History older than this is compacted, so etcd's database does not grow
 /// with every report; a watch that falls further behind lists again.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
@@ -43,6 +49,57 @@ pub struct EtcdStore {
     copy: Arc<Mutex<Entries>>,
     leases: Mutex<HashMap<String, Lease>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Deadline of a whole write, retries included.
+    timeout: Duration,
+    /// Since when this replica cannot see every write, when it cannot.
+    blind: Arc<Blind>,
+}
+
+/// When a replica stopped seeing every write: its watch broke, or its own
+/// writes fail. Cleared when the watch is back and a write succeeded.
+#[derive(Default)]
+pub(crate) struct Blind {
+    watch_down_since: Mutex<Option<Instant>>,
+    writes_failing_since: Mutex<Option<Instant>>,
+}
+
+impl Blind {
+    fn since(&self) -> Option<Instant> {
+        let a = *lock(&self.watch_down_since);
+        let b = *lock(&self.writes_failing_since);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    fn set(slot: &Mutex<Option<Instant>>, down: bool) {
+        let mut s = lock(slot);
+        match (down, *s) {
+            (true, None) => *s = Some(Instant::now()),
+            (false, _) => *s = None,
+            _ => {}
+        }
+    }
+}
+
+/// Whether an error may go away on another attempt: the member died, has no
+/// leader (an election is on), or did not answer in time.
+fn retryable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ) || s.message().contains("no leader")
+                || s.message().contains("leader changed")
+                || s.message().contains("timed out")
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
 }
 
 /// The lease this replica attaches to an edge's key.
@@ -154,10 +211,14 @@ impl EtcdStore {
                 endpoints.join(", ")
             ))
         };
+        // A member without a leader refuses at once instead of holding the
+        // request through an election; keep-alives find a dead member fast.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(10), timeout);
+            .with_require_leader(true)
+            .with_keep_alive(Duration::from_millis(500), Duration::from_millis(1000))
+            .with_keep_alive_while_idle(true);
         if let Some(tls) = access.tls {
             options = options.with_tls(tls);
         }
@@ -178,12 +239,14 @@ impl EtcdStore {
             "etcd store: read the reports; watching for changes"
         );
         let copy = Arc::new(Mutex::new(entries));
+        let blind = Arc::new(Blind::default());
         let watcher = tokio::spawn(watch(
             client.clone(),
             kv.clone(),
             keys.clone(),
             Arc::clone(&copy),
             revision,
+            Arc::clone(&blind),
         ));
         let compactor = tokio::spawn(compact(kv.clone()));
         let ttl = remove_after.as_millis().div_ceil(1000) + 1;
@@ -195,7 +258,89 @@ impl EtcdStore {
             copy,
             leases: Mutex::new(HashMap::new()),
             tasks: vec![watcher, compactor],
+            timeout,
+            blind,
         })
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the store's timeout
+    /// passes; each attempt gets [`ATTEMPT_TIMEOUT`].
+    async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(ATTEMPT_TIMEOUT.min(left), op()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if !retryable(&e) => return Err(e),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    etcd_client::Error::GRpcStatus(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {} ms",
+                        ATTEMPT_TIMEOUT.min(left).as_millis()
+                    )))
+                }
+            };
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// One report written under its node's key, with the node's lease.
+    async fn put_report(&self, r: StoredReport) -> Result<(), StoreError> {
+        let node = r.report.node.clone();
+        let key = format!("{}{node}", self.keys);
+        let value = serde_json::to_vec(&r).map_err(|e| backend("encoding a report", e))?;
+        let mut lease = self.lease(&node).await?;
+        let (key_ref, value_ref) = (&key, &value);
+        let put = |lease: i64| {
+            self.retrying(move || {
+                let mut kv = self.kv.clone();
+                let (key, value) = (key_ref.clone(), value_ref.clone());
+                let options = PutOptions::new().with_lease(lease);
+                async move { kv.put(key, value, Some(options)).await }
+            })
+        };
+        let answer = match put(lease.id).await {
+            // The lease ran out (this replica was away longer than the TTL)
+            // or a replica's revoke took it: start a new one.
+            Err(e) if lease_gone(&e) => {
+                lock(&self.leases).remove(&node);
+                lease = self.lease(&node).await?;
+                put(lease.id).await
+            }
+            other => other,
+        }
+        .map_err(|e| backend(&format!("writing {key}"), e))?;
+        let revision = answer.header().map_or(0, |h| h.revision());
+        if lease.renewed.elapsed() >= RENEW_EVERY {
+            // A put attaches the key to the lease but does not renew it.
+            let id = lease.id;
+            let renewed = self
+                .retrying(|| {
+                    let mut leases = self.client.lease_client();
+                    async move { leases.keep_alive(id).await }
+                })
+                .await;
+            match renewed {
+                Ok(_) => {
+                    if let Some(l) = lock(&self.leases).get_mut(&node) {
+                        l.renewed = Instant::now();
+                    }
+                }
+                Err(e) if lease_gone(&e) => {
+                    lock(&self.leases).remove(&node);
+                }
+                Err(e) => return Err(backend("renewing a lease", e)),
+            }
+        }
+        self.remember(&node, revision, r);
+        Ok(())
     }
 
     /// The lease for `node`'s key: the one this replica holds, or a new one.
@@ -203,10 +348,12 @@ impl EtcdStore {
         if let Some(lease) = lock(&self.leases).get(node).copied() {
             return Ok(lease);
         }
+        let ttl = self.lease_ttl_s;
         let granted = self
-            .client
-            .lease_client()
-            .grant(self.lease_ttl_s, None)
+            .retrying(|| {
+                let mut leases = self.client.lease_client();
+                async move { leases.grant(ttl, None).await }
+            })
             .await
             .map_err(|e| backend("granting a lease", e))?;
         let lease = Lease {
@@ -236,50 +383,20 @@ fn lease_gone(e: &etcd_client::Error) -> bool {
 
 impl HealthStore for EtcdStore {
     async fn put(&self, r: StoredReport) -> Result<(), StoreError> {
-        let node = r.report.node.clone();
-        let key = format!("{}{node}", self.keys);
-        let value = serde_json::to_vec(&r).map_err(|e| backend("encoding a report", e))?;
-        let mut lease = self.lease(&node).await?;
-        let put = |lease: i64| {
-            let mut kv = self.kv.clone();
-            let (key, value) = (key.clone(), value.clone());
-            let options = PutOptions::new().with_lease(lease);
-            async move { kv.put(key, value, Some(options)).await }
-        };
-        let answer = match put(lease.id).await {
-            // The lease ran out (this replica was away longer than the TTL)
-            // or a replica's revoke took it: start a new one.
-            Err(e) if lease_gone(&e) => {
-                lock(&self.leases).remove(&node);
-                lease = self.lease(&node).await?;
-                put(lease.id).await
-            }
-            other => other,
-        }
-        .map_err(|e| backend(&format!("writing {key}"), e))?;
-        let revision = answer.header().map_or(0, |h| h.revision());
-        if lease.renewed.elapsed() >= RENEW_EVERY {
-            // A put attaches the key to the lease but does not renew it.
-            match self.client.lease_client().keep_alive(lease.id).await {
-                Ok(_) => {
-                    if let Some(l) = lock(&self.leases).get_mut(&node) {
-                        l.renewed = Instant::now();
-                    }
-                }
-                Err(e) if lease_gone(&e) => {
-                    lock(&self.leases).remove(&node);
-                }
-                Err(e) => return Err(backend("renewing a lease", e)),
-            }
-        }
-        self.remember(&node, revision, r);
-        Ok(())
+        let result = self.put_report(r).await;
+        Blind::set(&self.blind.writes_failing_since, result.is_err());
+        result
     }
 
     async fn all(&self) -> Result<Vec<StoredReport>, StoreError> {
         Ok(lock(&self.copy).values().map(|(_, r)| r.clone()).collect())
     }
 
+    fn blind_ms(&self) -> u64 {
+        self.blind.since().map_or(0, |t| {
+            u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+        })
+    }
     async fn remove(&self, node: &str) -> Result<(), StoreError> {
         let key = format!("{}{node}", self.keys);
         self.kv
@@ -360,25 +477,28 @@ async fn watch(
     keys: String,
     copy: Arc<Mutex<Entries>>,
     mut revision: i64,
+    blind: Arc<Blind>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Duration::from_millis(50);
     loop {
         let started = Instant::now();
-        let why = watch_from(&client, &keys, &copy, &mut revision).await;
+        let why = watch_from(&client, &keys, &copy, &mut revision, &blind).await;
+        Blind::set(&blind.watch_down_since, true);
         tracing::warn!(error = %why, "etcd store: watch ended; listing again");
         if started.elapsed() > MAX_WATCH_BACKOFF {
-            backoff = Duration::from_millis(100);
+            backoff = Duration::from_millis(50);
         }
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_WATCH_BACKOFF);
-            match list(kv.clone(), &keys).await {
-                Ok((entries, at)) => {
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, list(kv.clone(), &keys)).await {
+                Ok(Ok((entries, at))) => {
                     *lock(&copy) = entries;
                     revision = at;
                     break;
                 }
-                Err(e) => tracing::warn!(error = %e, "etcd store: listing failed; retrying"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "etcd store: listing failed; retrying"),
+                Err(_) => tracing::warn!("etcd store: listing timed out; retrying"),
             }
         }
     }
@@ -390,6 +510,7 @@ async fn watch_from(
     keys: &str,
     copy: &Mutex<Entries>,
     revision: &mut i64,
+    blind: &Blind,
 ) -> String {
     let options = WatchOptions::new()
         .with_prefix()
@@ -403,6 +524,8 @@ async fn watch_from(
         Ok(s) => s,
         Err(e) => return format!("starting the watch: {e}"),
     };
+    // Listed and watching again: this replica sees every write from here.
+    Blind::set(&blind.watch_down_since, false);
     loop {
         let answer = match stream.message().await {
             Ok(Some(a)) => a,

@@ -47,6 +47,13 @@ pub trait HealthStore: Send + Sync + 'static {
     /// Makes what was stored durable (the embedded store's snapshot); a no-op
     /// for backends that write through.
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// How long this replica has been unable to see every write (its watch
+    /// is broken or its own writes fail), in ms; 0 when it sees them all.
+    /// Report ages may be overstated by that much, so no edge is judged down
+    /// on them (the embedded store always sees everything).
+    fn blind_ms(&self) -> u64 {
+        0
+    }
 }
 
 /// Locks `m`; a panic elsewhere while it was held does not make it unusable.
