@@ -64,7 +64,7 @@ cat > "$WORK/nginx.conf" <<NGINX
 worker_processes $WORKERS;
 daemon off;
 pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
+error_log $WORK/nginx/error.log info;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -78,8 +78,7 @@ http {
     location / { root $WORK; try_files /1k =404; }
   }
   server {
-    listen 127.0.0.1:$UPS ssl;
-    http2 on;
+    listen 127.0.0.1:$UPS ssl http2;
     ssl_certificate $WORK/leaf.crt;
     ssl_certificate_key $WORK/leaf.key;
     location / { root $WORK; try_files /1k =404; }
@@ -132,7 +131,7 @@ for c in tls https-up https-up-h1; do
   PIDS+=($!)
 done
 
-wait_up() { for _ in $(seq 100); do curl -skf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; exit 1; }
+wait_up() { for _ in $(seq 100); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; cat "$WORK"/*.log >&2; exit 1; }
 wait_up "http://127.0.0.1:$UP/"
 wait_up "https://127.0.0.1:$UPS/"
 wait_up "https://127.0.0.1:$NGX/"
@@ -140,7 +139,9 @@ wait_up "https://127.0.0.1:$EG_TLS/"
 for p in $EGU_PORT $EGU1_PORT; do wait_up "http://127.0.0.1:$p/"; done
 # The HTTPS upstream really is verified: the answers come through.
 curl -sf --cacert "$WORK/ca.crt" "https://localhost:$EG_TLS/" | head -c 4 >/dev/null
-[ "$(curl -s "http://127.0.0.1:$EGU_PORT/" | wc -c)" = 1024 ] || { echo "the HTTPS upstream did not answer" >&2; cat "$WORK/https-up.log" >&2; exit 1; }
+for p in $EGU_PORT $EGU1_PORT; do
+  [ "$(curl -s "http://127.0.0.1:$p/" | wc -c)" = 1024 ] || { echo "the HTTPS upstream did not answer through :$p: $(curl -s "http://127.0.0.1:$p/")" >&2; cat "$WORK"/https-up*.log "$WORK"/nginx/error.log >&2; exit 1; }
+done
 
 to_us() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000000 } }'; }
 run() { # name url [wrk args...]

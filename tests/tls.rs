@@ -628,6 +628,9 @@ struct UpstreamLog {
     with_client_cert: AtomicUsize,
     /// `Host` headers.
     hosts: Mutex<Vec<String>>,
+    /// Requests whose `Host` header differs from their `:authority` (HTTP/2
+    /// servers such as nginx refuse them with 400).
+    host_mismatch: AtomicUsize,
 }
 
 /// An upstream on 127.0.0.1, over TLS with `tls` (else cleartext, h2c
@@ -664,6 +667,13 @@ fn start_upstream(tls: Option<rustls::ServerConfig>) -> (SocketAddr, Arc<Upstrea
                             let log = log.clone();
                             async move {
                                 log.versions.lock().unwrap().push(req.version());
+                                if let (Some(h), Some(a)) =
+                                    (req.headers().get("host"), req.uri().authority())
+                                {
+                                    if h.as_bytes() != a.as_str().as_bytes() {
+                                        log.host_mismatch.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                }
                                 let host = req
                                     .headers()
                                     .get("host")

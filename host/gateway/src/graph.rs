@@ -27,8 +27,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Deadline of one report exchange.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The client of the coordinator sync.
-type CoordinatorClient =
-    hyper_util::client::legacy::Client<crate::upstream::Connector, Full<Bytes>>;
+type CoordinatorClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
 
 /// Largest coordinator answer read.
 const MAX_ANSWER_BYTES: usize = 1 << 20;

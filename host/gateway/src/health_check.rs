@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use edgegate_config::HealthCheckConfig;
-use http::header::{HeaderValue, HOST, USER_AGENT};
+use http::header::USER_AGENT;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
@@ -94,8 +94,8 @@ fn serving(state: &ArcSwap<GatewayState>, weak: &Weak<Cluster>) -> Option<Arc<Cl
 struct Target {
     upstream: String,
     endpoint: String,
+    index: usize,
     uri: Uri,
-    host: HeaderValue,
     cfg: HealthCheckConfig,
 }
 
@@ -110,23 +110,21 @@ impl Target {
             .get(index)
             .ok_or_else(|| format!("no endpoint {index}"))?;
         let endpoint = ep.address.clone();
-        let uri: Uri = format!("{}://{}{}", cluster.scheme, ep.authority, cfg.path)
+        // The URI names the Host sent (hyper writes it; the endpoint's
+        // connector decides where the check goes).
+        let host = match (cfg.host.as_deref(), &cluster.host_rewrite) {
+            (Some(h), _) => h.to_string(),
+            (None, Some(h)) => h.to_str().unwrap_or_default().to_string(),
+            (None, None) => ep.authority.to_string(),
+        };
+        let uri: Uri = format!("{}://{host}{}", cluster.scheme, cfg.path)
             .parse()
-            .map_err(|e| format!("health_check.path `{}`: {e}", cfg.path))?;
-        let default_host = match &cluster.host_rewrite {
-            Some(h) => h.clone(),
-            None => HeaderValue::from_str(ep.authority.as_str())
-                .map_err(|e| format!("endpoint host: {e}"))?,
-        };
-        let host = match cfg.host.as_deref() {
-            Some(h) => HeaderValue::from_str(h).map_err(|e| format!("health_check.host: {e}"))?,
-            None => default_host,
-        };
+            .map_err(|e| format!("health_check.host `{host}` or path `{}`: {e}", cfg.path))?;
         Ok(Self {
             upstream: cluster.name.clone(),
             endpoint,
+            index,
             uri,
-            host,
             cfg,
         })
     }
@@ -144,7 +142,11 @@ async fn check_loop(state: Arc<ArcSwap<GatewayState>>, weak: Weak<Cluster>, inde
     };
     let interval = Duration::from_millis(target.cfg.interval_ms);
     let timeout = Duration::from_millis(target.cfg.timeout_ms);
-    let Some(connector) = serving(&state, &weak).map(|c| c.connector(timeout)) else {
+    let Some(connector) = serving(&state, &weak).and_then(|c| {
+        c.endpoints
+            .get(target.index)
+            .map(|e| c.connector(e, timeout))
+    }) else {
         return;
     };
     // Its own pool of one: checks reuse a connection, like Envoy's.
@@ -212,12 +214,14 @@ async fn check_loop(state: Arc<ArcSwap<GatewayState>>, weak: Weak<Cluster>, inde
 /// body, read so the connection can be reused) must come within `timeout`.
 async fn probe(client: &CheckClient, target: &Target, timeout: Duration) -> Result<(), String> {
     let req = Request::get(target.uri.clone())
-        .header(HOST, target.host.clone())
         .header(USER_AGENT, "edgegate-health-check")
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| crate::tls::describe(&e))?;
         let status = resp.status();
         // What the body says does not matter; a larger one just ends the connection.
         let _ = Limited::new(resp.into_body(), MAX_CHECK_BODY)
@@ -233,18 +237,6 @@ async fn probe(client: &CheckClient, target: &Target, timeout: Duration) -> Resu
     } else {
         Err(format!("answered {status}"))
     }
-}
-
-/// An error with its causes (hyper's own message is only "client error (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -273,7 +265,7 @@ mod tests {
             "connection refused",
         ));
         assert_eq!(
-            error_chain(&e),
+            crate::tls::describe(&e),
             "client error (Connect): connection refused"
         );
     }

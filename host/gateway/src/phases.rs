@@ -904,6 +904,24 @@ fn prepare_upstream_request(state: &GatewayState, peer: Peer, parts: &mut Parts)
     parts.version = Version::HTTP_11;
 }
 
+/// The host an upstream request is for: `host_rewrite`, else the client's
+/// `Host` (or `:authority`), else the endpoint.
+fn upstream_authority(
+    cluster: &Cluster,
+    headers: &HeaderMap,
+    client_authority: Option<http::uri::Authority>,
+    endpoint: &http::uri::Authority,
+) -> http::uri::Authority {
+    let named = cluster
+        .host_rewrite
+        .as_ref()
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    named
+        .or(client_authority)
+        .unwrap_or_else(|| endpoint.clone())
+}
+
 /// Upstream phase: pick an endpoint, send, retry or fall back when the body allows it.
 async fn forward<'a>(
     peer: Peer,
@@ -944,14 +962,20 @@ async fn forward<'a>(
         };
         let mut uri = attempt_parts.uri.clone().into_parts();
         uri.scheme = Some(cluster.scheme.clone());
-        uri.authority = Some(endpoint.authority.clone());
+        // The URI names the host the request is for (hyper writes it as
+        // `Host`, or HTTP/2's `:authority`, which must agree with `Host`);
+        // the endpoint's connector decides where it goes.
+        uri.authority = Some(upstream_authority(
+            cluster,
+            &attempt_parts.headers,
+            uri.authority.take(),
+            &endpoint.authority,
+        ));
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
         let mut req = Request::from_parts(attempt_parts, attempt_body);
-        if let Some(host) = &cluster.host_rewrite {
-            req.headers_mut().insert(header::HOST, host.clone());
-        }
+        req.headers_mut().remove(header::HOST);
         match Uri::from_parts(uri) {
             Ok(u) => *req.uri_mut() = u,
             Err(e) => {
@@ -966,8 +990,11 @@ async fn forward<'a>(
         endpoint
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent =
-            tokio::time::timeout(cluster.timeout, cluster.client(peer.worker).request(req)).await;
+        let sent = tokio::time::timeout(
+            cluster.timeout,
+            cluster.client(&endpoint, peer.worker).request(req),
+        )
+        .await;
         endpoint
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -19,8 +19,36 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::ProxyBody;
 use crate::metrics::{CheckMetrics, EndpointMetrics, Metrics};
 
-/// The connector of every cluster: TCP, then TLS for `https://` clusters.
-pub(crate) type Connector = HttpsConnector<HttpConnector>;
+/// The connector of every endpoint: TCP to the endpoint, then TLS for
+/// `https://` clusters.
+pub(crate) type Connector = HttpsConnector<Pinned>;
+
+/// TCP to one endpoint, whatever the request's URI names. Requests carry
+/// the `Host` they are for in their URI (HTTP/2's `:authority` must equal
+/// `Host`, and hyper derives both from it), so the address to connect to
+/// comes from here.
+#[derive(Clone)]
+pub(crate) struct Pinned {
+    http: HttpConnector,
+    to: http::Uri,
+}
+
+impl tower_service::Service<http::Uri> for Pinned {
+    type Response = <HttpConnector as tower_service::Service<http::Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<http::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, _dst: http::Uri) -> Self::Future {
+        self.http.call(self.to.clone())
+    }
+}
 
 /// An HTTP/1.1 or HTTP/2 client with its own pool.
 pub(crate) type UpstreamClient = Client<Connector, ProxyBody>;
@@ -47,6 +75,10 @@ pub(crate) enum Circuit {
 pub(crate) struct Endpoint {
     pub(crate) address: String,
     pub(crate) authority: http::uri::Authority,
+    /// The endpoint's host: the TLS server name unless `tls.server_name` says otherwise.
+    host: String,
+    /// One client (and so one connection pool) per worker thread.
+    clients: Vec<OnceLock<UpstreamClient>>,
     pub(crate) in_flight: AtomicU32,
     ewma_latency_us: AtomicU64,
     error_rate_ppm: AtomicU32,
@@ -219,8 +251,6 @@ pub(crate) struct Cluster {
     protocol: UpstreamProtocol,
     /// `host_rewrite`: the `Host` sent upstream.
     pub(crate) host_rewrite: Option<http::HeaderValue>,
-    /// One client (and so one connection pool) per worker thread.
-    clients: Vec<OnceLock<UpstreamClient>>,
     outlier: Option<Outlier>,
     /// Active health checks, when configured.
     pub(crate) health_check: Option<HealthCheckConfig>,
@@ -253,6 +283,8 @@ impl Cluster {
                     .map(|_| metrics.health_check(name, &address)),
                 address,
                 authority,
+                host: parsed.host.clone(),
+                clients: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
                 in_flight: AtomicU32::new(0),
                 ewma_latency_us: AtomicU64::new(0),
                 error_rate_ppm: AtomicU32::new(0),
@@ -308,7 +340,6 @@ impl Cluster {
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             max_idle: cfg.max_idle_per_endpoint,
-            clients: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
             health_check: cfg.health_check.clone(),
             checker_started: AtomicBool::new(false),
         })
@@ -441,9 +472,9 @@ impl Cluster {
         }
     }
 
-    /// This worker's client for the cluster.
-    pub(crate) fn client(&self, worker: usize) -> &UpstreamClient {
-        let slot = &self.clients[worker % self.clients.len()];
+    /// This worker's client for `endpoint` (one of this cluster's).
+    pub(crate) fn client<'e>(&self, endpoint: &'e Endpoint, worker: usize) -> &'e UpstreamClient {
+        let slot = &endpoint.clients[worker % endpoint.clients.len()];
         slot.get_or_init(|| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
@@ -453,27 +484,38 @@ impl Cluster {
                 // `http2` on cleartext is h2c with prior knowledge; over TLS
                 // ALPN offers only `h2`. `auto` takes what ALPN picks.
                 .http2_only(self.protocol == UpstreamProtocol::Http2)
-                .build(self.connector(self.connect_timeout))
+                .build(self.connector(endpoint, self.connect_timeout))
         })
     }
 
-    /// A connector for this cluster (the health checker builds its own).
-    pub(crate) fn connector(&self, connect_timeout: Duration) -> Connector {
+    /// A connector to `endpoint` (the health checker builds its own).
+    pub(crate) fn connector(&self, endpoint: &Endpoint, connect_timeout: Duration) -> Connector {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
+        let to = http::Uri::builder()
+            .scheme("http")
+            .authority(endpoint.authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        let pinned = Pinned { http, to };
+        let name = self
+            .server_name
+            .clone()
+            .or_else(|| rustls_pki_types::ServerName::try_from(endpoint.host.clone()).ok());
         let builder = HttpsConnectorBuilder::new()
             .with_tls_config((*self.tls).clone())
             .https_or_http();
-        let builder = match &self.server_name {
-            Some(n) => builder.with_server_name_resolver(FixedServerNameResolver::new(n.clone())),
+        let builder = match name {
+            Some(n) => builder.with_server_name_resolver(FixedServerNameResolver::new(n)),
             None => builder,
         };
         match self.protocol {
-            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
-            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
-            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(pinned),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(pinned),
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(pinned),
         }
     }
 }
