@@ -241,7 +241,6 @@ async fn probe(client: &CheckClient, target: &Target, timeout: Duration) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[derive(Debug)]
     struct Outer(std::io::Error);
