@@ -64,7 +64,7 @@ cat > "$WORK/nginx.conf" <<NGINX
 worker_processes $WORKERS;
 daemon off;
 pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log info;
+error_log $WORK/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
