@@ -264,7 +264,9 @@ impl EtcdStore {
     }
 
     /// Runs `op` until it succeeds, fails for good, or the store's timeout
-    /// passes; each attempt gets [`ATTEMPT_TIMEOUT`].
+    /// passes; each attempt gets [`ATTEMPT_TIMEOUT`]. Writes that give up on
+    /// an unreachable etcd make the replica blind until one succeeds; a
+    /// refusal on its merits (a value too large, a permission) does not.
     async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, etcd_client::Error>
     where
         F: FnMut() -> Fut,
@@ -274,7 +276,10 @@ impl EtcdStore {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let error = match tokio::time::timeout(ATTEMPT_TIMEOUT.min(left), op()).await {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    Blind::set(&self.blind.writes_failing_since, false);
+                    return Ok(v);
+                }
                 Ok(Err(e)) if !retryable(&e) => return Err(e),
                 Ok(Err(e)) => e,
                 Err(_) => {
@@ -285,6 +290,7 @@ impl EtcdStore {
                 }
             };
             if Instant::now() + RETRY_PAUSE >= deadline {
+                Blind::set(&self.blind.writes_failing_since, true);
                 return Err(error);
             }
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -383,9 +389,7 @@ fn lease_gone(e: &etcd_client::Error) -> bool {
 
 impl HealthStore for EtcdStore {
     async fn put(&self, r: StoredReport) -> Result<(), StoreError> {
-        let result = self.put_report(r).await;
-        Blind::set(&self.blind.writes_failing_since, result.is_err());
-        result
+        self.put_report(r).await
     }
 
     async fn all(&self) -> Result<Vec<StoredReport>, StoreError> {
