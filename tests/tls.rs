@@ -190,6 +190,29 @@ impl Client {
         c
     }
 
+    /// An HTTP/1.1 connection to `addr`, kept open: its sender and the
+    /// server's leaf certificate.
+    async fn open(
+        &self,
+        addr: SocketAddr,
+    ) -> (
+        hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+        Vec<u8>,
+    ) {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(self.config()));
+        let name = ServerName::try_from(self.sni.clone().unwrap()).unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0]
+            .as_ref()
+            .to_vec();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        (send, leaf)
+    }
+
     /// Handshakes with `addr` and sends `GET path`: the status, the body,
     /// the server's leaf certificate and the ALPN protocol.
     async fn get(&self, addr: SocketAddr, path: &str) -> Result<Answer, String> {
@@ -412,8 +435,8 @@ async fn sni_alpn_versions_redirect_and_the_expiry_metric() {
     assert_eq!(h2.get(addr, "/13").await.unwrap().status, 200);
 }
 
-/// Many requests, each on a new TLS connection, plus one connection kept
-/// open, while the test does what `work` says; the failures seen.
+/// Many requests, each on a new TLS connection, from two clients, while the
+/// test does what `work` says: how many ran, how many failed, and why.
 async fn under_load<F, Fut>(
     addr: SocketAddr,
     client: Client,
@@ -482,6 +505,9 @@ async fn certificates_reload_on_sighup_and_on_change_and_a_broken_key_keeps_the_
     let pid = nix::unistd::Pid::from_raw(gw.child.id() as i32);
     let second_dir = tempfile::tempdir().unwrap();
     let second = ca.issue(second_dir.path(), "site", "a.test", &["a.test"], &[]);
+    // A connection opened before the reload, kept open across it.
+    let (mut kept, kept_leaf) = client.open(addr).await;
+    assert!(kept_leaf == first.der);
     let (done, failed, why) = under_load(addr, client.clone(), || async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         std::fs::copy(&second.cert, &first.cert).unwrap();
@@ -499,6 +525,12 @@ async fn certificates_reload_on_sighup_and_on_change_and_a_broken_key_keeps_the_
     .await;
     assert_eq!(failed, 0, "{done} requests, failures: {why:?}");
     assert!(done > 10, "only {done} requests ran");
+    // The connection opened before goes on, on the certificate it started with.
+    let req = http::Request::get("/kept")
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(kept.send_request(req).await.unwrap().status(), 200);
 
     // A broken key file: the reload is refused naming the file, and the
     // certificate serving keeps serving.
