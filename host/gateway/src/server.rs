@@ -573,10 +573,19 @@ fn watch_certificates(
         let files = |s: &GatewayState| s.tls.as_ref().map(|t| t.files.clone()).unwrap_or_default();
         let mut watched = files(&state.load());
         let mut stamps = tls::file_stamps(&watched);
+        let mut expiry_checked = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
+            }
+            // A gateway that runs for weeks without a reload still says when
+            // a certificate nears its end: once a day.
+            if expiry_checked.elapsed() >= Duration::from_secs(24 * 3600) {
+                expiry_checked = std::time::Instant::now();
+                if let Some(t) = &state.load().tls {
+                    tls::warn_expiring(&t.certs, tls::unix_now());
+                }
             }
             let now = files(&state.load());
             if now != watched {

@@ -291,10 +291,6 @@ impl ListenerTls {
             if i == default_index && cfg.unknown_sni == UnknownSni::Default {
                 resolver.default = Some(key.clone());
             }
-            let left = info.not_after - unix_now();
-            if left < EXPIRY_WARNING.as_secs() as i64 {
-                tracing::warn!(certificate = %c.cert.display(), days_left = left / 86_400, "TLS certificate expires within 30 days");
-            }
             tracing::info!(certificate = %c.cert.display(), serial = %info.serial, names = ?info.names, "TLS certificate loaded");
             files.push(c.cert.clone());
             files.push(c.key.clone());
@@ -325,6 +321,7 @@ impl ListenerTls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
+        warn_expiring(&certs, unix_now());
         let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
@@ -332,6 +329,21 @@ impl ListenerTls {
             certs,
             files,
         })
+    }
+}
+
+/// The certificates within [`EXPIRY_WARNING`] of their end at `now` (Unix seconds).
+pub(crate) fn expiring(certs: &[CertInfo], now: i64) -> impl Iterator<Item = &CertInfo> {
+    certs
+        .iter()
+        .filter(move |c| c.not_after - now < EXPIRY_WARNING.as_secs() as i64)
+}
+
+/// Logs a warning for each certificate within 30 days of its end: at every
+/// load, and once a day from the certificate watcher.
+pub(crate) fn warn_expiring(certs: &[CertInfo], now: i64) {
+    for c in expiring(certs, now) {
+        tracing::warn!(certificate = %c.cert_file.display(), name = %c.label(), days_left = (c.not_after - now) / 86_400, "TLS certificate expires within 30 days");
     }
 }
 
@@ -637,6 +649,21 @@ mod tests {
         }]);
         let err = ListenerTls::load(&cfg).err().unwrap();
         assert!(err.contains("old.crt") && err.contains("expired"), "{err}");
+    }
+
+    #[test]
+    fn certificates_within_thirty_days_of_their_end_are_expiring() {
+        let cert = |days: i64| CertInfo {
+            names: vec![format!("in-{days}.test")],
+            serial: String::new(),
+            not_after: 1_000_000_000 + days * 86_400,
+            cert_file: PathBuf::from("c.pem"),
+        };
+        let certs = [cert(31), cert(29), cert(-1)];
+        let names: Vec<String> = expiring(&certs, 1_000_000_000)
+            .map(CertInfo::label)
+            .collect();
+        assert_eq!(names, ["in-29.test", "in--1.test"]);
     }
 
     #[test]
