@@ -41,6 +41,24 @@ pub struct CoordinatorConfig {
     pub base_dir: PathBuf,
 }
 
+/// Largest certificate, key or password file the config names.
+const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a file the config names (`what` is its key), bounded in size; the
+/// error names the key, the file and what went wrong.
+pub(crate) fn read_key_file(what: &str, p: &Path) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(p)
+        .map_err(|e| format!("{what} {}: {e}", p.display()))?
+        .len();
+    if len > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "{what} {}: {len} bytes; the limit is {MAX_KEY_FILE_BYTES}",
+            p.display()
+        ));
+    }
+    std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+}
+
 /// `[tls]`: the coordinator's certificate.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,19 +213,18 @@ impl CoordinatorConfig {
             }
             digest.make_ascii_lowercase();
         }
-        if let Some(tls) = &mut config.tls {
-            for p in [&mut tls.cert, &mut tls.key] {
-                if p.is_relative() {
-                    *p = config.base_dir.join(&*p);
-                }
+        let base = config.base_dir.clone();
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
+        };
+        if let Some(tls) = &mut config.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
         }
         match &mut config.store {
-            StoreConfig::Embedded { path: snapshot } => {
-                if snapshot.is_relative() {
-                    *snapshot = config.base_dir.join(&*snapshot);
-                }
-            }
+            StoreConfig::Embedded { path: snapshot } => resolve(snapshot),
             StoreConfig::Etcd {
                 endpoints,
                 prefix,
@@ -246,9 +263,7 @@ impl CoordinatorConfig {
                     .into_iter()
                     .flatten()
                     {
-                        if p.is_relative() {
-                            *p = config.base_dir.join(&*p);
-                        }
+                        resolve(p);
                     }
                 }
                 if user.is_some() != password_file.is_some() {
@@ -258,9 +273,7 @@ impl CoordinatorConfig {
                     ));
                 }
                 if let Some(p) = password_file {
-                    if p.is_relative() {
-                        *p = config.base_dir.join(&*p);
-                    }
+                    resolve(p);
                 }
                 if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
                     return Err(err(

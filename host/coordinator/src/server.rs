@@ -574,32 +574,19 @@ async fn serve_on<S: HealthStore>(
 
 /// Time a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest PEM file read.
-const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// The TLS acceptor of `[tls]`; the error names the file and what is wrong.
 fn acceptor(tls: &crate::config::CoordinatorTls) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use crate::config::read_key_file;
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |p: &std::path::Path| -> Result<Vec<u8>, String> {
-        let len = std::fs::metadata(p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
-            .len();
-        if len > MAX_PEM_BYTES {
-            return Err(format!(
-                "{}: {len} bytes; the limit is {MAX_PEM_BYTES}",
-                p.display()
-            ));
-        }
-        std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    let chain = CertificateDer::pem_slice_iter(&read(&tls.cert)?)
+    let chain = CertificateDer::pem_slice_iter(&read_key_file("tls.cert", &tls.cert)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: not PEM certificates: {e}", tls.cert.display()))?;
     if chain.is_empty() {
         return Err(format!("{}: no CERTIFICATE block", tls.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key)?)
+    let key = PrivateKeyDer::from_pem_slice(&read_key_file("tls.key", &tls.key)?)
         .map_err(|e| format!("{}: no usable private key: {e}", tls.key.display()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

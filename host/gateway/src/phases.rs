@@ -197,7 +197,7 @@ fn redirect_to_https(
 pub(crate) fn seed_tls_context(ctx: &mut ContextBag, session: &TlsSession) {
     use edgegate_runtime::tls_keys as k;
     let mut put = |key: &str, value: String| {
-        // Bounded by the bag; a certificate too large to fit is cut off at the bag's limit.
+        // Bounded by the bag: a value that would pass its limits is dropped.
         let _ = ctx.set(key.to_string(), value);
     };
     put(k::TLS, "1".into());

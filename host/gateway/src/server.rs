@@ -457,10 +457,11 @@ impl Worker {
             let tls = tls.clone();
             let https_port = self.tls_port.map(HttpsPort);
             tokio::spawn(async move {
+                // Held until the connection ends, whichever way it ends.
+                let _permit = permit;
                 // hyper's header timeout starts only once bytes arrive (the
                 // protocol sniffing waits before it): silent connections end here.
                 if !first_byte(&stream, first_byte_timeout).await {
-                    drop(permit);
                     return;
                 }
                 let Some(limits) = tls else {
@@ -471,12 +472,10 @@ impl Worker {
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    drop(permit);
                     return;
                 };
                 // New handshakes take the certificates of the generation serving now.
                 let Some(listener_tls) = state.load().tls.clone() else {
-                    drop(permit);
                     return;
                 };
                 let accepted =
@@ -487,12 +486,10 @@ impl Worker {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(client = %peer.ip, error = %e, "TLS handshake failed");
-                        drop(permit);
                         return;
                     }
                     Err(_) => {
                         tracing::debug!(client = %peer.ip, "TLS handshake timed out");
-                        drop(permit);
                         return;
                     }
                 };
@@ -504,7 +501,6 @@ impl Worker {
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                drop(permit);
             });
         }
     }
@@ -594,11 +590,9 @@ fn watch_certificates(
                 watched = now;
                 continue;
             }
-            let fresh = tls::file_stamps(&watched);
-            if fresh == stamps {
+            if tls::file_stamps(&watched) == stamps {
                 continue;
             }
-            drop(fresh);
             // Files are often replaced one after the other: let the writer finish.
             tokio::time::sleep(Duration::from_millis(200)).await;
             stamps = tls::file_stamps(&watched);

@@ -17,6 +17,7 @@ use etcd_client::{
 use tokio::task::JoinHandle;
 
 use super::{lock, HealthStore, StoreError, StoredReport};
+use crate::config::read_key_file;
 
 /// Keys listed per request when the copy is (re)built.
 const PAGE: i64 = 64;
@@ -133,22 +134,6 @@ pub struct EtcdAccess {
     user: Option<(String, String)>,
 }
 
-/// Largest certificate, key or password file read.
-const MAX_SECRET_FILE_BYTES: u64 = 1 << 20;
-
-fn read_file(what: &str, p: &std::path::Path) -> Result<Vec<u8>, String> {
-    let len = std::fs::metadata(p)
-        .map_err(|e| format!("{what} {}: {e}", p.display()))?
-        .len();
-    if len > MAX_SECRET_FILE_BYTES {
-        return Err(format!(
-            "{what} {}: {len} bytes; the limit is {MAX_SECRET_FILE_BYTES}",
-            p.display()
-        ));
-    }
-    std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
-}
-
 impl EtcdAccess {
     /// Reads `[store.tls]` and the password file; the error names the file.
     pub fn read(
@@ -159,13 +144,13 @@ impl EtcdAccess {
         let tls = match tls {
             None => None,
             Some(t) => {
-                let ca = read_file("store.tls.ca_file", &t.ca_file)?;
+                let ca = read_key_file("store.tls.ca_file", &t.ca_file)?;
                 let mut options = etcd_client::TlsOptions::new()
                     .ca_certificate(etcd_client::Certificate::from_pem(ca));
                 if let (Some(cert), Some(key)) = (&t.client_cert, &t.client_key) {
                     options = options.identity(etcd_client::Identity::from_pem(
-                        read_file("store.tls.client_cert", cert)?,
-                        read_file("store.tls.client_key", key)?,
+                        read_key_file("store.tls.client_cert", cert)?,
+                        read_key_file("store.tls.client_key", key)?,
                     ));
                 }
                 if let Some(domain) = &t.domain {
@@ -176,7 +161,7 @@ impl EtcdAccess {
         };
         let user = match (user, password_file) {
             (Some(user), Some(file)) => {
-                let text = String::from_utf8(read_file("store.password_file", file)?)
+                let text = String::from_utf8(read_key_file("store.password_file", file)?)
                     .map_err(|_| format!("store.password_file {}: not UTF-8", file.display()))?;
                 let password = text.lines().next().unwrap_or("").to_string();
                 if password.is_empty() {
@@ -297,8 +282,46 @@ impl EtcdStore {
         }
     }
 
-    /// One report written under its node's key, with the node's lease.
-    async fn put_report(&self, r: StoredReport) -> Result<(), StoreError> {
+    /// The lease for `node`'s key: the one this replica holds, or a new one.
+    async fn lease(&self, node: &str) -> Result<Lease, StoreError> {
+        if let Some(lease) = lock(&self.leases).get(node).copied() {
+            return Ok(lease);
+        }
+        let ttl = self.lease_ttl_s;
+        let granted = self
+            .retrying(|| {
+                let mut leases = self.client.lease_client();
+                async move { leases.grant(ttl, None).await }
+            })
+            .await
+            .map_err(|e| backend("granting a lease", e))?;
+        let lease = Lease {
+            id: granted.id(),
+            renewed: Instant::now(),
+        };
+        lock(&self.leases).insert(node.to_string(), lease);
+        Ok(lease)
+    }
+
+    /// Applies one write of this replica to the copy at once (the watch
+    /// brings the same write later and finds nothing to do).
+    fn remember(&self, node: &str, revision: i64, report: StoredReport) {
+        let mut copy = lock(&self.copy);
+        match copy.get(node) {
+            Some((known, _)) if *known >= revision => {}
+            _ => {
+                copy.insert(node.to_string(), (revision, report));
+            }
+        }
+    }
+}
+
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+impl HealthStore for EtcdStore {
+    async fn put(&self, r: StoredReport) -> Result<(), StoreError> {
         let node = r.report.node.clone();
         let key = format!("{}{node}", self.keys);
         let value = serde_json::to_vec(&r).map_err(|e| backend("encoding a report", e))?;
@@ -347,49 +370,6 @@ impl EtcdStore {
         }
         self.remember(&node, revision, r);
         Ok(())
-    }
-
-    /// The lease for `node`'s key: the one this replica holds, or a new one.
-    async fn lease(&self, node: &str) -> Result<Lease, StoreError> {
-        if let Some(lease) = lock(&self.leases).get(node).copied() {
-            return Ok(lease);
-        }
-        let ttl = self.lease_ttl_s;
-        let granted = self
-            .retrying(|| {
-                let mut leases = self.client.lease_client();
-                async move { leases.grant(ttl, None).await }
-            })
-            .await
-            .map_err(|e| backend("granting a lease", e))?;
-        let lease = Lease {
-            id: granted.id(),
-            renewed: Instant::now(),
-        };
-        lock(&self.leases).insert(node.to_string(), lease);
-        Ok(lease)
-    }
-
-    /// Applies one write of this replica to the copy at once (the watch
-    /// brings the same write later and finds nothing to do).
-    fn remember(&self, node: &str, revision: i64, report: StoredReport) {
-        let mut copy = lock(&self.copy);
-        match copy.get(node) {
-            Some((known, _)) if *known >= revision => {}
-            _ => {
-                copy.insert(node.to_string(), (revision, report));
-            }
-        }
-    }
-}
-
-fn lease_gone(e: &etcd_client::Error) -> bool {
-    e.to_string().contains("lease not found")
-}
-
-impl HealthStore for EtcdStore {
-    async fn put(&self, r: StoredReport) -> Result<(), StoreError> {
-        self.put_report(r).await
     }
 
     async fn all(&self) -> Result<Vec<StoredReport>, StoreError> {
