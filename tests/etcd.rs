@@ -229,17 +229,19 @@ async fn a_leader_kill_shows_no_live_edge_down_and_writes_move_on_within_an_elec
             let mut last: Vec<(Option<i64>, std::time::Instant)> =
                 vec![(None, std::time::Instant::now()); 2];
             let mut longest = Duration::ZERO;
+            let mut changes: Vec<Vec<std::time::Instant>> = vec![Vec::new(); 2];
             while std::time::Instant::now() < watch_until {
                 for (i, id) in ["edge-1", "edge-2"].iter().enumerate() {
                     let rev = mod_revision(&http, &survivor, &format!("{PREFIX}/edges/{id}")).await;
                     if rev.is_some() && rev != last[i].0 {
                         longest = longest.max(last[i].1.elapsed());
                         last[i] = (rev, std::time::Instant::now());
+                        changes[i].push(last[i].1);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            longest
+            (longest, changes)
         })
     };
     let views = {
@@ -268,19 +270,47 @@ async fn a_leader_kill_shows_no_live_edge_down_and_writes_move_on_within_an_elec
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.kill(leader);
-    let longest_gap = keys.await.unwrap();
+    let killed = std::time::Instant::now();
+    // When the survivors have a new leader: etcd takes writes again from then.
+    let elected = loop {
+        if cluster.leader().await.is_some() {
+            break std::time::Instant::now();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(6),
+            "no new etcd leader"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let (longest_gap, changes) = keys.await.unwrap();
     let down = views.await.unwrap();
     // Reports come every 500 ms: the stall is what the longest gap between
     // two writes of one edge's key adds to that.
     let stall = longest_gap.saturating_sub(Duration::from_millis(500));
-    eprintln!("etcd leader kill: longest gap between two writes of an edge's key {longest_gap:?} (write stall {stall:?})");
-    assert!(
-        down.is_empty(),
-        "{down:?}\nreplica a:\n{}\nreplica b:\n{}",
-        a.logs(),
-        b.logs()
+    // What the store adds to the election: from the new leader to each
+    // edge's first write after it.
+    let resumed: Vec<Duration> = changes
+        .iter()
+        .map(|c| {
+            c.iter()
+                .find(|t| **t >= elected)
+                .map_or(Duration::MAX, |t| t.duration_since(elected))
+        })
+        .collect();
+    eprintln!(
+        "etcd leader kill: new leader after {:?}; longest gap between two writes of an edge's key {longest_gap:?} (write stall {stall:?}); writes after the election within {resumed:?}",
+        elected.duration_since(killed)
     );
-    // Both replicas' writes went on: no edge's key waited longer than an edge's TTL.
-    assert!(longest_gap < Duration::from_millis(3000), "{longest_gap:?}");
+    let logs = || format!("replica a:\n{}\nreplica b:\n{}", a.logs(), b.logs());
+    assert!(down.is_empty(), "{down:?}\n{}", logs());
+    // Both replicas' writes went on as soon as etcd could take them: within
+    // a report interval and one attempt's deadline of the new leader, with
+    // room for this machine's noise. (A split vote can make the election
+    // itself longer than an edge's TTL; that is etcd's time, not the store's.)
+    assert!(
+        resumed.iter().all(|r| *r < Duration::from_millis(1500)),
+        "writes after the election within {resumed:?}\n{}",
+        logs()
+    );
     assert!(both_live(&a.graph().await) && both_live(&b.graph().await));
 }

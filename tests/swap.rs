@@ -471,7 +471,12 @@ async fn reload_applies_valid_configs_and_refuses_invalid_ones() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(gw.logs().contains("SIGHUP: config reloaded"));
+    // The line is written after the new config serves, and reaches the
+    // test through the child's stderr pipe: wait for it too.
+    while !gw.logs().contains("SIGHUP: config reloaded") {
+        assert!(Instant::now() < deadline, "no reload line: {}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Resident memory after 200 swaps stays near where it started: old versions

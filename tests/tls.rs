@@ -394,6 +394,59 @@ async fn sni_alpn_versions_redirect_and_the_expiry_metric() {
             .join("\n")
     );
 
+    // The server picks the suite: AES-128-GCM (a SHA-256 key schedule)
+    // over the AES-256-GCM an OpenSSL client lists first, and ChaCha20 for
+    // a client that lists it first.
+    // One request per connection, read to the server's close (the session
+    // tickets come before the answer).
+    let s_client = |suites: &str, session: &[&str]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-tls1_3", "-ign_eof", "-ciphersuites", suites])
+            .args(["-servername", "a.test", "-CAfile"])
+            .arg(&ca_pem)
+            .args(["-connect", &addr.to_string()])
+            .args(session)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET /s HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        drop(stdin);
+        support::output_text(&child.wait_with_output().unwrap())
+    };
+    let all = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
+    let text = s_client(all, &[]);
+    let picked = text
+        .lines()
+        .find_map(|l| {
+            l.split_once("Cipher is ")
+                .map(|(_, c)| c.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no cipher in: {text}"));
+    assert!(
+        picked == "TLS_AES_128_GCM_SHA256" || picked == "TLS_CHACHA20_POLY1305_SHA256",
+        "{picked}"
+    );
+    let text = s_client(
+        "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+        &[],
+    );
+    assert!(
+        text.contains("Cipher is TLS_CHACHA20_POLY1305_SHA256"),
+        "{text}"
+    );
+    // A session ticket from one connection resumes the next.
+    let session = dir.path().join("session.pem");
+    let session = session.to_str().unwrap();
+    s_client(all, &["-sess_out", session]);
+    let text = s_client(all, &["-sess_in", session]);
+    assert!(text.contains("Reused, TLSv1.3"), "not resumed: {text}");
+
     // The cleartext listener redirects to the TLS one, path and query kept.
     let resp = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -910,6 +963,21 @@ protocol = "http2"
         tls_log.cleartext.load(Ordering::SeqCst),
         0,
         "a request went to the TLS upstream in cleartext"
+    );
+    // The name is an endpoint per address it resolved to, named for both.
+    let resolved = format!("https://localhost:{0}@127.0.0.1:{0}", tls_addr.port());
+    assert_eq!(
+        metric(
+            &metrics,
+            "edgegate_upstream_requests_total",
+            &[
+                ("upstream", "by_name"),
+                ("endpoint", resolved.as_str()),
+                ("outcome", "ok")
+            ]
+        ),
+        Some(1),
+        "{metrics}"
     );
 
     // mTLS to an upstream: presented when configured; without it, a 502.

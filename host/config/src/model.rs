@@ -459,6 +459,10 @@ pub struct UpstreamConfig {
     /// `round_robin` (default) or `least_requests`.
     #[serde(default)]
     pub balance: Balance,
+    /// How often endpoint names are resolved again; every address a name
+    /// resolves to is an endpoint of its own.
+    #[serde(default = "default_dns_refresh_ms")]
+    pub dns_refresh_ms: u64,
     /// Time to establish a TCP connection; past it → 502.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -513,6 +517,10 @@ pub struct UpstreamTlsConfig {
     /// Accept any certificate. For local development only; logged loudly at start.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+fn default_dns_refresh_ms() -> u64 {
+    10_000
 }
 
 fn default_connect_timeout_ms() -> u64 {

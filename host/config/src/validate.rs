@@ -312,6 +312,13 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 None,
             ));
         }
+        if u.dns_refresh_ms < 100 {
+            return Err(err(
+                format!("upstreams.{name}.dns_refresh_ms"),
+                format!("{} is below 100 ms", u.dns_refresh_ms),
+                None,
+            ));
+        }
         validate_upstream_health(u)
             .map_err(|(key, msg)| err(format!("upstreams.{name}.{key}"), msg.into(), None))?;
     }

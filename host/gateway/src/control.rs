@@ -402,10 +402,9 @@ impl Control {
             tracing::error!("{s}");
         }
         let restart_needed = restart_keys(&inner.config, &config);
-        // An endpoint failing its health checks stays out across the reload.
-        state
-            .upstreams
-            .inherit_check_verdicts(&self.state.load().upstreams);
+        // Names that do not resolve now keep their addresses, and an
+        // endpoint failing its health checks stays out, across the reload.
+        state.upstreams.inherit(&self.state.load().upstreams);
         self.state.store(Arc::new(state));
         inner.config = config;
         for record in inner.records.values_mut() {

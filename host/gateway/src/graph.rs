@@ -114,7 +114,7 @@ impl HealthGraph {
         for (name, cluster) in &state.upstreams.clusters {
             let cluster_id = format!("upstream:{}/{name}", node.id);
             let (mut rps, mut errors, mut latency, mut usable) = (0.0, 0.0, 0.0, 0);
-            for e in &cluster.endpoints {
+            for e in cluster.endpoints().iter() {
                 let (e_rps, _) = rate(
                     &format!("endpoint:{}", e.address),
                     e.attempts.load(Ordering::Relaxed),
@@ -265,7 +265,7 @@ impl HealthGraph {
     fn apply(&self, hints: Vec<RoutingHint>) {
         let state = self.state.load_full();
         for cluster in state.upstreams.clusters.values() {
-            for e in &cluster.endpoints {
+            for e in cluster.endpoints().iter() {
                 let avoid = hints.iter().any(|h| h.endpoint == e.address);
                 if e.avoid.swap(avoid, Ordering::Relaxed) != avoid {
                     if avoid {

@@ -3,12 +3,13 @@
 //! in a row take an endpoint out of picks, `healthy_threshold` passed ones
 //! bring it back.
 //!
-//! One thread runs them all, off the request workers. It looks at the serving
-//! generation every [`ADOPT_EVERY`] and starts the checks of clusters that
-//! have none yet. A check loop holds only a `Weak` to its cluster and stops
-//! once the cluster is dropped, or a reload replaced it (it is no longer the
-//! serving generation's cluster of that name); a policy push keeps the
-//! clusters, so their checks go on.
+//! One thread runs them all, off the request workers, beside the DNS
+//! refreshes (`dns.rs`). It looks at the serving generation every
+//! [`ADOPT_EVERY`] and starts the checks of endpoints that have none yet. A
+//! check loop holds only `Weak`s to its cluster and endpoint and stops once
+//! the cluster is dropped, a reload replaced it (it is no longer the serving
+//! generation's cluster of that name), or a DNS refresh removed the
+//! endpoint; a policy push keeps the clusters, so their checks go on.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -25,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::watch;
 
 use crate::state::GatewayState;
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, Endpoint};
 
 /// How often the serving generation is looked at for clusters to check.
 const ADOPT_EVERY: Duration = Duration::from_millis(250);
@@ -34,8 +35,8 @@ const MAX_CHECK_BODY: usize = 64 << 10;
 
 type CheckClient = Client<crate::upstream::Connector, Empty<Bytes>>;
 
-/// Runs the health checks of whatever generation serves, until shutdown (the
-/// body of the `edgegate-health-check` thread).
+/// Runs the health checks and the DNS refreshes of whatever generation
+/// serves, until shutdown (the body of the `edgegate-upstreams` thread).
 pub(crate) fn run(state: Arc<ArcSwap<GatewayState>>, mut shutdown: watch::Receiver<bool>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -43,43 +44,52 @@ pub(crate) fn run(state: Arc<ArcSwap<GatewayState>>, mut shutdown: watch::Receiv
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the health checks");
+            tracing::error!(error = %e, "cannot start the health checks and DNS refreshes");
             return;
         }
     };
     rt.block_on(async move {
         loop {
             adopt(&state);
+            crate::dns::adopt(&state);
             tokio::select! {
                 _ = tokio::time::sleep(ADOPT_EVERY) => {}
                 _ = shutdown.changed() => return,
             }
         }
     });
-    // Dropping the runtime ends every check loop.
+    // Dropping the runtime ends every check and refresh loop.
 }
 
-/// Starts one check loop per endpoint of each serving cluster that has checks
-/// and no checker yet.
+/// Starts one check loop per endpoint of each serving cluster that has
+/// checks, for the endpoints that have none yet (new clusters, and
+/// addresses a DNS refresh added).
 fn adopt(state: &Arc<ArcSwap<GatewayState>>) {
     let current = state.load();
     for cluster in current.upstreams.clusters.values() {
-        if cluster.health_check.is_none() || cluster.checker_started.swap(true, Ordering::Relaxed) {
+        if cluster.health_check.is_none() {
             continue;
         }
-        for (index, e) in cluster.endpoints.iter().enumerate() {
+        for e in cluster.endpoints().iter() {
+            if e.checker_started.swap(true, Ordering::Relaxed) {
+                continue;
+            }
             // A verdict inherited over a reload shows from the start.
             if let Some(m) = &e.check_metrics {
                 m.healthy
                     .set(i64::from(!e.check_failed.load(Ordering::Relaxed)));
             }
-            tokio::spawn(check_loop(state.clone(), Arc::downgrade(cluster), index));
+            tokio::spawn(check_loop(
+                state.clone(),
+                Arc::downgrade(cluster),
+                Arc::downgrade(e),
+            ));
         }
     }
 }
 
 /// The cluster behind `weak` while it is the serving generation's.
-fn serving(state: &ArcSwap<GatewayState>, weak: &Weak<Cluster>) -> Option<Arc<Cluster>> {
+pub(crate) fn serving(state: &ArcSwap<GatewayState>, weak: &Weak<Cluster>) -> Option<Arc<Cluster>> {
     let cluster = weak.upgrade()?;
     let current = state.load();
     let same = current
@@ -90,25 +100,36 @@ fn serving(state: &ArcSwap<GatewayState>, weak: &Weak<Cluster>) -> Option<Arc<Cl
     same.then_some(cluster)
 }
 
-/// What one endpoint's checks need, fixed for the cluster's life.
+/// The endpoint behind `weak` while it is one of the serving cluster's (a
+/// DNS refresh may have removed it).
+fn serving_endpoint(
+    state: &ArcSwap<GatewayState>,
+    cluster: &Weak<Cluster>,
+    endpoint: &Weak<Endpoint>,
+) -> Option<(Arc<Cluster>, Arc<Endpoint>)> {
+    let cluster = serving(state, cluster)?;
+    let endpoint = endpoint.upgrade()?;
+    let member = cluster
+        .endpoints()
+        .iter()
+        .any(|e| Arc::ptr_eq(e, &endpoint));
+    member.then_some((cluster, endpoint))
+}
+
+/// What one endpoint's checks need, fixed for the endpoint's life.
 struct Target {
     upstream: String,
     endpoint: String,
-    index: usize,
     uri: Uri,
     cfg: HealthCheckConfig,
 }
 
 impl Target {
-    fn new(cluster: &Cluster, index: usize) -> Result<Self, String> {
+    fn new(cluster: &Cluster, ep: &Endpoint) -> Result<Self, String> {
         let cfg = cluster
             .health_check
             .clone()
             .ok_or_else(|| "no health check configured".to_string())?;
-        let ep = cluster
-            .endpoints
-            .get(index)
-            .ok_or_else(|| format!("no endpoint {index}"))?;
         let endpoint = ep.address.clone();
         // The URI names the Host sent (hyper writes it; the endpoint's
         // connector decides where the check goes).
@@ -123,32 +144,32 @@ impl Target {
         Ok(Self {
             upstream: cluster.name.clone(),
             endpoint,
-            index,
             uri,
             cfg,
         })
     }
 }
 
-/// Checks endpoint `index` of the cluster every interval while it serves.
-async fn check_loop(state: Arc<ArcSwap<GatewayState>>, weak: Weak<Cluster>, index: usize) {
-    let target = match serving(&state, &weak).map(|c| Target::new(&c, index)) {
-        Some(Ok(t)) => t,
-        Some(Err(e)) => {
+/// Checks one endpoint every interval while it serves.
+async fn check_loop(
+    state: Arc<ArcSwap<GatewayState>>,
+    weak: Weak<Cluster>,
+    weak_endpoint: Weak<Endpoint>,
+) {
+    let Some((cluster, e)) = serving_endpoint(&state, &weak, &weak_endpoint) else {
+        return;
+    };
+    let target = match Target::new(&cluster, &e) {
+        Ok(t) => t,
+        Err(e) => {
             tracing::error!(error = %e, "cannot health-check endpoint");
             return;
         }
-        None => return,
     };
     let interval = Duration::from_millis(target.cfg.interval_ms);
     let timeout = Duration::from_millis(target.cfg.timeout_ms);
-    let Some(connector) = serving(&state, &weak).and_then(|c| {
-        c.endpoints
-            .get(target.index)
-            .map(|e| c.connector(e, timeout))
-    }) else {
-        return;
-    };
+    let connector = cluster.connector(&e, timeout);
+    drop((cluster, e));
     // Its own pool of one: checks reuse a connection, like Envoy's.
     let client: CheckClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)
@@ -162,16 +183,13 @@ async fn check_loop(state: Arc<ArcSwap<GatewayState>>, weak: Weak<Cluster>, inde
     loop {
         tokio::time::sleep(wait).await;
         wait = interval.mul_f64(0.9 + fastrand::f64() / 5.0);
-        if serving(&state, &weak).is_none() {
+        if serving_endpoint(&state, &weak, &weak_endpoint).is_none() {
             return;
         }
         let outcome = probe(&client, &target, timeout).await;
-        // The cluster may have been replaced while the check ran: its verdict
-        // then belongs to nobody.
-        let Some(cluster) = serving(&state, &weak) else {
-            return;
-        };
-        let Some(e) = cluster.endpoints.get(index) else {
+        // The cluster may have been replaced, or the endpoint resolved away,
+        // while the check ran: its verdict then belongs to nobody.
+        let Some((_cluster, e)) = serving_endpoint(&state, &weak, &weak_endpoint) else {
             return;
         };
         let was_failing = e.check_failed.load(Ordering::Relaxed);

@@ -4,6 +4,7 @@
 mod admin;
 mod body;
 mod control;
+mod dns;
 mod forwarding;
 mod graph;
 mod health_check;

@@ -157,6 +157,119 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 2.5, 17))
 }
 
+/// The `outcome` labels of `edgegate_upstream_requests`, in `EndpointMetrics` order.
+const OUTCOMES: [&str; 6] = [
+    "ok",
+    "connect_error",
+    "tls_verify",
+    "tls_handshake",
+    "timeout",
+    "error",
+];
+
+/// The families labelled by upstream endpoint (handles share their series).
+#[derive(Clone)]
+pub(crate) struct UpstreamMetrics {
+    requests: Family<UpstreamOutcome, Counter>,
+    duration: HistogramFamily<Upstream>,
+    ejections: Family<UpstreamEndpoint, Counter>,
+    healthy: Family<UpstreamEndpoint, Gauge>,
+    checks: Family<HealthCheckResult, Counter>,
+}
+
+impl UpstreamMetrics {
+    pub(crate) fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
+        let outcome = |o: &str| {
+            handle(
+                &self.requests,
+                &UpstreamOutcome {
+                    upstream: upstream.into(),
+                    endpoint: endpoint.into(),
+                    outcome: o.into(),
+                },
+            )
+            .clone()
+        };
+        EndpointMetrics {
+            ok: outcome(OUTCOMES[0]),
+            connect_error: outcome(OUTCOMES[1]),
+            tls_verify: outcome(OUTCOMES[2]),
+            tls_handshake: outcome(OUTCOMES[3]),
+            timeout: outcome(OUTCOMES[4]),
+            error: outcome(OUTCOMES[5]),
+            duration: handle(
+                &self.duration,
+                &Upstream {
+                    upstream: upstream.into(),
+                },
+            )
+            .clone(),
+            ejections: handle(
+                &self.ejections,
+                &UpstreamEndpoint {
+                    upstream: upstream.into(),
+                    endpoint: endpoint.into(),
+                },
+            ),
+        }
+    }
+
+    /// Handles of one actively checked endpoint. A new `edgegate_upstream_healthy`
+    /// series starts at 1 (endpoints start healthy); one that exists keeps the
+    /// live generation's verdict until this generation's checker takes over.
+    pub(crate) fn health_check(&self, upstream: &str, endpoint: &str) -> CheckMetrics {
+        let labels = UpstreamEndpoint {
+            upstream: upstream.into(),
+            endpoint: endpoint.into(),
+        };
+        let is_new = self.healthy.get(&labels).is_none();
+        let healthy = handle(&self.healthy, &labels);
+        if is_new {
+            healthy.set(1);
+        }
+        let result = |r: &str| {
+            handle(
+                &self.checks,
+                &HealthCheckResult {
+                    upstream: upstream.into(),
+                    endpoint: endpoint.into(),
+                    result: r.into(),
+                },
+            )
+        };
+        CheckMetrics {
+            healthy,
+            passed: result("pass"),
+            failed: result("fail"),
+        }
+    }
+
+    /// Drops the series of an endpoint a DNS refresh removed, so a name whose
+    /// addresses rotate does not grow the scrape without bound.
+    pub(crate) fn forget(&self, upstream: &str, endpoint: &str) {
+        let pair = UpstreamEndpoint {
+            upstream: upstream.into(),
+            endpoint: endpoint.into(),
+        };
+        self.ejections.remove(&pair);
+        self.healthy.remove(&pair);
+        for outcome in OUTCOMES {
+            self.requests.remove(&UpstreamOutcome {
+                upstream: upstream.into(),
+                endpoint: endpoint.into(),
+                outcome: outcome.into(),
+            });
+        }
+        for result in ["pass", "fail"] {
+            self.checks.remove(&HealthCheckResult {
+                upstream: upstream.into(),
+                endpoint: endpoint.into(),
+                result: result.into(),
+            });
+        }
+    }
+}
+
 /// The process's metrics registry and families.
 pub struct Metrics {
     registry: Registry,
@@ -165,11 +278,9 @@ pub struct Metrics {
     policy_calls: Family<PolicyPhase, Counter>,
     policy_failures: Family<PolicyFailure, Counter>,
     policy_duration: HistogramFamily<PolicyPhase>,
-    upstream_requests: Family<UpstreamOutcome, Counter>,
-    upstream_duration: HistogramFamily<Upstream>,
-    upstream_ejections: Family<UpstreamEndpoint, Counter>,
-    upstream_healthy: Family<UpstreamEndpoint, Gauge>,
-    health_checks: Family<HealthCheckResult, Counter>,
+    /// The per-endpoint families; clusters keep a clone to label the
+    /// endpoints that DNS refreshes add.
+    pub(crate) upstreams: UpstreamMetrics,
     in_flight: Gauge,
     config_reloads: Counter,
     swap_steps: Family<SwapStep, Counter>,
@@ -287,11 +398,13 @@ impl Metrics {
             policy_calls,
             policy_failures,
             policy_duration,
-            upstream_requests,
-            upstream_duration,
-            upstream_ejections,
-            upstream_healthy,
-            health_checks,
+            upstreams: UpstreamMetrics {
+                requests: upstream_requests,
+                duration: upstream_duration,
+                ejections: upstream_ejections,
+                healthy: upstream_healthy,
+                checks: health_checks,
+            },
             in_flight,
             config_reloads,
             swap_steps,
@@ -391,72 +504,6 @@ impl Metrics {
             failures: self.policy_failures.clone(),
             policy: policy.into(),
             digest: digest.into(),
-        }
-    }
-
-    pub(crate) fn upstream(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
-        let outcome = |o: &str| {
-            handle(
-                &self.upstream_requests,
-                &UpstreamOutcome {
-                    upstream: upstream.into(),
-                    endpoint: endpoint.into(),
-                    outcome: o.into(),
-                },
-            )
-            .clone()
-        };
-        EndpointMetrics {
-            ok: outcome("ok"),
-            connect_error: outcome("connect_error"),
-            tls_verify: outcome("tls_verify"),
-            tls_handshake: outcome("tls_handshake"),
-            timeout: outcome("timeout"),
-            error: outcome("error"),
-            duration: handle(
-                &self.upstream_duration,
-                &Upstream {
-                    upstream: upstream.into(),
-                },
-            )
-            .clone(),
-            ejections: handle(
-                &self.upstream_ejections,
-                &UpstreamEndpoint {
-                    upstream: upstream.into(),
-                    endpoint: endpoint.into(),
-                },
-            ),
-        }
-    }
-
-    /// Handles of one actively checked endpoint. A new `edgegate_upstream_healthy`
-    /// series starts at 1 (endpoints start healthy); one that exists keeps the
-    /// live generation's verdict until this generation's checker takes over.
-    pub(crate) fn health_check(&self, upstream: &str, endpoint: &str) -> CheckMetrics {
-        let labels = UpstreamEndpoint {
-            upstream: upstream.into(),
-            endpoint: endpoint.into(),
-        };
-        let is_new = self.upstream_healthy.get(&labels).is_none();
-        let healthy = handle(&self.upstream_healthy, &labels);
-        if is_new {
-            healthy.set(1);
-        }
-        let result = |r: &str| {
-            handle(
-                &self.health_checks,
-                &HealthCheckResult {
-                    upstream: upstream.into(),
-                    endpoint: endpoint.into(),
-                    result: r.into(),
-                },
-            )
-        };
-        CheckMetrics {
-            healthy,
-            passed: result("pass"),
-            failed: result("fail"),
         }
     }
 

@@ -942,13 +942,24 @@ async fn forward<'a>(
         if retry > 0 {
             tokio::time::sleep(target.backoff_before(retry)).await;
         }
+        let Some(endpoint) = cluster.pick() else {
+            // Every endpoint is a name that has not resolved yet.
+            last_error = Some(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_endpoint",
+                &format!(
+                    "upstream `{}` has no address: its endpoint names have not resolved",
+                    cluster.name
+                ),
+            ));
+            continue;
+        };
         let attempt_body = match (body.take(), &replay) {
             (_, Some(bytes)) => body::full(bytes.clone()),
             (Some(RequestBody::Stream(s)), None) => s.boxed(),
             (Some(RequestBody::Buffered(b)), None) => body::full(b),
             (None, None) => break, // a streamed body cannot be sent twice
         };
-        let endpoint = cluster.pick().clone();
         let attempt_parts = if last || replay.is_none() {
             match parts.take() {
                 Some(p) => p,

@@ -185,12 +185,12 @@ impl Gateway {
                     })?,
             );
         }
-        // Active health checks of the serving generation, on a thread of their own.
+        // Active health checks and DNS refreshes of the serving generation, on a thread of their own.
         let checked = self.state.clone();
         let rx = shutdown_rx.clone();
         threads.push(
             std::thread::Builder::new()
-                .name("edgegate-health-check".into())
+                .name("edgegate-upstreams".into())
                 .spawn(move || health_check::run(checked, rx))?,
         );
         let admin = admin::Admin {
@@ -479,8 +479,7 @@ impl Worker {
                     return;
                 };
                 let accepted =
-                    tokio::time::timeout(limits.timeout, listener_tls.acceptor.accept(stream))
-                        .await;
+                    tokio::time::timeout(limits.timeout, listener_tls.accept(stream)).await;
                 drop(handshake);
                 let stream = match accepted {
                     Ok(Ok(s)) => s,

@@ -377,6 +377,7 @@ impl GatewayState {
             clusters.insert(name.clone(), Arc::new(c));
         }
         let upstreams = Arc::new(Upstreams { clusters });
+        upstreams.resolve().await;
         let services = HostServices {
             health: upstreams.clone(),
             events: metrics.events(),

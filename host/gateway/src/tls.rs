@@ -19,6 +19,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Largest PEM file read (a chain, a key or a CA bundle).
 const MAX_PEM_BYTES: u64 = 1 << 20;
+/// TLS 1.2 sessions kept for resumption by id (tickets need no server state).
+const SESSION_CACHE: usize = 4096;
 /// A certificate this close to its end is warned about at every load.
 pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -52,7 +54,10 @@ impl CertInfo {
 
 /// The TLS side of one config generation's listener.
 pub(crate) struct ListenerTls {
-    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    /// The same config twice but for the cipher suite order: AES-GCM first,
+    /// and ChaCha20-Poly1305 first for clients that ask for it first.
+    aes_first: Arc<rustls::ServerConfig>,
+    chacha_first: Arc<rustls::ServerConfig>,
     pub(crate) certs: Vec<CertInfo>,
     /// Every file the listener reads, for the change watcher.
     pub(crate) files: Vec<PathBuf>,
@@ -301,11 +306,8 @@ impl ListenerTls {
         } else {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
-            .map_err(|e| format!("server.tls.min_version: {e}"))?;
-        let builder = match &cfg.client_auth {
-            None => builder.with_no_client_auth(),
+        let client_verifier = match &cfg.client_auth {
+            None => None,
             Some(auth) => {
                 files.push(auth.ca_file.clone());
                 let roots = read_roots(&auth.ca_file)?;
@@ -315,20 +317,120 @@ impl ListenerTls {
                     ClientAuthMode::Required => verifier,
                     ClientAuthMode::Optional => verifier.allow_unauthenticated(),
                 };
-                let verifier = verifier
-                    .build()
-                    .map_err(|e| format!("CA file {}: {e}", auth.ca_file.display()))?;
-                builder.with_client_cert_verifier(verifier)
+                Some(
+                    verifier
+                        .build()
+                        .map_err(|e| format!("CA file {}: {e}", auth.ca_file.display()))?,
+                )
             }
         };
         warn_expiring(&certs, unix_now());
-        let mut config = builder.with_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let resolver: Arc<dyn ResolvesServerCert> = Arc::new(resolver);
+        // Stateless tickets (keys rotated every 6 hours): resumption works
+        // for any number of clients, where the default session cache holds
+        // 256. A generation of its own, so a reload that changes the
+        // client-certificate CA is not bypassed by resuming an older session.
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("session ticket keys: {e}"))?;
+        // TLS 1.2 clients without tickets resume by session id.
+        let sessions = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+        // Two configs that differ only in the server's suite order; they
+        // share the ticketer, so a session resumes whichever one picks up
+        // the client's next hello.
+        let config = |chacha: bool| -> Result<Arc<rustls::ServerConfig>, String> {
+            let mut ordered = (*provider).clone();
+            ordered
+                .cipher_suites
+                .sort_by_key(|s| suite_rank(s.suite(), chacha));
+            let builder = rustls::ServerConfig::builder_with_provider(Arc::new(ordered))
+                .with_protocol_versions(versions)
+                .map_err(|e| format!("server.tls.min_version: {e}"))?;
+            let builder = match &client_verifier {
+                None => builder.with_no_client_auth(),
+                Some(v) => builder.with_client_cert_verifier(v.clone()),
+            };
+            let mut config = builder.with_cert_resolver(resolver.clone());
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            config.ticketer = ticketer.clone();
+            config.session_storage = sessions.clone();
+            config.ignore_client_order = true;
+            Ok(Arc::new(config))
+        };
         Ok(Self {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            aes_first: config(!aes_hardware())?,
+            chacha_first: config(true)?,
             certs,
             files,
         })
+    }
+
+    /// The handshake of one connection. The config is chosen from the
+    /// client's hello, as Go's crypto/tls and OpenSSL's
+    /// `SSL_OP_PRIORITIZE_CHACHA` do: ChaCha20-Poly1305 when the client lists
+    /// it first (it has no AES hardware) or this machine has no AES
+    /// hardware; otherwise AES-128-GCM, whose SHA-256 key schedule costs less
+    /// than AES-256-GCM's SHA-384 (SHA-NI accelerates SHA-256 only).
+    pub(crate) async fn accept<IO>(
+        &self,
+        io: IO,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let chacha = start
+            .client_hello()
+            .cipher_suites()
+            .first()
+            .is_some_and(|s| suite_rank(*s, true) == 0);
+        let config = if chacha {
+            &self.chacha_first
+        } else {
+            &self.aes_first
+        };
+        start.into_stream(config.clone()).await
+    }
+}
+
+/// Where `suite` goes in the server's order: ChaCha20-Poly1305 first when
+/// `chacha`, else AES-128-GCM, AES-256-GCM, then ChaCha20-Poly1305.
+fn suite_rank(suite: rustls::CipherSuite, chacha: bool) -> u8 {
+    use rustls::CipherSuite as S;
+    let bulk = match suite {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 1,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 2,
+        S::TLS13_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 3,
+        _ => 4,
+    };
+    match (chacha, bulk) {
+        (true, 3) => 0,
+        (false, 3) => 3,
+        (_, b) => b,
+    }
+}
+
+/// Whether this CPU encrypts AES-GCM in hardware (what ring uses when it can).
+fn aes_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
     }
 }
 
@@ -686,5 +788,35 @@ mod tests {
             id.spiffe.as_deref(),
             Some("spiffe://example.org/ns/prod/sa/billing")
         );
+    }
+
+    #[test]
+    fn the_server_orders_aes_128_first_or_chacha_first_for_both_versions() {
+        let names = |chacha: bool| {
+            let mut suites = provider().cipher_suites.clone();
+            suites.sort_by_key(|s| suite_rank(s.suite(), chacha));
+            suites
+                .iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect::<Vec<_>>()
+        };
+        let aes = names(false);
+        assert_eq!(aes[0], "TLS13_AES_128_GCM_SHA256", "{aes:?}");
+        let pos = |list: &[String], s: &str| list.iter().position(|x| x == s).unwrap();
+        assert!(
+            pos(&aes, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
+                < pos(&aes, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")
+        );
+        assert!(
+            pos(&aes, "TLS13_AES_256_GCM_SHA384") < pos(&aes, "TLS13_CHACHA20_POLY1305_SHA256")
+        );
+        let chacha = names(true);
+        assert_eq!(chacha[0], "TLS13_CHACHA20_POLY1305_SHA256", "{chacha:?}");
+        assert!(
+            pos(&chacha, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256")
+                < pos(&chacha, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")
+        );
+        // Every suite of the provider is kept.
+        assert_eq!(aes.len(), provider().cipher_suites.len());
     }
 }

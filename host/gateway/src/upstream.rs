@@ -3,9 +3,12 @@
 //! verdict of active health checks (`health_check.rs` sends them).
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
 
 use edgegate_config::{
     Balance, EndpointAddress, HealthCheckConfig, OutlierConfig, UpstreamConfig, UpstreamProtocol,
@@ -17,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::ProxyBody;
-use crate::metrics::{CheckMetrics, EndpointMetrics, Metrics};
+use crate::metrics::{CheckMetrics, EndpointMetrics, Metrics, UpstreamMetrics};
 
 /// The connector of every endpoint: TCP to the endpoint, then TLS for
 /// `https://` clusters.
@@ -71,10 +74,24 @@ pub(crate) enum Circuit {
     HalfOpen,
 }
 
-/// One `host:port` of a cluster with its passive health counters.
+/// Most addresses one endpoint name becomes: endpoints, their pools and
+/// their metric series stay bounded whatever a resolver answers.
+pub(crate) const MAX_ADDRESSES_PER_NAME: usize = 16;
+/// Time one resolution of one name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One address of a cluster with its passive health counters: an endpoint
+/// the config gives as an IP, or one address its name resolved to.
 pub(crate) struct Endpoint {
+    /// What metrics, logs, the health graph and hints call it: the config's
+    /// text for an IP endpoint, `text@ip:port` for a resolved one.
     pub(crate) address: String,
+    /// `host:port` the requests are for (their `Host`).
     pub(crate) authority: http::uri::Authority,
+    /// The IP and port connections go to.
+    dial: http::uri::Authority,
+    /// Set once the health checker runs a loop for it (`health_check.rs`).
+    pub(crate) checker_started: AtomicBool,
     /// The endpoint's host: the TLS server name unless `tls.server_name` says otherwise.
     host: String,
     /// One client (and so one connection pool) per worker thread.
@@ -109,6 +126,38 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    fn new(cluster: &str, target: &Target, at: SocketAddr, settings: &EndpointSettings) -> Self {
+        let address = target.label(at);
+        let dial = http::uri::Authority::try_from(at.to_string())
+            .unwrap_or_else(|_| target.authority.clone());
+        Self {
+            metrics: settings.metrics.endpoint(cluster, &address),
+            check_metrics: settings
+                .checked
+                .then(|| settings.metrics.health_check(cluster, &address)),
+            address,
+            authority: target.authority.clone(),
+            dial,
+            checker_started: AtomicBool::new(false),
+            host: target.host.clone(),
+            clients: (0..settings.workers).map(|_| OnceLock::new()).collect(),
+            in_flight: AtomicU32::new(0),
+            ewma_latency_us: AtomicU64::new(0),
+            error_rate_ppm: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            circuit_failures: settings.circuit_failures,
+            circuit_open_ms: settings.circuit_open_ms,
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            window_attempts: AtomicU64::new(0),
+            check_failed: AtomicBool::new(false),
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            avoid: AtomicBool::new(false),
+        }
+    }
+
     /// The circuit breaker's state now.
     pub(crate) fn circuit(&self) -> Circuit {
         match self.open_until_ms.load(Ordering::Relaxed) {
@@ -204,21 +253,21 @@ struct Outlier {
     min_requests: u64,
     eject_ms: u64,
     max_eject_ms: u64,
-    /// Endpoints that may be ejected at once (`max_ejected_percent`, rounded down).
-    max_ejected: usize,
+    /// Share of the endpoints that may be ejected at once (`max_ejected_percent`).
+    max_ejected_percent: usize,
     /// Held while one ejection is decided, so two endpoints judged at once
     /// cannot both take the last slot.
     deciding: AtomicBool,
 }
 
 impl Outlier {
-    fn new(cfg: &OutlierConfig, endpoints: usize) -> Self {
+    fn new(cfg: &OutlierConfig) -> Self {
         Self {
             max_error_rate_ppm: (cfg.max_error_rate.clamp(0.0, 1.0) * 1e6) as u32,
             min_requests: cfg.min_requests.max(1),
             eject_ms: cfg.eject_ms,
             max_eject_ms: cfg.max_eject_ms.max(cfg.eject_ms),
-            max_ejected: endpoints * cfg.max_ejected_percent.min(100) as usize / 100,
+            max_ejected_percent: cfg.max_ejected_percent.min(100) as usize,
             deciding: AtomicBool::new(false),
         }
     }
@@ -232,10 +281,76 @@ impl Outlier {
     }
 }
 
+/// One endpoint as the config writes it: an IP address, or a name that DNS
+/// turns into addresses.
+struct Target {
+    /// The config's text (`https://api.openai.com`).
+    configured: String,
+    host: String,
+    port: u16,
+    authority: http::uri::Authority,
+    /// The address, when the config gives an IP.
+    literal: Option<SocketAddr>,
+}
+
+impl Target {
+    /// The `address` of its endpoint at `at`.
+    fn label(&self, at: SocketAddr) -> String {
+        match self.literal {
+            Some(_) => self.configured.clone(),
+            None => format!("{}@{at}", self.configured),
+        }
+    }
+}
+
+/// What every endpoint of a cluster is built with, also by DNS refreshes.
+struct EndpointSettings {
+    workers: usize,
+    circuit_failures: u32,
+    circuit_open_ms: u64,
+    /// Active health checks configured: endpoints get check metrics.
+    checked: bool,
+    metrics: UpstreamMetrics,
+}
+
+/// The answer of one resolution: addresses, or why there are none.
+pub(crate) type Resolution = Result<Vec<SocketAddr>, String>;
+
+/// Resolves `host` with the system resolver (getaddrinfo: `/etc/hosts`,
+/// then DNS), within [`RESOLVE_TIMEOUT`].
+pub(crate) async fn system_resolve(host: String, port: u16) -> Resolution {
+    match tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        tokio::net::lookup_host((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} ms",
+            RESOLVE_TIMEOUT.as_millis()
+        )),
+    }
+}
+
 /// A named group of endpoints and how to reach them.
 pub(crate) struct Cluster {
     pub(crate) name: String,
-    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    /// The configured endpoints, in config order.
+    targets: Vec<Target>,
+    /// What each name of `targets` resolved to at its last answer (empty for
+    /// IP targets, and for names that never answered).
+    resolved: Mutex<Vec<Vec<SocketAddr>>>,
+    /// The endpoints picks choose from: every IP target and every address
+    /// of every name, in config order. Replaced whole by a DNS refresh that
+    /// changes it; an endpoint whose address stays keeps its counters and pools.
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    settings: EndpointSettings,
+    /// `dns_refresh_ms`.
+    pub(crate) dns_refresh: Duration,
+    /// Set once a refresh loop runs for this cluster (`dns.rs`).
+    pub(crate) resolver_started: AtomicBool,
     balance: Balance,
     next: AtomicUsize,
     pub(crate) timeout: Duration,
@@ -254,53 +369,51 @@ pub(crate) struct Cluster {
     outlier: Option<Outlier>,
     /// Active health checks, when configured.
     pub(crate) health_check: Option<HealthCheckConfig>,
-    /// Set once a checker runs for this cluster (`health_check.rs`).
-    pub(crate) checker_started: AtomicBool,
 }
 
 impl Cluster {
+    /// The cluster of `cfg`, with the endpoints its IP addresses give; names
+    /// have none until [`Cluster::refresh`] resolves them.
     pub(crate) fn new(
         name: &str,
         cfg: &UpstreamConfig,
         workers: usize,
         metrics: &Metrics,
     ) -> Result<Self, String> {
-        let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+        let mut targets = Vec::with_capacity(cfg.endpoints.len());
         let mut tls = false;
         for ep in &cfg.endpoints {
-            let address = ep.get_ref().clone();
-            let parsed = EndpointAddress::parse(&address)?;
+            let configured = ep.get_ref().clone();
+            let parsed = EndpointAddress::parse(&configured)?;
             tls |= parsed.tls;
             let authority: http::uri::Authority = parsed
                 .authority()
                 .parse()
-                .map_err(|e| format!("endpoint `{address}`: {e}"))?;
-            endpoints.push(Arc::new(Endpoint {
-                metrics: metrics.upstream(name, &address),
-                check_metrics: cfg
-                    .health_check
-                    .as_ref()
-                    .map(|_| metrics.health_check(name, &address)),
-                address,
+                .map_err(|e| format!("endpoint `{configured}`: {e}"))?;
+            let literal = parsed
+                .host
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, parsed.port));
+            targets.push(Target {
+                configured,
+                host: parsed.host,
+                port: parsed.port,
                 authority,
-                host: parsed.host.clone(),
-                clients: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
-                in_flight: AtomicU32::new(0),
-                ewma_latency_us: AtomicU64::new(0),
-                error_rate_ppm: AtomicU32::new(0),
-                consecutive_failures: AtomicU32::new(0),
-                open_until_ms: AtomicU64::new(0),
-                circuit_failures: cfg.circuit.consecutive_failures.max(1),
-                circuit_open_ms: cfg.circuit.open_ms,
-                ejected_until_ms: AtomicU64::new(0),
-                ejections: AtomicU32::new(0),
-                window_attempts: AtomicU64::new(0),
-                check_failed: AtomicBool::new(false),
-                attempts: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
-                avoid: AtomicBool::new(false),
-            }));
+                literal,
+            });
         }
+        let settings = EndpointSettings {
+            workers: workers.max(1),
+            circuit_failures: cfg.circuit.consecutive_failures.max(1),
+            circuit_open_ms: cfg.circuit.open_ms,
+            checked: cfg.health_check.is_some(),
+            metrics: metrics.upstreams.clone(),
+        };
+        let endpoints = targets
+            .iter()
+            .filter_map(|t| Some(Arc::new(Endpoint::new(name, t, t.literal?, &settings))))
+            .collect();
         let tls_config = Arc::new(if tls {
             crate::tls::upstream_client_config(name, &cfg.tls)?
         } else {
@@ -321,6 +434,12 @@ impl Cluster {
         };
         Ok(Self {
             name: name.to_string(),
+            resolved: Mutex::new(vec![Vec::new(); targets.len()]),
+            targets,
+            endpoints: ArcSwap::from_pointee(endpoints),
+            settings,
+            dns_refresh: Duration::from_millis(cfg.dns_refresh_ms),
+            resolver_started: AtomicBool::new(false),
             scheme: if tls {
                 http::uri::Scheme::HTTPS
             } else {
@@ -330,40 +449,145 @@ impl Cluster {
             server_name,
             protocol: cfg.protocol,
             host_rewrite,
-            outlier: cfg
-                .outlier
-                .as_ref()
-                .map(|o| Outlier::new(o, endpoints.len())),
-            endpoints,
+            outlier: cfg.outlier.as_ref().map(Outlier::new),
             balance: cfg.balance,
             next: AtomicUsize::new(0),
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             max_idle: cfg.max_idle_per_endpoint,
             health_check: cfg.health_check.clone(),
-            checker_started: AtomicBool::new(false),
         })
+    }
+
+    /// The endpoints now (a DNS refresh may replace the list after this).
+    pub(crate) fn endpoints(&self) -> Guard<Arc<Vec<Arc<Endpoint>>>> {
+        self.endpoints.load()
+    }
+
+    /// Whether any endpoint is a name to resolve.
+    pub(crate) fn has_names(&self) -> bool {
+        self.targets.iter().any(|t| t.literal.is_none())
+    }
+
+    /// Resolves every name with `resolve`, all at once, and takes in each
+    /// answer. A name that fails keeps the addresses it had (DNS trouble
+    /// does not empty a cluster); the errors are returned, one per name.
+    pub(crate) async fn refresh<F, Fut>(&self, resolve: F) -> Vec<String>
+    where
+        F: Fn(String, u16) -> Fut,
+        Fut: std::future::Future<Output = Resolution>,
+    {
+        let names: Vec<usize> = (0..self.targets.len())
+            .filter(|&i| self.targets[i].literal.is_none())
+            .collect();
+        let answers = futures_util::future::join_all(names.iter().map(|&i| {
+            let t = &self.targets[i];
+            resolve(t.host.clone(), t.port)
+        }))
+        .await;
+        let mut errors = Vec::new();
+        let mut resolved = crate::lock(&self.resolved);
+        let mut changed = false;
+        for (&i, answer) in names.iter().zip(answers) {
+            let t = &self.targets[i];
+            match answer {
+                Ok(mut addrs) => {
+                    addrs.sort_unstable();
+                    addrs.dedup();
+                    addrs.truncate(MAX_ADDRESSES_PER_NAME);
+                    if addrs.is_empty() {
+                        errors.push(format!("`{}`: no address", t.configured));
+                    } else if addrs != resolved[i] {
+                        tracing::info!(upstream = %self.name, endpoint = %t.configured, addresses = ?addrs, was = ?resolved[i], "endpoint name resolved");
+                        resolved[i] = addrs;
+                        changed = true;
+                    }
+                }
+                Err(e) => errors.push(format!("`{}`: {e}", t.configured)),
+            }
+        }
+        if changed {
+            self.rebuild(&resolved);
+        }
+        errors
+    }
+
+    /// Takes what `previous` (the generation a reload replaces) resolved for
+    /// the names this cluster has not resolved, so a reload during DNS
+    /// trouble keeps its endpoints.
+    fn inherit_resolved(&self, previous: &Cluster) {
+        let old = crate::lock(&previous.resolved).clone();
+        let mut resolved = crate::lock(&self.resolved);
+        let mut changed = false;
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.literal.is_some() || !resolved[i].is_empty() {
+                continue;
+            }
+            let same = previous
+                .targets
+                .iter()
+                .position(|p| p.configured == t.configured);
+            if let Some(addrs) = same.and_then(|j| old.get(j)).filter(|a| !a.is_empty()) {
+                resolved[i] = addrs.clone();
+                changed = true;
+            }
+        }
+        if changed {
+            self.rebuild(&resolved);
+        }
+    }
+
+    /// Stores the endpoint list `resolved` gives, keeping the endpoints whose
+    /// address stays; the series of the ones that went are dropped.
+    fn rebuild(&self, resolved: &[Vec<SocketAddr>]) {
+        let old = self.endpoints.load_full();
+        let mut next: Vec<Arc<Endpoint>> = Vec::new();
+        for (t, addrs) in self.targets.iter().zip(resolved) {
+            let addrs = match t.literal {
+                Some(a) => vec![a],
+                None => addrs.clone(),
+            };
+            for at in addrs {
+                let address = t.label(at);
+                let kept = old.iter().find(|e| e.address == address).cloned();
+                next.push(
+                    kept.unwrap_or_else(|| {
+                        Arc::new(Endpoint::new(&self.name, t, at, &self.settings))
+                    }),
+                );
+            }
+        }
+        for gone in old
+            .iter()
+            .filter(|e| !next.iter().any(|n| n.address == e.address))
+        {
+            self.settings.metrics.forget(&self.name, &gone.address);
+        }
+        self.endpoints.store(Arc::new(next));
     }
 
     /// Choose an endpoint for the next attempt, skipping endpoints whose
     /// circuit is open, that are ejected or failing their health checks, or
     /// that a coordinator hint says to avoid. When none is usable, all
     /// endpoints are candidates again (like Envoy's panic threshold): trying
-    /// beats failing.
-    pub(crate) fn pick(&self) -> &Arc<Endpoint> {
-        let n = self.endpoints.len();
+    /// beats failing. None when no name has resolved yet.
+    pub(crate) fn pick(&self) -> Option<Arc<Endpoint>> {
+        let endpoints = self.endpoints.load();
+        let n = endpoints.len();
+        let first = endpoints.first()?;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let rotation = (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        let rotation = (0..n).map(|i| &endpoints[(start + i) % n]);
         let none_usable = !rotation.clone().any(|e| e.usable());
         let mut candidates = rotation.filter(|e| none_usable || e.usable());
-        match self.balance {
+        let picked = match self.balance {
             // Round robin: the first usable endpoint from the rotating start.
-            Balance::RoundRobin => candidates.next().unwrap_or(&self.endpoints[0]),
+            Balance::RoundRobin => candidates.next(),
             // Least requests; the rotating start spreads ties instead of piling on the first.
-            Balance::LeastRequests => candidates
-                .min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
-                .unwrap_or(&self.endpoints[0]),
-        }
+            Balance::LeastRequests => {
+                candidates.min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
+            }
+        };
+        Some(picked.unwrap_or(first).clone())
     }
 
     /// Feed one attempt's outcome on `endpoint` (one of this cluster's) into
@@ -417,18 +641,18 @@ impl Cluster {
             return; // another ejection is being decided; this one is judged on the next attempt
         }
         let now = now_ms();
-        let ejected_now = self
-            .endpoints
+        let endpoints = self.endpoints.load();
+        let max_ejected = endpoints.len() * o.max_ejected_percent / 100;
+        let ejected_now = endpoints
             .iter()
             .filter(|x| ejected_at(x.ejected_until_ms.load(Ordering::Relaxed), now))
             .count();
-        let others_usable = self
-            .endpoints
+        let others_usable = endpoints
             .iter()
             .any(|x| !std::ptr::eq(&**x, e) && x.usable());
         if ejected_at(e.ejected_until_ms.load(Ordering::Relaxed), now) {
             // Ejected by a concurrent attempt meanwhile.
-        } else if ejected_now < o.max_ejected && others_usable {
+        } else if ejected_now < max_ejected && others_usable {
             let n = e
                 .ejections
                 .fetch_add(1, Ordering::Relaxed)
@@ -461,9 +685,9 @@ impl Cluster {
         if self.health_check.is_none() || previous.health_check.is_none() {
             return;
         }
-        for e in &self.endpoints {
-            let failing = previous
-                .endpoints
+        let before = previous.endpoints();
+        for e in self.endpoints().iter() {
+            let failing = before
                 .iter()
                 .any(|p| p.address == e.address && p.check_failed.load(Ordering::Relaxed));
             if failing {
@@ -496,7 +720,7 @@ impl Cluster {
         http.enforce_http(false);
         let to = http::Uri::builder()
             .scheme("http")
-            .authority(endpoint.authority.clone())
+            .authority(endpoint.dial.clone())
             .path_and_query("/")
             .build()
             .unwrap_or_default();
@@ -526,11 +750,29 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
-    /// See [`Cluster::inherit_check_verdicts`]: clusters are matched by name.
-    pub(crate) fn inherit_check_verdicts(&self, previous: &Upstreams) {
+    /// What a reload keeps of `previous`, matching clusters by name: the
+    /// addresses of names this generation could not resolve, then the
+    /// active check verdicts ([`Cluster::inherit_check_verdicts`]).
+    pub(crate) fn inherit(&self, previous: &Upstreams) {
         for (name, cluster) in &self.clusters {
             if let Some(p) = previous.clusters.get(name) {
+                cluster.inherit_resolved(p);
                 cluster.inherit_check_verdicts(p);
+            }
+        }
+    }
+
+    /// Resolves the names of every cluster (a generation being built); what
+    /// fails is logged, and retried by the refresh loops once it serves.
+    pub(crate) async fn resolve(&self) {
+        let all = self
+            .clusters
+            .values()
+            .filter(|c| c.has_names())
+            .map(|c| async move { (c, c.refresh(system_resolve).await) });
+        for (c, errors) in futures_util::future::join_all(all).await {
+            for e in errors {
+                tracing::error!(upstream = %c.name, error = %e, "cannot resolve an endpoint name; retrying");
             }
         }
     }
@@ -541,7 +783,7 @@ impl HealthSource for Upstreams {
         let Some(c) = self.clusters.get(name) else {
             return Vec::new();
         };
-        c.endpoints
+        c.endpoints()
             .iter()
             .map(|e| EndpointHealth {
                 address: e.address.clone(),
@@ -592,19 +834,25 @@ mod tests {
 
     fn fail(c: &Cluster, i: usize, times: usize) {
         for _ in 0..times {
-            c.observe(&c.endpoints[i], Duration::from_millis(1), true);
+            c.observe(&c.endpoints()[i], Duration::from_millis(1), true);
         }
     }
 
     fn succeed(c: &Cluster, i: usize, times: usize) {
         for _ in 0..times {
-            c.observe(&c.endpoints[i], Duration::from_millis(1), false);
+            c.observe(&c.endpoints()[i], Duration::from_millis(1), false);
         }
     }
 
     /// Ends endpoint `i`'s ejection now, as if its time had passed.
     fn expire_ejection(c: &Cluster, i: usize) {
-        c.endpoints[i].ejected_until_ms.store(1, Ordering::Relaxed);
+        c.endpoints()[i]
+            .ejected_until_ms
+            .store(1, Ordering::Relaxed);
+    }
+
+    fn picked(c: &Cluster) -> String {
+        c.pick().expect("an endpoint").address.clone()
     }
 
     fn is_ejected(e: &Endpoint) -> bool {
@@ -612,12 +860,12 @@ mod tests {
     }
 
     fn ejected(c: &Cluster) -> Vec<bool> {
-        c.endpoints.iter().map(|e| is_ejected(e)).collect()
+        c.endpoints().iter().map(|e| is_ejected(e)).collect()
     }
 
     /// How long endpoint `i`'s current ejection lasts, ms (±5 for the clock).
     fn ejected_for_ms(c: &Cluster, i: usize) -> u64 {
-        c.endpoints[i]
+        c.endpoints()[i]
             .ejected_until_ms
             .load(Ordering::Relaxed)
             .saturating_sub(now_ms())
@@ -626,7 +874,7 @@ mod tests {
     #[test]
     fn round_robin_takes_turns() {
         let c = cluster("round_robin");
-        let picks: Vec<&str> = (0..6).map(|_| c.pick().address.as_str()).collect();
+        let picks: Vec<String> = (0..6).map(|_| picked(&c)).collect();
         assert_eq!(
             picks,
             [
@@ -643,19 +891,19 @@ mod tests {
     #[test]
     fn least_requests_avoids_busy_endpoints() {
         let c = cluster("least_requests");
-        c.endpoints[0].in_flight.store(5, Ordering::Relaxed);
-        c.endpoints[2].in_flight.store(3, Ordering::Relaxed);
+        c.endpoints()[0].in_flight.store(5, Ordering::Relaxed);
+        c.endpoints()[2].in_flight.store(3, Ordering::Relaxed);
         for _ in 0..5 {
-            assert_eq!(c.pick().address, "127.0.0.1:2");
+            assert_eq!(picked(&c), "127.0.0.1:2");
         }
-        c.endpoints[1].in_flight.store(9, Ordering::Relaxed);
-        assert_eq!(c.pick().address, "127.0.0.1:3");
+        c.endpoints()[1].in_flight.store(9, Ordering::Relaxed);
+        assert_eq!(picked(&c), "127.0.0.1:3");
     }
 
     #[test]
     fn circuit_opens_after_consecutive_failures_and_picks_skip_it() {
         let c = cluster("round_robin");
-        let bad = &c.endpoints[1];
+        let bad = c.endpoints()[1].clone();
         // The default: 5 in a row.
         fail(&c, 1, 4);
         assert_eq!(bad.circuit(), Circuit::Closed);
@@ -663,10 +911,14 @@ mod tests {
         fail(&c, 1, 5);
         assert_eq!(bad.circuit(), Circuit::Open);
         for _ in 0..6 {
-            assert_ne!(c.pick().address, "127.0.0.1:2");
+            assert_ne!(picked(&c), "127.0.0.1:2");
         }
-        let view = c.endpoints.iter().map(|e| e.circuit() != Circuit::Open);
-        assert_eq!(view.collect::<Vec<_>>(), [true, false, true]);
+        let view: Vec<bool> = c
+            .endpoints()
+            .iter()
+            .map(|e| e.circuit() != Circuit::Open)
+            .collect();
+        assert_eq!(view, [true, false, true]);
         // Open for the default 10 s.
         let open_for = bad.open_until_ms.load(Ordering::Relaxed) - now_ms();
         assert!((9_990..=10_000).contains(&open_for), "{open_for}");
@@ -683,7 +935,7 @@ mod tests {
         let c = cluster_from(&format!(
             "{ENDPOINTS}\ncircuit = {{ consecutive_failures = 2, open_ms = 250 }}"
         ));
-        let e = &c.endpoints[0];
+        let e = c.endpoints()[0].clone();
         fail(&c, 0, 1);
         assert_eq!(e.circuit(), Circuit::Closed);
         fail(&c, 0, 1);
@@ -696,19 +948,18 @@ mod tests {
             "{ENDPOINTS}\ncircuit = {{ consecutive_failures = 12 }}"
         ));
         fail(&c, 0, 11);
-        assert_eq!(c.endpoints[0].circuit(), Circuit::Closed);
+        assert_eq!(c.endpoints()[0].circuit(), Circuit::Closed);
         fail(&c, 0, 1);
-        assert_eq!(c.endpoints[0].circuit(), Circuit::Open);
+        assert_eq!(c.endpoints()[0].circuit(), Circuit::Open);
     }
 
     #[test]
     fn every_circuit_open_means_every_endpoint_is_a_candidate() {
         let c = cluster("least_requests");
-        for i in 0..c.endpoints.len() {
+        for i in 0..c.endpoints().len() {
             fail(&c, i, 5);
         }
-        let picked: std::collections::BTreeSet<&str> =
-            (0..6).map(|_| c.pick().address.as_str()).collect();
+        let picked: std::collections::BTreeSet<String> = (0..6).map(|_| picked(&c)).collect();
         assert_eq!(picked.len(), 3);
     }
 
@@ -719,7 +970,7 @@ mod tests {
         ));
         fail(&c, 0, 500);
         assert_eq!(ejected(&c), [false, false, false]);
-        assert!(c.endpoints[0].error_rate_ppm() > 900_000);
+        assert!(c.endpoints()[0].error_rate_ppm() > 900_000);
     }
 
     #[test]
@@ -730,22 +981,22 @@ mod tests {
         );
         // 19 failures: the rate is far above 0.5, but the window is too small.
         fail(&c, 2, 19);
-        assert!(c.endpoints[2].error_rate_ppm() > 500_000);
+        assert!(c.endpoints()[2].error_rate_ppm() > 500_000);
         assert_eq!(ejected(&c), [false, false, false, false]);
         fail(&c, 2, 1);
         assert_eq!(ejected(&c), [false, false, true, false]);
-        assert!(!c.endpoints[2].usable());
-        assert!(!c.endpoints[2].locally_healthy());
+        assert!(!c.endpoints()[2].usable());
+        assert!(!c.endpoints()[2].locally_healthy());
         assert!((995..=1000).contains(&ejected_for_ms(&c, 2)));
         for _ in 0..8 {
-            assert_ne!(c.pick().address, "127.0.0.1:3");
+            assert_ne!(picked(&c), "127.0.0.1:3");
         }
         let view = Upstreams {
             clusters: BTreeMap::from([("c".to_string(), Arc::new(c))]),
         };
         let healthy: Vec<bool> = view.upstream("c").iter().map(|h| h.healthy).collect();
         assert_eq!(healthy, [true, true, false, true]);
-        assert_eq!(view.clusters["c"].endpoints[2].metrics.ejections.get(), 1);
+        assert_eq!(view.clusters["c"].endpoints()[2].metrics.ejections.get(), 1);
     }
 
     #[test]
@@ -756,7 +1007,7 @@ mod tests {
             fail(&c, 0, 1);
             succeed(&c, 0, 2);
         }
-        assert!(c.endpoints[0].error_rate_ppm() < 500_000);
+        assert!(c.endpoints()[0].error_rate_ppm() < 500_000);
         assert_eq!(ejected(&c), [false, false, false]);
     }
 
@@ -786,16 +1037,16 @@ mod tests {
         let c = outlier_cluster(1, "min_requests = 5, max_ejected_percent = 100");
         fail(&c, 0, 100);
         assert_eq!(ejected(&c), [false]);
-        assert!(c.endpoints[0].usable());
+        assert!(c.endpoints()[0].usable());
 
         // Two endpoints, the other already out (its circuit open): not ejected either.
         let c = outlier_cluster(2, "min_requests = 5, max_ejected_percent = 100");
-        c.endpoints[1]
+        c.endpoints()[1]
             .open_until_ms
             .store(now_ms() + 60_000, Ordering::Relaxed);
         fail(&c, 0, 40);
         assert_eq!(ejected(&c), [false, false]);
-        assert_eq!(c.pick().address, "127.0.0.1:1");
+        assert_eq!(picked(&c), "127.0.0.1:1");
 
         // Both bad, 100% allowed: the first goes, the second is the last one left.
         let c = outlier_cluster(2, "min_requests = 5, max_ejected_percent = 100");
@@ -811,9 +1062,8 @@ mod tests {
         assert_eq!(ejected(&c), [false, true, false]);
         expire_ejection(&c, 1);
         assert_eq!(ejected(&c), [false, false, false]);
-        assert!(c.endpoints[1].usable());
-        let picked: std::collections::BTreeSet<&str> =
-            (0..3).map(|_| c.pick().address.as_str()).collect();
+        assert!(c.endpoints()[1].usable());
+        let picked: std::collections::BTreeSet<String> = (0..3).map(|_| picked(&c)).collect();
         assert!(picked.contains("127.0.0.1:2"));
         // Back with a new window: its next attempts are judged afresh, not at once.
         fail(&c, 1, 4);
@@ -826,7 +1076,7 @@ mod tests {
         let mut lasted = Vec::new();
         for _ in 0..5 {
             fail(&c, 0, 20);
-            assert!(is_ejected(&c.endpoints[0]));
+            assert!(is_ejected(&c.endpoints()[0]));
             lasted.push(ejected_for_ms(&c, 0).div_ceil(1000) * 1000);
             expire_ejection(&c, 0);
         }
@@ -835,12 +1085,12 @@ mod tests {
         // Successes after the return do not eject, though the old rate is
         // still high; a window of them brings it down and resets the doubling.
         succeed(&c, 0, 5);
-        assert!(c.endpoints[0].error_rate_ppm() > 500_000);
-        assert!(!is_ejected(&c.endpoints[0]));
+        assert!(c.endpoints()[0].error_rate_ppm() > 500_000);
+        assert!(!is_ejected(&c.endpoints()[0]));
         succeed(&c, 0, 55);
-        assert!(c.endpoints[0].error_rate_ppm() < 500_000);
+        assert!(c.endpoints()[0].error_rate_ppm() < 500_000);
         fail(&c, 0, 30);
-        assert!(is_ejected(&c.endpoints[0]));
+        assert!(is_ejected(&c.endpoints()[0]));
         assert!((995..=1000).contains(&ejected_for_ms(&c, 0)));
     }
 
@@ -848,16 +1098,16 @@ mod tests {
     fn failing_active_checks_make_an_endpoint_unusable_and_reload_keeps_the_verdict() {
         let checked = format!("{ENDPOINTS}\nhealth_check = {{ path = \"/healthz\" }}");
         let c = cluster_from(&checked);
-        assert!(c.endpoints[0].check_metrics.is_some());
-        c.endpoints[0].check_failed.store(true, Ordering::Relaxed);
-        assert!(!c.endpoints[0].usable() && !c.endpoints[0].locally_healthy());
+        assert!(c.endpoints()[0].check_metrics.is_some());
+        c.endpoints()[0].check_failed.store(true, Ordering::Relaxed);
+        assert!(!c.endpoints()[0].usable() && !c.endpoints()[0].locally_healthy());
         for _ in 0..6 {
-            assert_ne!(c.pick().address, "127.0.0.1:1");
+            assert_ne!(picked(&c), "127.0.0.1:1");
         }
         let next = cluster_from(&checked);
         next.inherit_check_verdicts(&c);
         let failing: Vec<bool> = next
-            .endpoints
+            .endpoints()
             .iter()
             .map(|e| e.check_failed.load(Ordering::Relaxed))
             .collect();
@@ -865,6 +1115,136 @@ mod tests {
         // Without checks in the new config there is no verdict to keep.
         let unchecked = cluster("round_robin");
         unchecked.inherit_check_verdicts(&c);
-        assert!(unchecked.endpoints.iter().all(|e| e.usable()));
+        assert!(unchecked.endpoints().iter().all(|e| e.usable()));
+    }
+
+    /// A resolver that answers from `answers` (name → addresses, or an error).
+    fn fake(
+        answers: &[(&str, Result<Vec<&str>, &str>)],
+    ) -> impl Fn(String, u16) -> std::future::Ready<Resolution> {
+        let answers: BTreeMap<String, Result<Vec<IpAddr>, String>> = answers
+            .iter()
+            .map(|(name, a)| {
+                let a = match a {
+                    Ok(ips) => Ok(ips.iter().map(|ip| ip.parse().unwrap()).collect()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (name.to_string(), a)
+            })
+            .collect();
+        move |host, port| {
+            std::future::ready(match answers.get(&host) {
+                Some(Ok(ips)) => Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(format!("{host}: no such name")),
+            })
+        }
+    }
+
+    fn addresses(c: &Cluster) -> Vec<String> {
+        c.endpoints().iter().map(|e| e.address.clone()).collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_address_of_a_name_is_an_endpoint_and_an_address_that_stays_keeps_its_state() {
+        let c = cluster_from("endpoints = [\"api.test:8080\", \"127.0.0.1:9\"]");
+        // Before the first answer only the IP endpoint exists.
+        assert_eq!(addresses(&c), ["127.0.0.1:9"]);
+        let errors = c
+            .refresh(fake(&[(
+                "api.test",
+                Ok(vec!["10.0.0.2", "10.0.0.1", "10.0.0.2"]),
+            )]))
+            .await;
+        assert!(errors.is_empty(), "{errors:?}");
+        // Sorted, without duplicates, in config order.
+        assert_eq!(
+            addresses(&c),
+            [
+                "api.test:8080@10.0.0.1:8080",
+                "api.test:8080@10.0.0.2:8080",
+                "127.0.0.1:9"
+            ]
+        );
+        let kept = c.endpoints()[1].clone();
+        assert_eq!(kept.authority.as_str(), "api.test:8080");
+        assert_eq!(kept.dial.as_str(), "10.0.0.2:8080");
+        fail(&c, 1, 1);
+        // The next answer drops .1 and adds .3; .2 is the same endpoint, with its failure.
+        c.refresh(fake(&[("api.test", Ok(vec!["10.0.0.3", "10.0.0.2"]))]))
+            .await;
+        assert_eq!(
+            addresses(&c),
+            [
+                "api.test:8080@10.0.0.2:8080",
+                "api.test:8080@10.0.0.3:8080",
+                "127.0.0.1:9"
+            ]
+        );
+        assert!(Arc::ptr_eq(&c.endpoints()[0], &kept));
+        assert_eq!(kept.failures.load(Ordering::Relaxed), 1);
+        // Picks rotate over all three.
+        let picked: std::collections::BTreeSet<String> = (0..6).map(|_| picked(&c)).collect();
+        assert_eq!(picked.len(), 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failing_name_keeps_its_addresses_and_one_never_resolved_has_no_endpoint() {
+        let c = cluster_from("endpoints = [\"api.test:80\"]");
+        assert!(c.pick().is_none());
+        let errors = c.refresh(fake(&[("api.test", Err("timed out"))])).await;
+        assert_eq!(errors, ["`api.test:80`: timed out"]);
+        assert!(c.pick().is_none());
+        let errors = c.refresh(fake(&[("api.test", Ok(vec![]))])).await;
+        assert_eq!(errors, ["`api.test:80`: no address"]);
+        c.refresh(fake(&[("api.test", Ok(vec!["::1"]))])).await;
+        assert_eq!(picked(&c), "api.test:80@[::1]:80");
+        // DNS trouble later does not empty the cluster.
+        let errors = c.refresh(fake(&[])).await;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(picked(&c), "api.test:80@[::1]:80");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_name_becomes_at_most_the_bound_of_endpoints() {
+        let c = cluster_from("endpoints = [\"wide.test:80\"]");
+        let many: Vec<String> = (1..=100).map(|i| format!("10.0.1.{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        c.refresh(fake(&[("wide.test", Ok(many))])).await;
+        assert_eq!(c.endpoints().len(), MAX_ADDRESSES_PER_NAME);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_keeps_the_addresses_of_names_it_cannot_resolve() {
+        let old = cluster_from("endpoints = [\"api.test:80\", \"other.test:80\"]");
+        old.refresh(fake(&[
+            ("api.test", Ok(vec!["10.0.0.1"])),
+            ("other.test", Ok(vec!["10.0.0.9"])),
+        ]))
+        .await;
+        let new = cluster_from("endpoints = [\"api.test:80\", \"other.test:80\"]");
+        // The new generation resolves one name itself; the other fails and is inherited.
+        new.refresh(fake(&[("api.test", Ok(vec!["10.0.0.2"]))]))
+            .await;
+        new.inherit_resolved(&old);
+        assert_eq!(
+            addresses(&new),
+            ["api.test:80@10.0.0.2:80", "other.test:80@10.0.0.9:80"]
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_series_of_an_address_that_went_leave_the_scrape() {
+        let metrics = Metrics::new();
+        let cfg: UpstreamConfig = toml::from_str("endpoints = [\"api.test:80\"]").unwrap();
+        let c = Cluster::new("c", &cfg, 1, &metrics).unwrap();
+        c.refresh(fake(&[("api.test", Ok(vec!["10.0.0.1"]))])).await;
+        c.endpoints()[0].metrics.ok.inc();
+        assert!(metrics.encode().contains("api.test:80@10.0.0.1:80"));
+        c.refresh(fake(&[("api.test", Ok(vec!["10.0.0.2"]))])).await;
+        c.endpoints()[0].metrics.ok.inc();
+        let scrape = metrics.encode();
+        assert!(!scrape.contains("api.test:80@10.0.0.1:80"), "{scrape}");
+        assert!(scrape.contains("api.test:80@10.0.0.2:80"), "{scrape}");
     }
 }
