@@ -151,6 +151,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: std::net::SocketAddr,
+        /// Time between two events of a streamed chat answer (`"stream": true`).
+        #[arg(long, default_value_t = 50)]
+        stream_interval_ms: u64,
     },
 }
 
@@ -180,7 +183,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
-        Command::DemoUpstream { listen } => demo_upstream::run(listen),
+        Command::DemoUpstream {
+            listen,
+            stream_interval_ms,
+        } => demo_upstream::run(listen, std::time::Duration::from_millis(stream_interval_ms)),
         Command::Push {
             admin,
             canary,

@@ -469,6 +469,11 @@ pub struct UpstreamConfig {
     /// Time from sending the request to the response headers; past it → 504.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+    /// Longest silence inside a response body (between two chunks or
+    /// events) before the answer is cut; a long stream that keeps sending
+    /// is never cut.
+    #[serde(default = "default_upstream_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     /// Idle keep-alive connections kept per endpoint and worker.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_endpoint: usize,
@@ -517,6 +522,10 @@ pub struct UpstreamTlsConfig {
     /// Accept any certificate. For local development only; logged loudly at start.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+fn default_upstream_idle_timeout_ms() -> u64 {
+    300_000
 }
 
 fn default_dns_refresh_ms() -> u64 {

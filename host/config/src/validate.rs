@@ -305,7 +305,7 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 ));
             }
         }
-        if u.timeout_ms == 0 || u.connect_timeout_ms == 0 {
+        if u.timeout_ms == 0 || u.connect_timeout_ms == 0 || u.idle_timeout_ms == 0 {
             return Err(err(
                 format!("upstreams.{name}"),
                 "timeouts must be positive".into(),

@@ -75,32 +75,58 @@ impl ClientBodyError {
     }
 }
 
-/// A client's request body as the gateway reads it: framing errors are
-/// marked as the client's ([`ClientBodyError`]), and a body that stops
-/// arriving for `idle` is cut. The timer exists only while the body waits.
-pub struct ClientBody {
+/// An upstream's answer stopped arriving mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("no response body data from the upstream for {0} ms")]
+pub struct UpstreamIdle(pub u128);
+
+/// Whose body a [`WatchedBody`] carries, which decides what its errors say.
+#[derive(Clone, Copy)]
+enum Side {
+    /// A client's request body: framing errors and idleness are the
+    /// client's ([`ClientBodyError`]), never held against the upstream.
+    Client,
+    /// An upstream's response body: idleness is [`UpstreamIdle`].
+    Upstream,
+}
+
+/// A body in flight that is cut once nothing arrives for `idle`: a
+/// client's request body (`body_idle_timeout_ms`), or an upstream's answer
+/// (`upstreams.NAME.idle_timeout_ms`, beside `timeout_ms`, which bounds only
+/// the wait for the headers). The timer exists only while the body waits.
+pub struct WatchedBody {
     inner: hyper::body::Incoming,
     idle: std::time::Duration,
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    side: Side,
 }
 
-impl ClientBody {
-    /// Wrap a client's body.
-    pub fn new(inner: hyper::body::Incoming, idle: std::time::Duration) -> Self {
+impl WatchedBody {
+    /// A client's request body.
+    pub fn client(inner: hyper::body::Incoming, idle: std::time::Duration) -> Self {
         Self {
             inner,
             idle,
             timer: None,
+            side: Side::Client,
         }
     }
 
-    /// As a boxed body for the upstream client or for buffering.
+    /// An upstream's response body.
+    pub fn upstream(inner: hyper::body::Incoming, idle: std::time::Duration) -> Self {
+        Self {
+            side: Side::Upstream,
+            ..Self::client(inner, idle)
+        }
+    }
+
+    /// As a boxed body for the upstream client, the client, or buffering.
     pub fn boxed(self) -> ProxyBody {
         self.boxed_unsync()
     }
 }
 
-impl http_body::Body for ClientBody {
+impl http_body::Body for WatchedBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -111,9 +137,10 @@ impl http_body::Body for ClientBody {
         use std::task::Poll;
         let this = &mut *self;
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                Poll::Ready(Some(Err(Box::new(ClientBodyError::Malformed(e)))))
-            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(match this.side {
+                Side::Client => Box::new(ClientBodyError::Malformed(e)),
+                Side::Upstream => Box::new(e),
+            }))),
             Poll::Ready(Some(Ok(frame))) => {
                 // Progress: the next wait starts its own idle window.
                 this.timer = None;
@@ -126,9 +153,16 @@ impl http_body::Body for ClientBody {
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(Box::new(ClientBodyError::Idle(idle.as_millis())))))
-                    }
+                    Poll::Ready(()) => Poll::Ready(Some(Err(match this.side {
+                        Side::Client => Box::new(ClientBodyError::Idle(idle.as_millis())),
+                        Side::Upstream => {
+                            tracing::warn!(
+                                idle_ms = idle.as_millis() as u64,
+                                "upstream answer stopped mid-body; cut (idle_timeout_ms)"
+                            );
+                            Box::new(UpstreamIdle(idle.as_millis()))
+                        }
+                    }))),
                     Poll::Pending => Poll::Pending,
                 }
             }

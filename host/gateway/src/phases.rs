@@ -15,10 +15,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::{self, BoxError, BufferError, ClientBody, ClientBodyError, ProxyBody};
+use crate::body::{self, BufferError, ClientBodyError, ProxyBody, WatchedBody};
 use crate::forwarding;
 use crate::metrics::Phase;
 use crate::models::MODEL_CONTEXT_KEY;
@@ -65,10 +64,6 @@ impl ClientLimits {
             body_timeout: std::time::Duration::from_millis(server.body_timeout_ms),
         }
     }
-}
-
-fn box_error(e: hyper::Error) -> BoxError {
-    Box::new(e)
 }
 
 /// Facts about the connection a request arrived on.
@@ -357,7 +352,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<Host>, Malformed> {
 
 /// The request body as it travels: untouched stream, or buffered for policies.
 enum RequestBody {
-    Stream(ClientBody),
+    Stream(WatchedBody),
     Buffered(Bytes),
 }
 
@@ -417,7 +412,7 @@ async fn proxy(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (mut parts, incoming) = req.into_parts();
-    let incoming = ClientBody::new(incoming, state.limits.body_idle_timeout);
+    let incoming = WatchedBody::client(incoming, state.limits.body_idle_timeout);
     let mut body = match route.buffer_request {
         None => RequestBody::Stream(incoming),
         Some(limit) => {
@@ -483,7 +478,10 @@ async fn proxy(
         route.models.record(model, sent.elapsed(), failed);
     }
     let upstream = match forwarded {
-        Ok((resp, cluster)) => (resp.map(|b| b.map_err(box_error).boxed_unsync()), cluster),
+        Ok((resp, cluster)) => (
+            resp.map(|b| WatchedBody::upstream(b, cluster.idle_timeout).boxed()),
+            cluster,
+        ),
         Err(resp) => return resp,
     };
     let (mut resp, cluster) = upstream;
@@ -516,7 +514,7 @@ fn provider_failed(status: StatusCode) -> bool {
 
 async fn buffer_request(
     parts: &Parts,
-    incoming: ClientBody,
+    incoming: WatchedBody,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, Response<ProxyBody>> {

@@ -354,6 +354,8 @@ pub(crate) struct Cluster {
     balance: Balance,
     next: AtomicUsize,
     pub(crate) timeout: Duration,
+    /// `idle_timeout_ms`: the longest silence inside a response body.
+    pub(crate) idle_timeout: Duration,
     connect_timeout: Duration,
     max_idle: usize,
     /// `https` for TLS clusters, else `http`; a TLS cluster never falls back.
@@ -453,6 +455,7 @@ impl Cluster {
             balance: cfg.balance,
             next: AtomicUsize::new(0),
             timeout: Duration::from_millis(cfg.timeout_ms),
+            idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             max_idle: cfg.max_idle_per_endpoint,
             health_check: cfg.health_check.clone(),
