@@ -15,7 +15,7 @@ fi
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 bash scripts/build-components.sh
 cargo build --release -p edgegate-cli
-bin=target/release/edgegate
+bin=${CARGO_TARGET_DIR:-target}/release/edgegate
 # A demo signing key (generated once) signs the components the demo config trusts.
 bash scripts/sign-components.sh "$bin"
 # The self-signed certificate of the demo's HTTPS listener (127.0.0.1:8443).
