@@ -43,11 +43,17 @@ async fn refresh_loop(state: Arc<ArcSwap<GatewayState>>, weak: Weak<Cluster>) {
         let Some(cluster) = serving(&state, &weak) else {
             return;
         };
-        let errors = cluster.refresh(system_resolve).await;
-        for e in &errors {
+        let refreshed = cluster.refresh(system_resolve).await;
+        for e in &refreshed.errors {
             tracing::warn!(upstream = %cluster.name, error = %e, "cannot resolve an endpoint name; keeping its last addresses");
         }
-        wait = if errors.is_empty() {
+        if !refreshed.gone.is_empty() {
+            let current = state.load();
+            if let Some(serving) = current.upstreams.clusters.get(&cluster.name) {
+                cluster.forget(&refreshed.gone, serving);
+            }
+        }
+        wait = if refreshed.errors.is_empty() {
             interval
         } else {
             interval.min(RETRY_AFTER)

@@ -334,6 +334,14 @@ pub(crate) async fn system_resolve(host: String, port: u16) -> Resolution {
     }
 }
 
+/// What one refresh of a cluster's names did.
+pub(crate) struct Refreshed {
+    /// Why a name has no new answer, one line per name.
+    pub(crate) errors: Vec<String>,
+    /// The `address` of each endpoint the new answers removed.
+    pub(crate) gone: Vec<String>,
+}
+
 /// A named group of endpoints and how to reach them.
 pub(crate) struct Cluster {
     pub(crate) name: String,
@@ -474,8 +482,9 @@ impl Cluster {
 
     /// Resolves every name with `resolve`, all at once, and takes in each
     /// answer. A name that fails keeps the addresses it had (DNS trouble
-    /// does not empty a cluster); the errors are returned, one per name.
-    pub(crate) async fn refresh<F, Fut>(&self, resolve: F) -> Vec<String>
+    /// does not empty a cluster). Returns the errors, one per name, and the
+    /// addresses that went (see [`Cluster::forget`]).
+    pub(crate) async fn refresh<F, Fut>(&self, resolve: F) -> Refreshed
     where
         F: Fn(String, u16) -> Fut,
         Fut: std::future::Future<Output = Resolution>,
@@ -509,10 +518,12 @@ impl Cluster {
                 Err(e) => errors.push(format!("`{}`: {e}", t.configured)),
             }
         }
-        if changed {
-            self.rebuild(&resolved);
-        }
-        errors
+        let gone = if changed {
+            self.rebuild(&resolved)
+        } else {
+            Vec::new()
+        };
+        Refreshed { errors, gone }
     }
 
     /// Takes what `previous` (the generation a reload replaces) resolved for
@@ -536,13 +547,14 @@ impl Cluster {
             }
         }
         if changed {
+            // A new generation: nothing of it has gone anywhere yet.
             self.rebuild(&resolved);
         }
     }
 
     /// Stores the endpoint list `resolved` gives, keeping the endpoints whose
-    /// address stays; the series of the ones that went are dropped.
-    fn rebuild(&self, resolved: &[Vec<SocketAddr>]) {
+    /// address stays; the addresses that went are returned.
+    fn rebuild(&self, resolved: &[Vec<SocketAddr>]) -> Vec<String> {
         let old = self.endpoints.load_full();
         let mut next: Vec<Arc<Endpoint>> = Vec::new();
         for (t, addrs) in self.targets.iter().zip(resolved) {
@@ -560,13 +572,26 @@ impl Cluster {
                 );
             }
         }
-        for gone in old
+        let gone = old
             .iter()
             .filter(|e| !next.iter().any(|n| n.address == e.address))
-        {
-            self.settings.metrics.forget(&self.name, &gone.address);
-        }
+            .map(|e| e.address.clone())
+            .collect();
         self.endpoints.store(Arc::new(next));
+        gone
+    }
+
+    /// Drops the metric series of addresses a refresh removed, except those
+    /// `serving` (the cluster of this name that serves now, which a reload
+    /// may have made another) still has: a series is shared by every
+    /// generation's endpoint of that address.
+    pub(crate) fn forget(&self, gone: &[String], serving: &Cluster) {
+        let live = serving.endpoints();
+        for address in gone {
+            if !live.iter().any(|e| &e.address == address) {
+                self.settings.metrics.forget(&self.name, address);
+            }
+        }
     }
 
     /// Choose an endpoint for the next attempt, skipping endpoints whose
@@ -773,8 +798,8 @@ impl Upstreams {
             .values()
             .filter(|c| c.has_names())
             .map(|c| async move { (c, c.refresh(system_resolve).await) });
-        for (c, errors) in futures_util::future::join_all(all).await {
-            for e in errors {
+        for (c, refreshed) in futures_util::future::join_all(all).await {
+            for e in refreshed.errors {
                 tracing::error!(upstream = %c.name, error = %e, "cannot resolve an endpoint name; retrying");
             }
         }
@@ -1158,7 +1183,8 @@ mod tests {
                 "api.test",
                 Ok(vec!["10.0.0.2", "10.0.0.1", "10.0.0.2"]),
             )]))
-            .await;
+            .await
+            .errors;
         assert!(errors.is_empty(), "{errors:?}");
         // Sorted, without duplicates, in config order.
         assert_eq!(
@@ -1195,15 +1221,18 @@ mod tests {
     async fn a_failing_name_keeps_its_addresses_and_one_never_resolved_has_no_endpoint() {
         let c = cluster_from("endpoints = [\"api.test:80\"]");
         assert!(c.pick().is_none());
-        let errors = c.refresh(fake(&[("api.test", Err("timed out"))])).await;
+        let errors = c
+            .refresh(fake(&[("api.test", Err("timed out"))]))
+            .await
+            .errors;
         assert_eq!(errors, ["`api.test:80`: timed out"]);
         assert!(c.pick().is_none());
-        let errors = c.refresh(fake(&[("api.test", Ok(vec![]))])).await;
+        let errors = c.refresh(fake(&[("api.test", Ok(vec![]))])).await.errors;
         assert_eq!(errors, ["`api.test:80`: no address"]);
         c.refresh(fake(&[("api.test", Ok(vec!["::1"]))])).await;
         assert_eq!(picked(&c), "api.test:80@[::1]:80");
         // DNS trouble later does not empty the cluster.
-        let errors = c.refresh(fake(&[])).await;
+        let errors = c.refresh(fake(&[])).await.errors;
         assert_eq!(errors.len(), 1);
         assert_eq!(picked(&c), "api.test:80@[::1]:80");
     }
@@ -1244,7 +1273,16 @@ mod tests {
         c.refresh(fake(&[("api.test", Ok(vec!["10.0.0.1"]))])).await;
         c.endpoints()[0].metrics.ok.inc();
         assert!(metrics.encode().contains("api.test:80@10.0.0.1:80"));
-        c.refresh(fake(&[("api.test", Ok(vec!["10.0.0.2"]))])).await;
+        let next = Cluster::new("c", &cfg, 1, &metrics).unwrap();
+        next.refresh(fake(&[("api.test", Ok(vec!["10.0.0.1"]))]))
+            .await;
+        let refreshed = c.refresh(fake(&[("api.test", Ok(vec!["10.0.0.2"]))])).await;
+        assert_eq!(refreshed.gone, ["api.test:80@10.0.0.1:80"]);
+        // A generation that serves the address keeps its series.
+        c.forget(&refreshed.gone, &next);
+        assert!(metrics.encode().contains("api.test:80@10.0.0.1:80"));
+        // Once nothing serving has it, it leaves the scrape.
+        c.forget(&refreshed.gone, &c);
         c.endpoints()[0].metrics.ok.inc();
         let scrape = metrics.encode();
         assert!(!scrape.contains("api.test:80@10.0.0.1:80"), "{scrape}");
