@@ -245,12 +245,7 @@ impl Drop for DemoUpstream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_streams_a_demo_answer_through_the_gateway() {
-    let python = support::repo_root().join("target/py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test.sh makes the venv with the official SDKs",
-        python.display()
-    );
+    let python = support::sdk_python();
     let demo = DemoUpstream::start();
     let gw = Gateway::start(&(base_config(demo.addr) + &route("all", "/", &[])));
     // Each chunk as the SDK hands it over, then the usage it reports.

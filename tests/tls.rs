@@ -999,12 +999,7 @@ protocol = "http2"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_talks_to_the_https_listener() {
-    let python = support::repo_root().join("target/py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test.sh makes the venv with the official SDKs",
-        python.display()
-    );
+    let python = support::sdk_python();
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("edgegate test CA");

@@ -598,6 +598,18 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The Python of the venv with the official SDKs (`openai`) that
+/// scripts/test.sh makes under target/py; the tests run them as users do.
+pub fn sdk_python() -> PathBuf {
+    let python = repo_root().join("target/py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh makes the venv with the official SDKs",
+        python.display()
+    );
+    python
+}
+
 /// Run the `edgegate` binary with `args` and wait for it.
 pub fn edgegate(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_edgegate"))
