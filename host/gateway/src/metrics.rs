@@ -167,6 +167,9 @@ const OUTCOMES: [&str; 6] = [
     "error",
 ];
 
+/// The `result` labels of `edgegate_upstream_health_checks`, in `CheckMetrics` order.
+const CHECK_RESULTS: [&str; 2] = ["pass", "fail"];
+
 /// The families labelled by upstream endpoint (handles share their series).
 #[derive(Clone)]
 pub(crate) struct UpstreamMetrics {
@@ -239,8 +242,8 @@ impl UpstreamMetrics {
         };
         CheckMetrics {
             healthy,
-            passed: result("pass"),
-            failed: result("fail"),
+            passed: result(CHECK_RESULTS[0]),
+            failed: result(CHECK_RESULTS[1]),
         }
     }
 
@@ -260,7 +263,7 @@ impl UpstreamMetrics {
                 outcome: outcome.into(),
             });
         }
-        for result in ["pass", "fail"] {
+        for result in CHECK_RESULTS {
             self.checks.remove(&HealthCheckResult {
                 upstream: upstream.into(),
                 endpoint: endpoint.into(),
