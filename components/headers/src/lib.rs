@@ -4,7 +4,7 @@
 //! connects it to the host.
 
 use edgegate_policy_sdk::{
-    context, export_policy, Error, Policy, Request, RequestSummary, RequestVerdict, Response,
+    context, export_policy, Error, Policy, Request, RequestSummary, RequestVerdict, ResponseHead,
     ResponseVerdict,
 };
 
@@ -23,7 +23,11 @@ impl Policy for Headers {
         Ok(self.0.on_request(&req, context::set))
     }
 
-    fn on_response(&self, _req: RequestSummary, _resp: Response) -> Result<ResponseVerdict, Error> {
+    fn on_response(
+        &self,
+        _req: RequestSummary,
+        _resp: ResponseHead,
+    ) -> Result<ResponseVerdict, Error> {
         Ok(self.0.on_response(context::get))
     }
 }

@@ -74,6 +74,7 @@ impl HttpRequest {
             authority: self.authority.clone(),
             route: self.route.clone(),
             upstream: upstream.to_string(),
+            streamed_body: false,
         }
     }
 }
@@ -120,6 +121,9 @@ pub struct RequestInfo {
     pub route: String,
     /// Upstream cluster that answered (empty when a policy answered).
     pub upstream: String,
+    /// The response body comes after the response call, in chunk or event
+    /// calls (the policy's mode is `stream`, or `sse` on an event stream).
+    pub streamed_body: bool,
 }
 
 /// A response: one a policy builds, or the upstream's in the response phase.

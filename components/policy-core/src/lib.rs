@@ -10,6 +10,7 @@ mod config;
 mod env;
 mod headers;
 mod http;
+mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -20,15 +21,23 @@ pub use http::{
     json_error, HeaderOp, Headers, HttpRequest, HttpResponse, RequestChanges, RequestInfo,
     RequestOutcome, ResponseChanges, ResponseOutcome, RouteDecision,
 };
+pub use stream::{
+    BodyModes, BodyState, Chunk, ChunkOutcome, EndReason, EventOutcome, SseEvent, StreamError,
+    StreamItem,
+};
 
 /// One policy's logic: built from its config, then asked about requests and responses.
 ///
-/// A value lives for one hook call in the edgegate host (fresh instance per
-/// call); other hosts may keep it longer. State across requests goes through
-/// [`Env`]'s key/value store, never into fields.
+/// A value may serve many requests (instances are reused); state of one
+/// body lives in the [`BodyState`] its chunk and event calls get, state
+/// across requests in [`Env`]'s key/value store, never in fields.
 pub trait PolicyLogic: Sized + 'static {
     /// Whether [`PolicyLogic::on_response`] does anything.
     const WANTS_RESPONSE: bool;
+    /// The request body modes it handles (a config naming another is refused).
+    const REQUEST_BODY: BodyModes = BodyModes::BUFFER;
+    /// The response body modes it handles.
+    const RESPONSE_BODY: BodyModes = BodyModes::BUFFER;
 
     /// Parses and checks the config table (JSON text).
     fn from_config(json: &str) -> Result<Self, PolicyError>;
@@ -45,6 +54,41 @@ pub trait PolicyLogic: Sized + 'static {
     ) -> Result<ResponseOutcome, PolicyError> {
         let _ = (env, info, resp);
         Ok(ResponseOutcome::Continue(ResponseChanges::default()))
+    }
+
+    /// `request_body = "stream"`: one chunk of the request body.
+    fn on_request_chunk(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        chunk: Chunk,
+    ) -> Result<ChunkOutcome, PolicyError> {
+        let _ = (env, state, chunk);
+        Ok(ChunkOutcome::Pass)
+    }
+
+    /// `response_body = "stream"`: one chunk of the response body.
+    fn on_response_chunk(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        chunk: Chunk,
+    ) -> Result<ChunkOutcome, PolicyError> {
+        let _ = (env, state, chunk);
+        Ok(ChunkOutcome::Pass)
+    }
+
+    /// `response_body = "sse"`: one server-sent event, or the stream's end.
+    /// `carry` is the text the last call held back.
+    fn on_response_event(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        item: StreamItem,
+        carry: String,
+    ) -> Result<EventOutcome, PolicyError> {
+        let _ = (env, state, item, carry);
+        Ok(EventOutcome::Pass)
     }
 }
 

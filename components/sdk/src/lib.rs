@@ -57,10 +57,13 @@ pub mod bindings {
 }
 
 pub use bindings::edgegate::policy::types::{
-    ConfigError, Error, HeaderOp, Headers, PolicyInfo, Request, RequestMutations, RequestSummary,
-    RequestVerdict, Response, ResponseMutations, ResponseVerdict, RouteDecision,
+    BodyChunk, ChunkOutput, ChunkVerdict, ConfigError, EndReason, Error, EventOutput, EventVerdict,
+    HeaderOp, Headers, PolicyInfo, Request, RequestMutations, RequestSummary, RequestVerdict,
+    Response, ResponseHead, ResponseMutations, ResponseVerdict, RouteDecision, SseEvent,
+    StreamError, StreamEvent,
 };
 pub use config::config;
+pub use edgegate_policy_core::BodyModes;
 pub use edgegate_policy_core::{header, header_values};
 pub use host::{clock, context, crypto, health, kv, log, metrics};
 pub use logic::HostEnv;

@@ -7,8 +7,10 @@ use edgegate_policy_core::{Env, PolicyError};
 
 use crate::host::{clock, context, crypto, health, kv, log, metrics};
 use crate::{
-    ConfigError, Error, HeaderOp, Request, RequestMutations, RequestSummary, RequestVerdict,
-    Response, ResponseMutations, ResponseVerdict, RouteDecision,
+    bindings::edgegate::policy::types::BodyModes, BodyChunk, ChunkOutput, ChunkVerdict,
+    ConfigError, EndReason, Error, EventOutput, EventVerdict, HeaderOp, Request, RequestMutations,
+    RequestSummary, RequestVerdict, Response, ResponseHead, ResponseMutations, ResponseVerdict,
+    RouteDecision, SseEvent, StreamError, StreamEvent,
 };
 
 /// [`Env`] over the edgegate host's imports. Calls the policy was not granted
@@ -168,6 +170,115 @@ impl From<RequestSummary> for core::RequestInfo {
             authority: r.authority,
             route: r.route,
             upstream: r.upstream,
+            streamed_body: false,
+        }
+    }
+}
+
+impl From<ResponseHead> for core::HttpResponse {
+    fn from(r: ResponseHead) -> Self {
+        // `streamed` goes to `RequestInfo::streamed_body`.
+        core::HttpResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
+/// The WIT flags for a policy's declared body modes.
+pub(crate) fn body_modes(m: core::BodyModes) -> BodyModes {
+    let mut bits = 0;
+    if m.buffer {
+        bits |= BodyModes::BUFFER.bits();
+    }
+    if m.chunks {
+        bits |= BodyModes::CHUNKS.bits();
+    }
+    if m.sse {
+        bits |= BodyModes::SSE.bits();
+    }
+    BodyModes::from_bits_retain(bits)
+}
+
+fn end_reason(e: EndReason) -> core::EndReason {
+    match e {
+        EndReason::Complete => core::EndReason::Complete,
+        EndReason::ClientGone => core::EndReason::ClientGone,
+        EndReason::Broken => core::EndReason::Broken,
+    }
+}
+
+impl From<BodyChunk> for core::Chunk {
+    fn from(c: BodyChunk) -> Self {
+        core::Chunk {
+            data: c.data,
+            end: c.end.map(end_reason),
+        }
+    }
+}
+
+impl From<SseEvent> for core::SseEvent {
+    fn from(e: SseEvent) -> Self {
+        core::SseEvent {
+            event: e.event,
+            data: e.data,
+            id: e.id,
+            retry: e.retry,
+        }
+    }
+}
+
+impl From<core::SseEvent> for SseEvent {
+    fn from(e: core::SseEvent) -> Self {
+        SseEvent {
+            event: e.event,
+            data: e.data,
+            id: e.id,
+            retry: e.retry,
+        }
+    }
+}
+
+impl From<StreamEvent> for core::StreamItem {
+    fn from(e: StreamEvent) -> Self {
+        match e {
+            StreamEvent::Event(e) => core::StreamItem::Event(e.into()),
+            StreamEvent::End(r) => core::StreamItem::End(end_reason(r)),
+        }
+    }
+}
+
+impl From<core::StreamError> for StreamError {
+    fn from(e: core::StreamError) -> Self {
+        StreamError {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+impl From<core::ChunkOutcome> for ChunkVerdict {
+    fn from(o: core::ChunkOutcome) -> Self {
+        match o {
+            core::ChunkOutcome::Pass => ChunkVerdict::Pass,
+            core::ChunkOutcome::Emit { data, carry } => {
+                ChunkVerdict::Emit(ChunkOutput { data, carry })
+            }
+            core::ChunkOutcome::Fail(e) => ChunkVerdict::Fail(e.into()),
+        }
+    }
+}
+
+impl From<core::EventOutcome> for EventVerdict {
+    fn from(o: core::EventOutcome) -> Self {
+        match o {
+            core::EventOutcome::Pass => EventVerdict::Pass,
+            core::EventOutcome::Emit { events, carry } => EventVerdict::Emit(EventOutput {
+                events: events.into_iter().map(Into::into).collect(),
+                carry,
+            }),
+            core::EventOutcome::Fail(e) => EventVerdict::Fail(e.into()),
         }
     }
 }
@@ -244,14 +355,30 @@ impl From<core::ResponseOutcome> for ResponseVerdict {
 /// Exports a [`PolicyLogic`](edgegate_policy_core::PolicyLogic) type as this
 /// component's policy, running it against [`HostEnv`]:
 /// `edgegate_policy_sdk::export_logic!(edgegate_auth::Auth);`
+///
+/// Each body gets a fresh [`BodyState`](edgegate_policy_core::BodyState): the
+/// host binds an instance to one body, and every head call starts a new one.
 #[macro_export]
 macro_rules! export_logic {
     ($logic:ty) => {
         const _: () = {
             struct EdgegateLogic($logic);
 
+            ::std::thread_local! {
+                static EDGEGATE_BODY: ::core::cell::RefCell<$crate::core::BodyState> =
+                    ::core::cell::RefCell::new($crate::core::BodyState::default());
+            }
+
+            fn body<T>(f: impl FnOnce(&mut $crate::core::BodyState) -> T) -> T {
+                EDGEGATE_BODY.with(|b| f(&mut b.borrow_mut()))
+            }
+
             impl $crate::Policy for EdgegateLogic {
                 const WANTS_RESPONSE: bool = <$logic as $crate::core::PolicyLogic>::WANTS_RESPONSE;
+                const REQUEST_BODY: $crate::BodyModes =
+                    <$logic as $crate::core::PolicyLogic>::REQUEST_BODY;
+                const RESPONSE_BODY: $crate::BodyModes =
+                    <$logic as $crate::core::PolicyLogic>::RESPONSE_BODY;
 
                 fn init(config: &str) -> ::core::result::Result<Self, $crate::Error> {
                     <$logic as $crate::core::PolicyLogic>::from_config(config)
@@ -263,6 +390,7 @@ macro_rules! export_logic {
                     &self,
                     req: $crate::Request,
                 ) -> ::core::result::Result<$crate::RequestVerdict, $crate::Error> {
+                    body(|b| b.clear());
                     $crate::core::PolicyLogic::on_request(&self.0, &$crate::HostEnv, req.into())
                         .map(::core::convert::Into::into)
                         .map_err($crate::Error::from)
@@ -271,15 +399,67 @@ macro_rules! export_logic {
                 fn on_response(
                     &self,
                     req: $crate::RequestSummary,
-                    resp: $crate::Response,
+                    resp: $crate::ResponseHead,
                 ) -> ::core::result::Result<$crate::ResponseVerdict, $crate::Error> {
-                    let info: $crate::core::RequestInfo = req.into();
+                    body(|b| b.clear());
+                    let mut info: $crate::core::RequestInfo = req.into();
+                    info.streamed_body = resp.streamed;
                     $crate::core::PolicyLogic::on_response(
                         &self.0,
                         &$crate::HostEnv,
                         &info,
                         resp.into(),
                     )
+                    .map(::core::convert::Into::into)
+                    .map_err($crate::Error::from)
+                }
+
+                fn on_request_chunk(
+                    &self,
+                    chunk: $crate::BodyChunk,
+                ) -> ::core::result::Result<$crate::ChunkVerdict, $crate::Error> {
+                    body(|b| {
+                        $crate::core::PolicyLogic::on_request_chunk(
+                            &self.0,
+                            &$crate::HostEnv,
+                            b,
+                            chunk.into(),
+                        )
+                    })
+                    .map(::core::convert::Into::into)
+                    .map_err($crate::Error::from)
+                }
+
+                fn on_response_chunk(
+                    &self,
+                    chunk: $crate::BodyChunk,
+                ) -> ::core::result::Result<$crate::ChunkVerdict, $crate::Error> {
+                    body(|b| {
+                        $crate::core::PolicyLogic::on_response_chunk(
+                            &self.0,
+                            &$crate::HostEnv,
+                            b,
+                            chunk.into(),
+                        )
+                    })
+                    .map(::core::convert::Into::into)
+                    .map_err($crate::Error::from)
+                }
+
+                fn on_response_event(
+                    &self,
+                    event: $crate::StreamEvent,
+                    carry: ::std::string::String,
+                ) -> ::core::result::Result<$crate::EventVerdict, $crate::Error> {
+                    body(|b| {
+                        $crate::core::PolicyLogic::on_response_event(
+                            &self.0,
+                            &$crate::HostEnv,
+                            b,
+                            event.into(),
+                            carry,
+                        )
+                    })
                     .map(::core::convert::Into::into)
                     .map_err($crate::Error::from)
                 }

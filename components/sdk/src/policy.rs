@@ -1,19 +1,30 @@
 //! The [`Policy`] trait and the glue that exports it through the WIT world.
 
-use crate::{Error, Request, RequestSummary, RequestVerdict, Response, ResponseVerdict};
+use crate::{
+    BodyChunk, BodyModes, ChunkVerdict, Error, EventVerdict, Request, RequestSummary,
+    RequestVerdict, ResponseHead, ResponseVerdict, StreamEvent,
+};
 
-/// A policy: built once per instance from its config, then asked about one
-/// request or one response.
+/// A policy: built once per instance from its config, then asked about
+/// requests, responses and their bodies.
 ///
-/// The host creates a fresh instance for every call and calls `init` on it
-/// first, so a policy value lives for exactly one hook call. State that must
-/// outlive a call belongs in the [`context`](crate::context) bag (same request)
-/// or in [`kv`](crate::kv) (across requests), never in globals.
+/// The host calls `init` on every new instance first. An instance may serve
+/// many requests one after another (`reuse_instances`), and is bound to one
+/// body from its head call (`on_request` / `on_response`) to the end of that
+/// body's chunk or event calls. State that must outlive a request belongs in
+/// the [`context`](crate::context) bag (same request) or in [`kv`](crate::kv)
+/// (across requests).
 pub trait Policy: 'static {
     /// Whether [`Policy::on_response`] does anything. Set it to `false` when you
     /// keep the default `on_response`: the host then skips the response phase
-    /// for this policy, which saves one fresh instance per request.
+    /// for this policy, which saves one call per request.
     const WANTS_RESPONSE: bool = true;
+    /// The request body modes it handles; a config naming another is refused
+    /// at admission. Add `CHUNKS` when you write [`Policy::on_request_chunk`].
+    const REQUEST_BODY: BodyModes = BodyModes::BUFFER;
+    /// The response body modes it handles (`CHUNKS` for
+    /// [`Policy::on_response_chunk`], `SSE` for [`Policy::on_response_event`]).
+    const RESPONSE_BODY: BodyModes = BodyModes::BUFFER;
 
     /// Builds the policy from its config table, given as JSON text
     /// (parse it with [`config`](crate::config())).
@@ -26,9 +37,31 @@ pub trait Policy: 'static {
 
     /// The response phase; policies run in reverse config order.
     /// By default the response passes on unchanged.
-    fn on_response(&self, req: RequestSummary, resp: Response) -> Result<ResponseVerdict, Error> {
+    fn on_response(
+        &self,
+        req: RequestSummary,
+        resp: ResponseHead,
+    ) -> Result<ResponseVerdict, Error> {
         let _ = (req, resp);
         Ok(ResponseVerdict::continue_())
+    }
+
+    /// One chunk of the request body (`request_body = "stream"`).
+    fn on_request_chunk(&self, chunk: BodyChunk) -> Result<ChunkVerdict, Error> {
+        let _ = chunk;
+        Ok(ChunkVerdict::Pass)
+    }
+
+    /// One chunk of the response body (`response_body = "stream"`).
+    fn on_response_chunk(&self, chunk: BodyChunk) -> Result<ChunkVerdict, Error> {
+        let _ = chunk;
+        Ok(ChunkVerdict::Pass)
+    }
+
+    /// One server-sent event of the response, or its end (`response_body = "sse"`).
+    fn on_response_event(&self, event: StreamEvent, carry: String) -> Result<EventVerdict, Error> {
+        let _ = (event, carry);
+        Ok(EventVerdict::Pass)
     }
 }
 
@@ -62,9 +95,28 @@ macro_rules! export_policy {
 
                 fn on_response(
                     req: $crate::RequestSummary,
-                    resp: $crate::Response,
+                    resp: $crate::ResponseHead,
                 ) -> ::core::result::Result<$crate::ResponseVerdict, $crate::Error> {
                     $crate::__private::on_response(&EDGEGATE_POLICY, req, resp)
+                }
+
+                fn on_request_chunk(
+                    chunk: $crate::BodyChunk,
+                ) -> ::core::result::Result<$crate::ChunkVerdict, $crate::Error> {
+                    $crate::__private::with(&EDGEGATE_POLICY, |p| <$policy as $crate::Policy>::on_request_chunk(p, chunk))
+                }
+
+                fn on_response_chunk(
+                    chunk: $crate::BodyChunk,
+                ) -> ::core::result::Result<$crate::ChunkVerdict, $crate::Error> {
+                    $crate::__private::with(&EDGEGATE_POLICY, |p| <$policy as $crate::Policy>::on_response_chunk(p, chunk))
+                }
+
+                fn on_response_event(
+                    event: $crate::StreamEvent,
+                    carry: ::std::string::String,
+                ) -> ::core::result::Result<$crate::EventVerdict, $crate::Error> {
+                    $crate::__private::with(&EDGEGATE_POLICY, |p| <$policy as $crate::Policy>::on_response_event(p, event, carry))
                 }
             }
 
@@ -80,6 +132,9 @@ macro_rules! export_policy {
                     <EdgegatePolicyExport as Guest>::init,
                     <EdgegatePolicyExport as Guest>::on_request,
                     <EdgegatePolicyExport as Guest>::on_response,
+                    <EdgegatePolicyExport as Guest>::on_request_chunk,
+                    <EdgegatePolicyExport as Guest>::on_response_chunk,
+                    <EdgegatePolicyExport as Guest>::on_response_event,
                 );
             }
         };
@@ -106,6 +161,8 @@ pub mod __private {
         slot.with(|s| s.replace(Some(policy)));
         Ok(crate::PolicyInfo {
             wants_response: P::WANTS_RESPONSE,
+            request_body: crate::logic::body_modes(P::REQUEST_BODY),
+            response_body: crate::logic::body_modes(P::RESPONSE_BODY),
         })
     }
 
@@ -124,10 +181,18 @@ pub mod __private {
     pub fn on_response<P: Policy>(
         slot: &'static LocalKey<Slot<P>>,
         req: RequestSummary,
-        resp: Response,
+        resp: ResponseHead,
     ) -> Result<ResponseVerdict, Error> {
+        with(slot, |policy| policy.on_response(req, resp))
+    }
+
+    /// Any other export: `f` on the initialised policy.
+    pub fn with<P: Policy, T>(
+        slot: &'static LocalKey<Slot<P>>,
+        f: impl FnOnce(&P) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         slot.with(|s| match s.borrow().as_ref() {
-            Some(policy) => policy.on_response(req, resp),
+            Some(policy) => f(policy),
             None => Err(not_initialized()),
         })
     }
@@ -182,7 +247,7 @@ mod tests {
 
         let summary = RequestSummary::from_request(&req, "backend");
         assert_eq!(
-            __private::on_response(&SLOT, summary, Response::new(200)),
+            __private::on_response(&SLOT, summary, ResponseHead::new(200)),
             Ok(ResponseVerdict::continue_())
         );
 

@@ -2,7 +2,7 @@
 
 use crate::{
     header, ConfigError, Error, HeaderOp, Headers, Request, RequestMutations, RequestSummary,
-    RequestVerdict, Response, ResponseMutations, ResponseVerdict, RouteDecision,
+    RequestVerdict, Response, ResponseHead, ResponseMutations, ResponseVerdict, RouteDecision,
 };
 
 impl RequestVerdict {
@@ -212,6 +212,36 @@ impl Response {
     }
 
     /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// The first value of a header, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+impl ResponseHead {
+    /// A response head with this status, no headers and no body, for tests.
+    pub fn new(status: u16) -> Self {
+        ResponseHead {
+            status,
+            headers: Vec::new(),
+            streamed: false,
+            body: None,
+        }
+    }
+
+    /// Adds a header (name lower-cased, as the host delivers them).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Sets the buffered body.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = Some(body.into());
         self

@@ -780,15 +780,32 @@ impl PolicyKind {
     }
 }
 
-/// Whether a policy sees a body.
+/// How a policy sees a body (docs/phases.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BodyMode {
-    /// The body streams past the policy untouched (it sees no body).
+    /// The policy sees no body; it streams past untouched.
     #[default]
-    Stream,
-    /// The body is buffered up to `body_limit_bytes` and handed to the policy.
+    None,
+    /// The body is buffered up to `body_limit_bytes` and handed to the policy whole.
     Buffer,
+    /// The policy sees the body chunk by chunk as it passes.
+    Stream,
+    /// Responses only: a `text/event-stream` body one server-sent event at a
+    /// time; any other response is buffered as with `buffer`.
+    Sse,
+}
+
+impl BodyMode {
+    /// The name in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyMode::None => "none",
+            BodyMode::Buffer => "buffer",
+            BodyMode::Stream => "stream",
+            BodyMode::Sse => "sse",
+        }
+    }
 }
 
 /// A capability a policy may be granted (`log` and `context` are always granted).
@@ -832,10 +849,10 @@ pub struct PolicyConfig {
     /// Wall-time budget per call (epoch deadline).
     #[serde(default = "default_policy_timeout_ms")]
     pub timeout_ms: u64,
-    /// `stream` (default) or `buffer`: hand the request body to the policy.
+    /// `none` (default), `buffer` or `stream`: how the policy sees the request body.
     #[serde(default)]
     pub request_body: BodyMode,
-    /// `stream` (default) or `buffer`: hand the response body to the policy.
+    /// `none` (default), `buffer`, `stream` or `sse`: how the policy sees the response body.
     #[serde(default)]
     pub response_body: BodyMode,
     /// Largest body buffered for this policy; a larger request body → 413.

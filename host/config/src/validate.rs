@@ -323,6 +323,13 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             .map_err(|(key, msg)| err(format!("upstreams.{name}.{key}"), msg.into(), None))?;
     }
     for (name, p) in &c.policies {
+        if p.request_body == crate::BodyMode::Sse {
+            return Err(err(
+                format!("policies.{name}.request_body"),
+                "`sse` is a response format: a request body is `none`, `buffer` or `stream`".into(),
+                None,
+            ));
+        }
         if p.timeout_ms == 0 {
             return Err(err(
                 format!("policies.{name}.timeout_ms"),

@@ -26,6 +26,7 @@ use crate::slow_lane;
 use crate::state::GatewayState;
 use crate::upstream::Cluster;
 use crate::versions::{Roll, Version as PolicyVersion};
+use crate::{sse, stream};
 use edgegate_request::canonical::{self, Host, Malformed, PathRules};
 
 /// Most attempts per cluster a routing decision may ask for.
@@ -352,7 +353,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<Host>, Malformed> {
 
 /// The request body as it travels: untouched stream, or buffered for policies.
 enum RequestBody {
-    Stream(WatchedBody),
+    Stream(ProxyBody),
     Buffered(Bytes),
 }
 
@@ -414,7 +415,7 @@ async fn proxy(
     let (mut parts, incoming) = req.into_parts();
     let incoming = WatchedBody::client(incoming, state.limits.body_idle_timeout);
     let mut body = match route.buffer_request {
-        None => RequestBody::Stream(incoming),
+        None => RequestBody::Stream(incoming.boxed()),
         Some(limit) => {
             match buffer_request(&parts, incoming, limit, state.limits.body_timeout).await {
                 Ok(b) => RequestBody::Buffered(b),
@@ -432,6 +433,7 @@ async fn proxy(
         retries: 0,
         backoff: std::time::Duration::ZERO,
     };
+    let mut stages = Vec::new();
     let ran = if route.chain.is_empty() {
         0
     } else {
@@ -445,6 +447,7 @@ async fn proxy(
             &mut body,
             &mut ctx,
             &mut target,
+            &mut stages,
         )
         .await
         {
@@ -465,6 +468,15 @@ async fn proxy(
         }
     };
 
+    if !stages.is_empty() {
+        // Streaming policies may change the body's length.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let source = match body {
+            RequestBody::Stream(s) => s,
+            RequestBody::Buffered(b) => body::full(b),
+        };
+        body = RequestBody::Stream(stream::pump(source, stages));
+    }
     prepare_upstream_request(state, peer, &mut parts);
     // Only what the response phase needs is kept; the parts move to the upstream.
     let line = (ran > 0).then(|| RequestLine::of(&parts));
@@ -582,6 +594,7 @@ async fn request_phase<'a>(
     body: &mut RequestBody,
     ctx: &mut ContextBag,
     target: &mut Target<'a>,
+    stages: &mut Vec<stream::Stage>,
 ) -> RequestOutcome {
     let mut wit = types::Request {
         method: parts.method.as_str().to_string(),
@@ -606,11 +619,22 @@ async fn request_phase<'a>(
         let started = Instant::now();
         let instance = Arc::clone(&version.instance);
         let mut call_ctx = std::mem::take(ctx);
+        let streams = entry.request_body == BodyMode::Stream;
         let call = async move {
-            let result = instance.on_request(&wit, &mut call_ctx).await;
-            (result, wit, call_ctx)
+            if !streams {
+                let result = instance.on_request(&wit, &mut call_ctx).await;
+                return (result, None, wit, call_ctx);
+            }
+            // The instance stays with the request for its body's chunk calls.
+            match instance.lease().await {
+                Ok(mut lease) => {
+                    let result = lease.on_request(&wit, &mut call_ctx).await;
+                    (result, Some(lease), wit, call_ctx)
+                }
+                Err(e) => (Err(e), None, wit, call_ctx),
+            }
         };
-        let Some((result, back, back_ctx)) = slow_lane::run(call).await else {
+        let Some((result, lease, back, back_ctx)) = slow_lane::run(call).await else {
             return RequestOutcome::Respond(lost_call(entry), ran);
         };
         wit = back;
@@ -647,7 +671,19 @@ async fn request_phase<'a>(
             types::RequestVerdict::Respond(r) => build_response(r, entry.body_limit).map(Some),
         });
         match result {
-            Ok(None) => ran += 1,
+            Ok(None) => {
+                ran += 1;
+                if let Some(lease) = lease {
+                    stages.push(stream::Stage {
+                        lease,
+                        kind: stream::Kind::Chunks,
+                        name: entry.name.clone(),
+                        on_error: entry.on_error,
+                        version: Arc::clone(version),
+                        phase: Phase::Request,
+                    });
+                }
+            }
             Ok(Some(resp)) => return RequestOutcome::Respond(resp, ran),
             Err(failure) => {
                 if let Some(resp) = policy_failed(entry, version, Phase::Request, &failure) {
@@ -954,7 +990,7 @@ async fn forward<'a>(
         };
         let attempt_body = match (body.take(), &replay) {
             (_, Some(bytes)) => body::full(bytes.clone()),
-            (Some(RequestBody::Stream(s)), None) => s.boxed(),
+            (Some(RequestBody::Stream(s)), None) => s,
             (Some(RequestBody::Buffered(b)), None) => body::full(b),
             (None, None) => break, // a streamed body cannot be sent twice
         };
@@ -1022,6 +1058,14 @@ async fn forward<'a>(
                     &format!("upstream `{}` answered {}", cluster.name, resp.status()),
                 ));
             }
+            Ok(Err(e)) if stream::BodyRefused::find(&e).is_some() => {
+                // A streaming policy ended the request body: its answer.
+                let refused = stream::BodyRefused::find(&e);
+                let (code, message) = refused.map_or(("policy_blocked", ""), |r| {
+                    (r.code.as_str(), r.message.as_str())
+                });
+                return Err(error_response(StatusCode::FORBIDDEN, code, message));
+            }
             Ok(Err(e)) if ClientBodyError::find(&e).is_some() => {
                 // The client broke its own body: its answer, and no mark
                 // against the upstream's health.
@@ -1088,7 +1132,52 @@ async fn forward<'a>(
     }))
 }
 
+/// The body while the response phase works on it: streaming (the upstream's,
+/// maybe through streaming policies already) or whole.
+struct ResponseBody {
+    /// The body as it streams, when it is not whole.
+    stream: Option<ProxyBody>,
+    /// Streaming policies the stream still has to go through, in order.
+    stages: Vec<stream::Stage>,
+}
+
+impl ResponseBody {
+    /// The stream, through its stages.
+    fn take(&mut self) -> ProxyBody {
+        let s = self.stream.take().unwrap_or_else(body::empty);
+        if self.stages.is_empty() {
+            s
+        } else {
+            stream::pump(s, std::mem::take(&mut self.stages))
+        }
+    }
+}
+
+/// A response body that could not be buffered for a policy: 502 naming why.
+fn response_buffer_failed(e: BufferError, limit: usize) -> Response<ProxyBody> {
+    match e {
+        BufferError::TooLarge => error_response(
+            StatusCode::BAD_GATEWAY,
+            "response_too_large",
+            &format!("upstream response body exceeds the {limit}-byte buffering limit"),
+        ),
+        BufferError::Read(e) => match stream::BodyRefused::find(&*e) {
+            Some(refused) => {
+                error_response(StatusCode::BAD_GATEWAY, &refused.code, &refused.message)
+            }
+            None => error_response(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                &format!("reading the upstream response failed: {e}"),
+            ),
+        },
+    }
+}
+
 /// Response phase: `on-response` of the policies that ran, in reverse order.
+/// A policy that buffers sees the body as the policies before it left it
+/// (they run to the body's end first); one that streams gets its head call
+/// now and the body's chunks or events as they pass.
 #[allow(clippy::too_many_arguments)]
 async fn response_phase(
     route: &Route,
@@ -1100,36 +1189,19 @@ async fn response_phase(
     resp: Response<ProxyBody>,
     ctx: &mut ContextBag,
 ) -> Response<ProxyBody> {
-    if !route.chain[..ran]
+    let chain = &route.chain[..ran];
+    if !chain
         .iter()
-        .any(|e| e.pick(roll).instance.wants_response())
+        .any(|e| e.response_body != BodyMode::None || e.pick(roll).instance.wants_response())
     {
         return resp;
     }
     let (mut rparts, rbody) = resp.into_parts();
-    let mut buffered = None;
-    let mut stream = Some(rbody);
-    if let Some(limit) = route.buffer_response {
-        if let Some(b) = stream.take() {
-            match body::buffer(b, limit).await {
-                Ok(bytes) => buffered = Some(bytes),
-                Err(BufferError::TooLarge) => {
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "response_too_large",
-                        &format!("upstream response body exceeds the {limit}-byte buffering limit"),
-                    )
-                }
-                Err(BufferError::Read(e)) => {
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        &format!("reading the upstream response failed: {e}"),
-                    )
-                }
-            }
-        }
-    }
+    let events = sse::is_event_stream(&rparts.headers);
+    let mut body = ResponseBody {
+        stream: Some(rbody),
+        stages: Vec::new(),
+    };
     let mut summary = types::RequestSummary {
         method: line.method.as_str().to_string(),
         path: line
@@ -1142,35 +1214,61 @@ async fn response_phase(
         upstream: upstream.to_string(),
     };
     // One WIT view of the response for every policy, kept in step with the
-    // changes they make: no per-policy copies of the headers or the body.
-    let mut wit = types::Response {
+    // changes they make. Its body is the whole body, once a policy buffered it.
+    let mut head = types::ResponseHead {
         status: rparts.status.as_u16(),
         headers: wit_headers(&rparts.headers),
-        body: buffered.map(Vec::from),
+        streamed: false,
+        body: None,
     };
-    for entry in route.chain[..ran].iter().rev() {
+    for entry in chain.iter().rev() {
         let version = entry.pick(roll);
-        if !version.instance.wants_response() {
+        let mode = match entry.response_body {
+            BodyMode::Sse if !events => BodyMode::Buffer,
+            m => m,
+        };
+        let kind = match mode {
+            BodyMode::Stream => Some(stream::Kind::Chunks),
+            BodyMode::Sse => Some(stream::Kind::Events),
+            BodyMode::None | BodyMode::Buffer => None,
+        };
+        if mode == BodyMode::None && !version.instance.wants_response() {
             continue;
         }
-        wit.status = rparts.status.as_u16();
-        // A policy that streams does not see the body.
-        let hidden = match entry.response_body {
-            BodyMode::Stream => wit.body.take(),
+        if mode == BodyMode::Buffer && head.body.is_none() {
+            match body::buffer(body.take(), entry.body_limit).await {
+                Ok(bytes) => head.body = Some(Vec::from(bytes)),
+                Err(e) => return response_buffer_failed(e, entry.body_limit),
+            }
+        }
+        head.status = rparts.status.as_u16();
+        head.streamed = kind.is_some();
+        // Only a policy that buffers sees the body.
+        let hidden = match mode {
             BodyMode::Buffer => None,
+            _ => head.body.take(),
         };
         let started = Instant::now();
         let instance = Arc::clone(&version.instance);
         let mut call_ctx = std::mem::take(ctx);
         let call = async move {
-            let result = instance.on_response(&summary, &wit, &mut call_ctx).await;
-            (result, summary, wit, call_ctx)
+            if kind.is_none() {
+                let result = instance.on_response(&summary, &head, &mut call_ctx).await;
+                return (result, None, summary, head, call_ctx);
+            }
+            match instance.lease().await {
+                Ok(mut lease) => {
+                    let result = lease.on_response(&summary, &head, &mut call_ctx).await;
+                    (result, Some(lease), summary, head, call_ctx)
+                }
+                Err(e) => (Err(e), None, summary, head, call_ctx),
+            }
         };
-        let Some((result, back_summary, back, back_ctx)) = slow_lane::run(call).await else {
+        let Some((result, lease, back_summary, back, back_ctx)) = slow_lane::run(call).await else {
             return lost_call(entry);
         };
         summary = back_summary;
-        wit = back;
+        head = back;
         *ctx = back_ctx;
         let took = started.elapsed();
         version
@@ -1178,25 +1276,26 @@ async fn response_phase(
             .record_call(Phase::Response, took.as_secs_f64());
         version.stats.record_call(took, result.is_err());
         if hidden.is_some() {
-            wit.body = hidden;
+            head.body = hidden;
         }
+        let mut replaced = false;
         let applied = result.and_then(|verdict| match verdict {
             types::ResponseVerdict::Continue(m) => {
                 if let Some(s) = m.status {
                     rparts.status = policy_status(s)?;
                 }
-                apply_header_ops(&m.headers, &mut rparts.headers, Some(&mut wit.headers))?;
+                apply_header_ops(&m.headers, &mut rparts.headers, Some(&mut head.headers))?;
                 if let Some(b) = m.body {
                     check_body(b.len(), entry.body_limit)?;
-                    if wit.body.is_none() {
+                    if mode != BodyMode::Buffer {
                         return Err(PolicyFailure::Guest(
-                            "policy replaced the response body, but its config does not buffer it (response_body = \"buffer\")".into(),
+                            "policy replaced the response body, but it does not buffer it (response_body = \"buffer\")".into(),
                         ));
                     }
                     rparts.headers.remove(header::CONTENT_LENGTH);
-                    wit.headers
+                    head.headers
                         .retain(|(k, _)| !k.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str()));
-                    wit.body = Some(b);
+                    head.body = Some(b);
                 }
                 Ok(())
             }
@@ -1204,10 +1303,10 @@ async fn response_phase(
                 let types::Response {
                     status,
                     headers,
-                    body,
+                    body: new_body,
                 } = r;
-                let body = body.unwrap_or_default();
-                check_body(body.len(), entry.body_limit)?;
+                let new_body = new_body.unwrap_or_default();
+                check_body(new_body.len(), entry.body_limit)?;
                 let (p, _) = build_response(
                     types::Response {
                         status,
@@ -1218,28 +1317,56 @@ async fn response_phase(
                 )?
                 .into_parts();
                 rparts = p;
-                wit.headers = wit_headers(&rparts.headers);
-                wit.body = Some(body);
-                stream = None;
+                head.headers = wit_headers(&rparts.headers);
+                head.body = Some(new_body);
+                replaced = true;
                 Ok(())
             }
         });
-        if let Err(failure) = applied {
-            if let Some(resp) = policy_failed(entry, version, Phase::Response, &failure) {
-                return resp;
+        match applied {
+            Err(failure) => {
+                if let Some(resp) = policy_failed(entry, version, Phase::Response, &failure) {
+                    return resp;
+                }
+            }
+            Ok(()) if replaced => {
+                // The policy's own answer replaces the upstream's: the body
+                // so far, and the streaming policies on it, are dropped.
+                body.stream = None;
+                body.stages.clear();
+            }
+            Ok(()) => {
+                if let (Some(kind), Some(lease)) = (kind, lease) {
+                    if let Some(whole) = head.body.take() {
+                        body.stream = Some(body::full(whole));
+                    }
+                    body.stages.push(stream::Stage {
+                        lease,
+                        kind,
+                        name: entry.name.clone(),
+                        on_error: entry.on_error,
+                        version: Arc::clone(version),
+                        phase: Phase::Response,
+                    });
+                }
             }
         }
     }
-    let body = match (wit.body, stream) {
-        (Some(b), _) => {
+    let out = match head.body {
+        Some(b) => {
             rparts.headers.remove(header::TRANSFER_ENCODING);
             rparts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
             body::full(b)
         }
-        (None, Some(s)) => s,
-        (None, None) => body::empty(),
+        None => {
+            if !body.stages.is_empty() {
+                // Streaming policies may change the length.
+                rparts.headers.remove(header::CONTENT_LENGTH);
+            }
+            body.take()
+        }
     };
-    Response::from_parts(rparts, body)
+    Response::from_parts(rparts, out)
 }

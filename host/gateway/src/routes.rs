@@ -74,8 +74,6 @@ pub(crate) struct Route {
     pub(crate) buffer_request: Option<usize>,
     /// Whether any policy of the chain has a canary (requests then roll the dice).
     pub(crate) has_canary: bool,
-    /// Response body limit when a policy of the chain buffers it (the smallest of their limits).
-    pub(crate) buffer_response: Option<usize>,
 }
 
 impl Route {

@@ -265,6 +265,7 @@ pub(crate) async fn admit(
         failure,
     };
     instance.check_init().await.map_err(admission)?;
+    check_body_modes(&instance, p).map_err(|why| admission(PolicyFailure::Guest(why)))?;
     for (i, test) in p.self_tests.iter().enumerate() {
         self_test(&instance, test).await.map_err(|reason| {
             admission(PolicyFailure::Guest(format!(
@@ -286,6 +287,51 @@ pub(crate) async fn admit(
         bytes,
     };
     Ok((Arc::new(version), times))
+}
+
+/// A config that hands a policy a body in a mode the policy did not declare
+/// in `init` is refused: the body would pass a policy meant to see it unseen.
+fn check_body_modes(instance: &PolicyInstance, p: &PolicyConfig) -> Result<(), String> {
+    use edgegate_runtime::bindings::types::BodyModes as M;
+    let (request, response) = instance.body_modes();
+    let needs = |mode: BodyMode| match mode {
+        BodyMode::None => None,
+        BodyMode::Buffer => Some(M::BUFFER),
+        BodyMode::Stream => Some(M::CHUNKS),
+        // A non-event-stream response is buffered for an `sse` policy.
+        BodyMode::Sse => Some(M::SSE | M::BUFFER),
+    };
+    let names = |modes: M| {
+        let names: Vec<&str> = [
+            (M::BUFFER, "buffer"),
+            (M::CHUNKS, "stream"),
+            (M::SSE, "sse"),
+        ]
+        .iter()
+        .filter(|(m, _)| modes.contains(*m))
+        .map(|(_, n)| *n)
+        .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    for (key, mode, declared) in [
+        ("request_body", p.request_body, request),
+        ("response_body", p.response_body, response),
+    ] {
+        if let Some(needed) = needs(mode) {
+            if !declared.contains(needed) {
+                return Err(format!(
+                    "its config says {key} = \"{}\", and the policy handles {key} modes: {} (as its init declared)",
+                    mode.name(),
+                    names(declared)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs one self-test request through the request phase of `instance`.
@@ -490,7 +536,6 @@ impl GatewayState {
                     .min()
             };
             let buffer_request = limit_of(|c| c.request_body);
-            let buffer_response = limit_of(|c| c.response_body);
             let mut methods = Vec::with_capacity(r.methods.len());
             for m in &r.methods {
                 methods.push(Method::from_bytes(m.get_ref().as_bytes()).map_err(|e| {
@@ -512,7 +557,6 @@ impl GatewayState {
                 has_canary: chain.iter().any(|c| c.versions.canary.is_some()),
                 chain,
                 buffer_request,
-                buffer_response,
             });
         }
         Ok(Self {

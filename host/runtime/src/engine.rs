@@ -113,6 +113,14 @@ impl Runtime {
             name: name.to_string(),
             reason: format!("{e:#}"),
         })?;
+        if let Some(old) = older_contract(&self.engine, &component) {
+            return Err(RuntimeError::Link {
+                name: name.to_string(),
+                reason: format!(
+                    "it implements {old}, and this gateway runs {CONTRACT}; rebuild it against the {CONTRACT_SDK} SDK (docs/writing-a-policy.md)"
+                ),
+            });
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -145,6 +153,23 @@ impl Drop for Runtime {
             t.stop();
         }
     }
+}
+
+/// The policy contract this host runs.
+pub const CONTRACT: &str = "edgegate:policy@0.2.0";
+const CONTRACT_SDK: &str = "0.2";
+
+/// The contract version a component exports hooks for, when it is another
+/// one than [`CONTRACT`] (an older component fails to link; this names why).
+fn older_contract(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let found = ty
+        .exports(engine)
+        .map(|(name, _)| name)
+        .find(|name| name.starts_with("edgegate:policy/hooks@"))?;
+    let version = found.trim_start_matches("edgegate:policy/hooks@");
+    (version != CONTRACT.trim_start_matches("edgegate:policy@"))
+        .then(|| format!("edgegate:policy@{version}"))
 }
 
 /// One thread advancing the engine's epoch; stores compare against it for their deadlines.

@@ -1,6 +1,6 @@
 //! A compiled component version and a configured policy instance that runs calls on it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,11 +84,33 @@ fn lock(idle: &std::sync::Mutex<Vec<Warm>>) -> std::sync::MutexGuard<'_, Vec<War
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An instantiated, initialised policy kept for later calls.
+/// An instantiated, initialised policy.
 struct Warm {
     store: Store<HostState>,
     policy: crate::bindings::Policy,
     calls: u32,
+    /// False once a call trapped, timed out or ran out of memory: the
+    /// instance's state is not trusted again.
+    healthy: bool,
+}
+
+/// The body modes `init` declared, as bits for an atomic.
+fn mode_bits(modes: types::BodyModes) -> u8 {
+    use types::BodyModes as M;
+    [M::BUFFER, M::CHUNKS, M::SSE]
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| modes.contains(**m))
+        .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
+fn modes_of(bits: u8) -> types::BodyModes {
+    use types::BodyModes as M;
+    [M::BUFFER, M::CHUNKS, M::SSE]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| bits & 1 << i != 0)
+        .fold(M::empty(), |modes, (_, m)| modes | m)
 }
 
 /// A policy ready to run: a compiled component plus its settings and shared host state.
@@ -103,8 +125,109 @@ pub struct PolicyInstance {
     services: HostServices,
     /// What `init` said at admission: whether the response phase needs this policy.
     wants_response: AtomicBool,
+    /// What `init` said at admission: the body modes it handles (request, response).
+    request_modes: AtomicU8,
+    response_modes: AtomicU8,
     /// Idle initialised instances, when `reuse_instances` is on.
     idle: Option<std::sync::Mutex<Vec<Warm>>>,
+}
+
+/// One instance bound to one body (see `wit/policy.wit`): a head call and
+/// the chunk or event calls after it run on it in order. Dropping it hands a
+/// healthy instance back to the idle list (when instances are reused).
+pub struct Lease {
+    owner: Arc<PolicyInstance>,
+    warm: Option<Warm>,
+}
+
+impl Lease {
+    /// The head call of a request body in `chunks` mode; the context stays
+    /// with the instance for the chunk calls.
+    pub async fn on_request(
+        &mut self,
+        req: &types::Request,
+        ctx: &mut ContextBag,
+    ) -> Result<types::RequestVerdict, PolicyFailure> {
+        match self.call(Some(ctx), Hook::Request(req)).await? {
+            HookResult::Request(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The head call of a streamed response.
+    pub async fn on_response(
+        &mut self,
+        summary: &types::RequestSummary,
+        resp: &types::ResponseHead,
+        ctx: &mut ContextBag,
+    ) -> Result<types::ResponseVerdict, PolicyFailure> {
+        match self.call(Some(ctx), Hook::Response(summary, resp)).await? {
+            HookResult::Response(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// One chunk of the request body.
+    pub async fn on_request_chunk(
+        &mut self,
+        chunk: &types::BodyChunk,
+    ) -> Result<types::ChunkVerdict, PolicyFailure> {
+        match self.call(None, Hook::RequestChunk(chunk)).await? {
+            HookResult::Chunk(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// One chunk of the response body.
+    pub async fn on_response_chunk(
+        &mut self,
+        chunk: &types::BodyChunk,
+    ) -> Result<types::ChunkVerdict, PolicyFailure> {
+        match self.call(None, Hook::ResponseChunk(chunk)).await? {
+            HookResult::Chunk(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// One server-sent event of the response, or its end.
+    pub async fn on_response_event(
+        &mut self,
+        event: &types::StreamEvent,
+        carry: &str,
+    ) -> Result<types::EventVerdict, PolicyFailure> {
+        match self.call(None, Hook::ResponseEvent(event, carry)).await? {
+            HookResult::Event(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn call(
+        &mut self,
+        ctx: Option<&mut ContextBag>,
+        hook: Hook<'_>,
+    ) -> Result<HookResult, PolicyFailure> {
+        let Some(warm) = self.warm.as_mut() else {
+            return Err(PolicyFailure::Guest("the policy instance is gone".into()));
+        };
+        if !warm.healthy {
+            return Err(PolicyFailure::Guest(
+                "the policy instance failed earlier in this body".into(),
+            ));
+        }
+        self.owner.call_on(warm, ctx, true, hook).await
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(warm) = self.warm.take() {
+            self.owner.give_back(warm);
+        }
+    }
+}
+
+fn unexpected() -> PolicyFailure {
+    PolicyFailure::Guest("unexpected hook result".into())
 }
 
 /// Limits of one store, remembering whether the memory limit was hit.
@@ -167,6 +290,8 @@ impl PolicyInstance {
             services,
             component,
             wants_response: AtomicBool::new(true),
+            request_modes: AtomicU8::new(0),
+            response_modes: AtomicU8::new(0),
             idle: settings
                 .reuse_instances
                 .then(|| std::sync::Mutex::new(Vec::new())),
@@ -186,15 +311,15 @@ impl PolicyInstance {
     /// Admission check: instantiate and run `init` with the config; remembers
     /// what the policy said about itself.
     pub async fn check_init(&self) -> Result<(), PolicyFailure> {
-        let mut ctx = ContextBag::default();
-        match self.call(&mut ctx, Hook::Init).await? {
-            HookResult::Init(info) => {
-                self.wants_response
-                    .store(info.wants_response, Ordering::Relaxed);
-                Ok(())
-            }
-            _ => Err(PolicyFailure::Guest("unexpected hook result".into())),
-        }
+        let (warm, info) = self.fresh().await?;
+        self.wants_response
+            .store(info.wants_response, Ordering::Relaxed);
+        self.request_modes
+            .store(mode_bits(info.request_body), Ordering::Relaxed);
+        self.response_modes
+            .store(mode_bits(info.response_body), Ordering::Relaxed);
+        self.give_back(warm);
+        Ok(())
     }
 
     /// False when the policy said in `init` that its response phase does nothing.
@@ -202,105 +327,129 @@ impl PolicyInstance {
         self.wants_response.load(Ordering::Relaxed)
     }
 
-    /// Run the request phase on a fresh instance.
+    /// The body modes `init` said the policy handles: (request, response).
+    pub fn body_modes(&self) -> (types::BodyModes, types::BodyModes) {
+        let of = |a: &AtomicU8| modes_of(a.load(Ordering::Relaxed));
+        (of(&self.request_modes), of(&self.response_modes))
+    }
+
+    /// An instance for one body: its head call and its chunk or event calls.
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease, PolicyFailure> {
+        let warm = self.take().await?;
+        Ok(Lease {
+            owner: Arc::clone(self),
+            warm: Some(warm),
+        })
+    }
+
+    /// Run the request phase (an instance for this one call).
     pub async fn on_request(
         &self,
         req: &types::Request,
         ctx: &mut ContextBag,
     ) -> Result<types::RequestVerdict, PolicyFailure> {
-        match self.call(ctx, Hook::Request(req)).await? {
+        match self.once(ctx, Hook::Request(req)).await? {
             HookResult::Request(v) => Ok(v),
-            _ => Err(PolicyFailure::Guest("unexpected hook result".into())),
+            _ => Err(unexpected()),
         }
     }
 
-    /// Run the response phase on a fresh instance.
+    /// Run the response phase on a response whose body is buffered or not
+    /// seen (an instance for this one call).
     pub async fn on_response(
         &self,
         summary: &types::RequestSummary,
-        resp: &types::Response,
+        resp: &types::ResponseHead,
         ctx: &mut ContextBag,
     ) -> Result<types::ResponseVerdict, PolicyFailure> {
-        match self.call(ctx, Hook::Response(summary, resp)).await? {
+        match self.once(ctx, Hook::Response(summary, resp)).await? {
             HookResult::Response(v) => Ok(v),
-            _ => Err(PolicyFailure::Guest("unexpected hook result".into())),
+            _ => Err(unexpected()),
         }
     }
 
-    async fn call(
+    async fn once(
         &self,
         ctx: &mut ContextBag,
         hook: Hook<'_>,
     ) -> Result<HookResult, PolicyFailure> {
-        match (&self.idle, &hook) {
-            (Some(idle), Hook::Request(_) | Hook::Response(..)) => {
-                self.call_reused(idle, ctx, hook).await
+        let mut warm = self.take().await?;
+        let result = self.call_on(&mut warm, Some(ctx), false, hook).await;
+        self.give_back(warm);
+        result
+    }
+
+    /// An idle initialised instance when instances are reused, else a new one.
+    async fn take(&self) -> Result<Warm, PolicyFailure> {
+        if let Some(idle) = &self.idle {
+            let taken = lock(idle).pop();
+            if let Some(warm) = taken {
+                return Ok(warm);
             }
-            _ => self.call_fresh(ctx, hook).await,
         }
+        self.fresh().await.map(|(warm, _)| warm)
     }
 
-    /// A fresh store per call: instantiate, `init`, the hook, drop.
-    async fn call_fresh(
-        &self,
-        ctx: &mut ContextBag,
-        hook: Hook<'_>,
-    ) -> Result<HookResult, PolicyFailure> {
-        let mut store = self.new_store(ctx.clone());
-        let outcome = self.run(&mut store, hook).await;
-        self.finish(&mut store, ctx, outcome)
-    }
-
-    /// An idle initialised instance (or a new one) runs the hook; it goes back
-    /// to the idle list unless the call trapped, timed out or ran out of
-    /// memory (a trapped instance's state is not trusted again).
-    async fn call_reused(
-        &self,
-        idle: &std::sync::Mutex<Vec<Warm>>,
-        ctx: &mut ContextBag,
-        hook: Hook<'_>,
-    ) -> Result<HookResult, PolicyFailure> {
-        let taken = lock(idle).pop();
-        let mut warm = match taken {
-            Some(w) => w,
-            None => {
-                let mut store = self.new_store(ContextBag::default());
-                let started = self.instantiate_and_init(&mut store).await;
-                let policy = match started {
-                    Ok((policy, _)) => policy,
-                    Err(e) => {
-                        let mut scratch = ContextBag::default();
-                        return self.finish(&mut store, &mut scratch, Err(e));
-                    }
-                };
+    /// A new instance with `init` run on it.
+    async fn fresh(&self) -> Result<(Warm, types::PolicyInfo), PolicyFailure> {
+        let mut store = self.new_store();
+        match self.instantiate_and_init(&mut store).await {
+            Ok((policy, info)) => Ok((
                 Warm {
                     store,
                     policy,
                     calls: 0,
-                }
-            }
-        };
-        {
-            let state = warm.store.data_mut();
-            state.ctx = ctx.clone();
-            state.begin_call();
-            state.limiter.memory_denied = false;
+                    healthy: true,
+                },
+                info,
+            )),
+            Err(e) => Err(self
+                .finish(&mut store, None, false, Err(e))
+                .err()
+                .unwrap_or_else(unexpected)),
         }
-        self.arm(&mut warm.store);
-        let outcome = Self::run_hook(&warm.policy, &mut warm.store, hook).await;
-        let reusable = matches!(outcome, Ok(_) | Err(Outcome::Guest(_)));
-        let result = self.finish(&mut warm.store, ctx, outcome);
-        warm.calls += 1;
-        if reusable && warm.calls < MAX_CALLS_PER_INSTANCE {
+    }
+
+    /// After a call: a healthy reusable instance goes back to the idle list.
+    fn give_back(&self, warm: Warm) {
+        let Some(idle) = &self.idle else { return };
+        if warm.healthy && warm.calls < MAX_CALLS_PER_INSTANCE {
             let mut list = lock(idle);
             if list.len() < MAX_IDLE_INSTANCES {
                 list.push(warm);
             }
         }
-        result
     }
 
-    fn new_store(&self, ctx: ContextBag) -> Store<HostState> {
+    /// One hook on an initialised instance. A head call brings the request's
+    /// context in and hands the result back (`keep_ctx`: a copy stays with
+    /// the instance for the body calls after it); a body call works on the
+    /// instance's own copy.
+    async fn call_on(
+        &self,
+        warm: &mut Warm,
+        ctx: Option<&mut ContextBag>,
+        keep_ctx: bool,
+        hook: Hook<'_>,
+    ) -> Result<HookResult, PolicyFailure> {
+        {
+            let state = warm.store.data_mut();
+            if let Some(ctx) = &ctx {
+                // A failed call must not leave half-written facts behind, so
+                // the context goes in as a copy and comes back only on success.
+                state.ctx = (*ctx).clone();
+            }
+            state.begin_call();
+            state.limiter.memory_denied = false;
+        }
+        self.arm(&mut warm.store);
+        let outcome = Self::run_hook(&warm.policy, &mut warm.store, hook).await;
+        warm.calls += 1;
+        warm.healthy = matches!(outcome, Ok(_) | Err(Outcome::Guest(_)));
+        self.finish(&mut warm.store, ctx, keep_ctx, outcome)
+    }
+
+    fn new_store(&self) -> Store<HostState> {
         let limiter = PolicyLimiter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.memory_limit)
@@ -311,15 +460,13 @@ impl PolicyInstance {
                 .build(),
             memory_denied: false,
         };
-        // A failed call must not leave half-written facts behind, so the
-        // context goes in as a copy and comes back only on success.
         let state = HostState::new(
             self.name.clone(),
             limiter,
             self.caps,
             self.kv.clone(),
             self.services.clone(),
-            ctx,
+            ContextBag::default(),
         );
         let mut store = Store::new(&self.component.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -349,12 +496,20 @@ impl PolicyInstance {
     fn finish(
         &self,
         store: &mut Store<HostState>,
-        ctx: &mut ContextBag,
+        ctx: Option<&mut ContextBag>,
+        keep_ctx: bool,
         outcome: Result<HookResult, Outcome>,
     ) -> Result<HookResult, PolicyFailure> {
         match outcome {
             Ok(r) => {
-                *ctx = std::mem::take(&mut store.data_mut().ctx);
+                if let Some(ctx) = ctx {
+                    let state = store.data_mut();
+                    *ctx = if keep_ctx {
+                        state.ctx.clone()
+                    } else {
+                        std::mem::take(&mut state.ctx)
+                    };
+                }
                 Ok(r)
             }
             Err(Outcome::Guest(e)) => Err(e.into()),
@@ -364,18 +519,6 @@ impl PolicyInstance {
             Err(Outcome::Instantiate(e) | Outcome::Wasm(e)) => {
                 Err(self.classify(e, store.data().limiter.memory_denied))
             }
-        }
-    }
-
-    async fn run(
-        &self,
-        store: &mut Store<HostState>,
-        hook: Hook<'_>,
-    ) -> Result<HookResult, Outcome> {
-        let (policy, info) = self.instantiate_and_init(store).await?;
-        match hook {
-            Hook::Init => Ok(HookResult::Init(info)),
-            hook => Self::run_hook(&policy, store, hook).await,
         }
     }
 
@@ -399,29 +542,46 @@ impl PolicyInstance {
         Ok((policy, info))
     }
 
-    /// One request or response hook on an initialised instance.
+    /// One hook on an initialised instance.
     async fn run_hook(
         policy: &crate::bindings::Policy,
         store: &mut Store<HostState>,
         hook: Hook<'_>,
     ) -> Result<HookResult, Outcome> {
         let hooks = policy.edgegate_policy_hooks();
+        let s = &mut *store;
         Ok(match hook {
-            Hook::Init => {
-                return Err(Outcome::Guest(types::Error::Internal(
-                    "init is not a hook".into(),
-                )))
-            }
             Hook::Request(req) => HookResult::Request(
                 hooks
-                    .call_on_request(&mut *store, req)
+                    .call_on_request(s, req)
                     .await
                     .map_err(Outcome::Wasm)?
                     .map_err(Outcome::Guest)?,
             ),
             Hook::Response(summary, resp) => HookResult::Response(
                 hooks
-                    .call_on_response(&mut *store, summary, resp)
+                    .call_on_response(s, summary, resp)
+                    .await
+                    .map_err(Outcome::Wasm)?
+                    .map_err(Outcome::Guest)?,
+            ),
+            Hook::RequestChunk(chunk) => HookResult::Chunk(
+                hooks
+                    .call_on_request_chunk(s, chunk)
+                    .await
+                    .map_err(Outcome::Wasm)?
+                    .map_err(Outcome::Guest)?,
+            ),
+            Hook::ResponseChunk(chunk) => HookResult::Chunk(
+                hooks
+                    .call_on_response_chunk(s, chunk)
+                    .await
+                    .map_err(Outcome::Wasm)?
+                    .map_err(Outcome::Guest)?,
+            ),
+            Hook::ResponseEvent(event, carry) => HookResult::Event(
+                hooks
+                    .call_on_response_event(s, event, carry)
                     .await
                     .map_err(Outcome::Wasm)?
                     .map_err(Outcome::Guest)?,
@@ -441,15 +601,18 @@ impl PolicyInstance {
 }
 
 enum Hook<'a> {
-    Init,
     Request(&'a types::Request),
-    Response(&'a types::RequestSummary, &'a types::Response),
+    Response(&'a types::RequestSummary, &'a types::ResponseHead),
+    RequestChunk(&'a types::BodyChunk),
+    ResponseChunk(&'a types::BodyChunk),
+    ResponseEvent(&'a types::StreamEvent, &'a str),
 }
 
 enum HookResult {
-    Init(types::PolicyInfo),
     Request(types::RequestVerdict),
     Response(types::ResponseVerdict),
+    Chunk(types::ChunkVerdict),
+    Event(types::EventVerdict),
 }
 
 enum Outcome {

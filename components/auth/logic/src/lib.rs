@@ -10,10 +10,12 @@
 pub mod config;
 pub mod jwt;
 pub mod limits;
+pub mod usage;
 
 use edgegate_policy_core::{
-    base64_decode, hex, json_error, Env, HttpRequest, HttpResponse, Level, PolicyError,
-    PolicyLogic, RequestChanges, RequestInfo, RequestOutcome, ResponseChanges, ResponseOutcome,
+    base64_decode, hex, json_error, BodyModes, BodyState, EndReason, Env, EventOutcome,
+    HttpRequest, HttpResponse, Level, PolicyError, PolicyLogic, RequestChanges, RequestInfo,
+    RequestOutcome, ResponseChanges, ResponseOutcome, StreamItem,
 };
 
 use crate::config::{AuthConfig, VerificationKey};
@@ -31,6 +33,10 @@ pub mod ctx {
     pub const METHOD: &str = "auth.method";
     /// Set when the token quota applies: the request's estimated tokens.
     pub const QUOTA_ESTIMATE: &str = "auth.quota_estimate";
+    /// Set with it: the estimated prompt tokens alone (no answer reserve).
+    pub const PROMPT_ESTIMATE: &str = "auth.prompt_estimate";
+    /// Set in the response call when the answer streams: charge at its end.
+    pub const STREAM_CHARGE: &str = "auth.stream_charge";
     /// Set by the gateway (read-only): the verified client certificate's subject DN.
     pub const TLS_CLIENT_SUBJECT: &str = "tls.client.subject";
     /// Set by the gateway: its DNS names, comma-separated.
@@ -79,6 +85,7 @@ impl Unauthenticated {
 
 impl PolicyLogic for Auth {
     const WANTS_RESPONSE: bool = true;
+    const RESPONSE_BODY: BodyModes = BodyModes::BUFFER_OR_SSE;
 
     fn from_config(json: &str) -> Result<Self, PolicyError> {
         let config = AuthConfig::parse(json)?;
@@ -136,6 +143,8 @@ impl PolicyLogic for Auth {
                 )));
             }
             env.ctx_set(ctx::QUOTA_ESTIMATE, &estimate.to_string());
+            let prompt = req.body.as_deref().map_or(0, limits::estimate_prompt);
+            env.ctx_set(ctx::PROMPT_ESTIMATE, &prompt.to_string());
         }
 
         env.ctx_set(ctx::PRINCIPAL, &principal.id);
@@ -175,6 +184,13 @@ impl PolicyLogic for Auth {
             let used = limits::used(env, &principal, quota, now)?;
             return Ok(remaining(quota, used));
         }
+        // A streamed answer is charged when it ends (its events count the
+        // tokens); the header says what was left before it.
+        if info.streamed_body {
+            env.ctx_set(ctx::STREAM_CHARGE, "1");
+            let used = limits::used(env, &principal, quota, now)?;
+            return Ok(remaining(quota, used));
+        }
         // Count what the upstream says it used; without `usage` (streaming
         // without include_usage, or no body buffered), charge the estimate.
         let tokens = match resp.body.as_deref() {
@@ -189,6 +205,44 @@ impl PolicyLogic for Auth {
         let used = limits::spend(env, &principal, quota, tokens, now)?;
         env.count("tokens", "total", tokens);
         Ok(remaining(quota, used))
+    }
+
+    fn on_response_event(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        item: StreamItem,
+        _carry: String,
+    ) -> Result<EventOutcome, PolicyError> {
+        if env.ctx_get(ctx::STREAM_CHARGE).is_none() {
+            return Ok(EventOutcome::Pass);
+        }
+        let usage = state.get::<usage::StreamUsage>();
+        let reason = match item {
+            StreamItem::Event(e) => {
+                usage.observe(&e);
+                return Ok(EventOutcome::Pass);
+            }
+            StreamItem::End(reason) => reason,
+        };
+        let (Some(quota), Some(principal)) = (self.config.token_quota, env.ctx_get(ctx::PRINCIPAL))
+        else {
+            return Ok(EventOutcome::Pass);
+        };
+        let prompt = env
+            .ctx_get(ctx::PROMPT_ESTIMATE)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let tokens = usage.tokens(prompt);
+        limits::spend(env, &principal, quota, tokens, env.now_millis())?;
+        env.count("tokens", "total", tokens);
+        let how = match (reason, usage.stated()) {
+            (EndReason::ClientGone, _) => "client_gone",
+            (_, true) => "stated",
+            (_, false) => "estimated",
+        };
+        env.count("stream_charges", how, 1);
+        Ok(EventOutcome::Pass)
     }
 }
 

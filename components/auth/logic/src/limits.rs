@@ -129,10 +129,10 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
     (bytes as u64).div_ceil(4)
 }
 
-/// Estimated prompt tokens of an OpenAI-style request body: the text of
-/// `messages[].content` (or `prompt`, or `input`), plus `max_tokens` reserved
-/// for the answer when the client sets it.
-pub fn estimate_request(body: &[u8]) -> u64 {
+/// Estimated prompt tokens of an OpenAI-style request body, without the
+/// answer reserve: what a streamed answer without `usage` is charged for
+/// its prompt.
+pub fn estimate_prompt(body: &[u8]) -> u64 {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return estimate_tokens(body.len());
     };
@@ -143,12 +143,22 @@ pub fn estimate_request(body: &[u8]) -> u64 {
         }
     }
     text += content_len(v.get("prompt")) + content_len(v.get("input"));
+    estimate_tokens(text)
+}
+
+/// Estimated prompt tokens of an OpenAI-style request body: the text of
+/// `messages[].content` (or `prompt`, or `input`), plus `max_tokens` reserved
+/// for the answer when the client sets it.
+pub fn estimate_request(body: &[u8]) -> u64 {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return estimate_tokens(body.len());
+    };
     let reserve = v
         .get("max_completion_tokens")
         .or_else(|| v.get("max_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    estimate_tokens(text) + reserve
+    estimate_prompt(body) + reserve
 }
 
 fn content_len(v: Option<&Value>) -> usize {

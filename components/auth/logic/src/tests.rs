@@ -495,6 +495,7 @@ fn token_quota_counts_upstream_usage_and_refuses_when_spent() {
     };
     let info = RequestInfo {
         upstream: "openai".into(),
+        streamed_body: false,
         ..RequestInfo::default()
     };
 
@@ -696,4 +697,194 @@ fn a_client_cert_entry_names_exactly_one_identity() {
     let (key, reason) = refusal(json!({"client_certs": [{"spiffe": "spiffe://a", "dns": "b"}]}));
     assert_eq!(key, "client_certs[0]");
     assert!(reason.contains("exactly one"), "{reason}");
+}
+
+/// Runs a streamed answer through the response call and the event calls,
+/// as the host does; `cut` ends it early as a client disconnect.
+fn stream_answer(
+    a: &Auth,
+    env: &MemoryEnv,
+    events: &[edgegate_policy_core::SseEvent],
+    cut: Option<usize>,
+) {
+    let info = RequestInfo {
+        upstream: "llm".into(),
+        streamed_body: true,
+        ..RequestInfo::default()
+    };
+    let head = HttpResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        body: None,
+    };
+    a.on_response(env, &info, head).unwrap();
+    let mut state = BodyState::default();
+    let upto = cut.unwrap_or(events.len());
+    for e in &events[..upto] {
+        let out = a
+            .on_response_event(env, &mut state, StreamItem::Event(e.clone()), String::new())
+            .unwrap();
+        assert_eq!(out, EventOutcome::Pass, "auth passes events untouched");
+    }
+    let reason = if cut.is_some() {
+        EndReason::ClientGone
+    } else {
+        EndReason::Complete
+    };
+    a.on_response_event(env, &mut state, StreamItem::End(reason), String::new())
+        .unwrap();
+}
+
+fn quota_env(prompt: &str) -> (Auth, MemoryEnv) {
+    let mut cfg = key_config();
+    cfg["token_quota"] = json!({"tokens": 100000, "window_s": 3600});
+    let a = auth(cfg);
+    let env = MemoryEnv::at(NOW_MS);
+    let mut r = HttpRequest::new("POST", "/v1/chat/completions")
+        .with_header("authorization", "Bearer secret-a")
+        .with_body(chat_body(prompt, Some(500)));
+    r.route = "chat".into();
+    assert_eq!(status(&a.on_request(&env, r).unwrap()), None);
+    (a, env)
+}
+
+fn spent(a: &Auth, env: &MemoryEnv) -> u64 {
+    let quota = a.config.token_quota.unwrap();
+    limits::used(env, "team-a", quota, NOW_MS).unwrap()
+}
+
+fn openai_chunks(
+    texts: &[&str],
+    usage: Option<serde_json::Value>,
+) -> Vec<edgegate_policy_core::SseEvent> {
+    let mut events: Vec<_> = texts
+        .iter()
+        .map(|t| {
+            edgegate_policy_core::SseEvent::data(
+                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": null}], "usage": null}).to_string(),
+            )
+        })
+        .collect();
+    if let Some(u) = usage {
+        events.push(edgegate_policy_core::SseEvent::data(
+            json!({"object": "chat.completion.chunk", "choices": [], "usage": u}).to_string(),
+        ));
+    }
+    events.push(edgegate_policy_core::SseEvent::data("[DONE]"));
+    events
+}
+
+#[test]
+fn a_streamed_openai_answer_is_charged_its_usage_chunk_once_at_the_end() {
+    let (a, env) = quota_env("hello there");
+    let events = openai_chunks(
+        &["Hi", " there", "!"],
+        Some(json!({"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15})),
+    );
+    stream_answer(&a, &env, &events, None);
+    assert_eq!(
+        spent(&a, &env),
+        15,
+        "the usage chunk's total, nothing estimated on top"
+    );
+    assert_eq!(env.counter("stream_charges", "stated"), 1);
+}
+
+#[test]
+fn a_streamed_openai_answer_without_usage_is_estimated_from_prompt_and_text() {
+    // 16 bytes of prompt → 4 tokens; 40 bytes of answer → 10 tokens; the
+    // 500-token reserve of max_tokens is not charged.
+    let (a, env) = quota_env("sixteen bytes..!");
+    let events = openai_chunks(
+        &["0123456789", "0123456789", "0123456789", "0123456789"],
+        None,
+    );
+    stream_answer(&a, &env, &events, None);
+    assert_eq!(spent(&a, &env), 4 + 10);
+    assert_eq!(env.counter("stream_charges", "estimated"), 1);
+}
+
+fn anthropic_events() -> Vec<edgegate_policy_core::SseEvent> {
+    use edgegate_policy_core::SseEvent;
+    let delta = |t: &str| {
+        SseEvent::named(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}).to_string(),
+        )
+    };
+    vec![
+        SseEvent::named("message_start", json!({"type": "message_start", "message": {"usage": {"input_tokens": 25, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 10, "output_tokens": 1}}}).to_string()),
+        SseEvent::named("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}).to_string()),
+        delta("0123456789012345678901234567890123456789"),
+        delta("0123456789012345678901234567890123456789"),
+        SseEvent::named("content_block_stop", json!({"type": "content_block_stop", "index": 0}).to_string()),
+        SseEvent::named("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 12}}).to_string()),
+        SseEvent::named("message_delta", json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 15}}).to_string()),
+        SseEvent::named("message_stop", json!({"type": "message_stop"}).to_string()),
+    ]
+}
+
+#[test]
+fn a_streamed_anthropic_answer_counts_input_once_and_cumulative_output_as_the_last() {
+    let (a, env) = quota_env("hello");
+    stream_answer(&a, &env, &anthropic_events(), None);
+    // Input 25 + 5 cache writes + 10 cache reads = 40; output is the last
+    // cumulative count, 15 (not 1 + 12 + 15, and not the 20-token text estimate).
+    assert_eq!(spent(&a, &env), 40 + 15);
+}
+
+#[test]
+fn a_client_gone_mid_stream_is_charged_for_what_was_streamed() {
+    let (a, env) = quota_env("hello");
+    // Gone after the first text delta: input is known (40), output is the
+    // streamed text's estimate (40 bytes → 10), not message_start's 1.
+    stream_answer(&a, &env, &anthropic_events(), Some(3));
+    assert_eq!(spent(&a, &env), 40 + 10);
+    assert_eq!(env.counter("stream_charges", "client_gone"), 1);
+
+    let (a, env) = quota_env("sixteen bytes..!");
+    let events = openai_chunks(
+        &["0123456789", "0123456789", "0123456789"],
+        Some(json!({"total_tokens": 99})),
+    );
+    stream_answer(&a, &env, &events, Some(2));
+    assert_eq!(
+        spent(&a, &env),
+        4 + 5,
+        "prompt estimate + 20 streamed bytes"
+    );
+}
+
+#[test]
+fn a_streamed_answer_from_a_cache_hit_is_not_charged() {
+    let (a, env) = quota_env("hello");
+    let info = RequestInfo {
+        upstream: String::new(),
+        streamed_body: true,
+        ..RequestInfo::default()
+    };
+    a.on_response(
+        &env,
+        &info,
+        HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: None,
+        },
+    )
+    .unwrap();
+    let mut state = BodyState::default();
+    let events = openai_chunks(&["x"], Some(json!({"total_tokens": 50})));
+    for e in events {
+        a.on_response_event(&env, &mut state, StreamItem::Event(e), String::new())
+            .unwrap();
+    }
+    a.on_response_event(
+        &env,
+        &mut state,
+        StreamItem::End(EndReason::Complete),
+        String::new(),
+    )
+    .unwrap();
+    assert_eq!(spent(&a, &env), 0);
 }

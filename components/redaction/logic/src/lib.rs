@@ -10,14 +10,16 @@ mod config;
 mod detect;
 mod json;
 mod scan;
+mod stream;
 
 pub use scan::Lexed;
 
 use std::cell::OnceCell;
 
 use edgegate_policy_core::{
-    hex, json_error, Env, HeaderOp, HttpRequest, HttpResponse, PolicyError, PolicyLogic,
-    RequestChanges, RequestInfo, RequestOutcome, ResponseChanges, ResponseOutcome,
+    hex, json_error, BodyModes, BodyState, Chunk, ChunkOutcome, Env, EventOutcome, HeaderOp,
+    HttpRequest, HttpResponse, PolicyError, PolicyLogic, RequestChanges, RequestInfo,
+    RequestOutcome, ResponseChanges, ResponseOutcome, StreamItem,
 };
 use regex::Regex;
 
@@ -53,6 +55,7 @@ struct Counts(Vec<u64>);
 
 impl PolicyLogic for Redaction {
     const WANTS_RESPONSE: bool = true;
+    const RESPONSE_BODY: BodyModes = BodyModes::ALL;
 
     fn from_config(json: &str) -> Result<Self, PolicyError> {
         let (config, rules) = RedactionConfig::parse(json)?;
@@ -131,6 +134,31 @@ impl PolicyLogic for Redaction {
         };
         self.report(env, &counts);
         Ok(outcome)
+    }
+
+    fn on_response_chunk(
+        &self,
+        env: &dyn Env,
+        _state: &mut BodyState,
+        chunk: Chunk,
+    ) -> Result<ChunkOutcome, PolicyError> {
+        if !self.config.response {
+            return Ok(ChunkOutcome::Pass);
+        }
+        self.response_chunk(env, chunk)
+    }
+
+    fn on_response_event(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        item: StreamItem,
+        carry: String,
+    ) -> Result<EventOutcome, PolicyError> {
+        if !self.config.response {
+            return Ok(EventOutcome::Pass);
+        }
+        self.response_event(env, state, item, carry)
     }
 }
 
@@ -217,6 +245,19 @@ impl Redaction {
         text: &str,
         counts: &mut Counts,
     ) -> Result<Scan<String>, PolicyError> {
+        let found = self.matches(text)?;
+        if found.is_empty() {
+            return Ok(Scan::Clean);
+        }
+        if let Some(&(_, _, i)) = found.iter().find(|m| self.rules[m.2].mode == Mode::Block) {
+            return Ok(Scan::Blocked(self.rules[i].name.clone()));
+        }
+        Ok(Scan::Changed(self.rewrite(env, text, &found, counts)))
+    }
+
+    /// Every rule's matches in `text` as `(start, end, rule)`, by start and
+    /// then longest first; overlapping ones included.
+    fn matches(&self, text: &str) -> Result<Vec<(usize, usize, usize)>, PolicyError> {
         let mut found: Vec<(usize, usize, usize)> = Vec::new();
         let mut spans = Vec::new();
         // One pass shared by the built-in scanners, made when the first needs it.
@@ -236,16 +277,22 @@ impl Redaction {
             }
             found.extend(spans.iter().map(|&(s, e)| (s, e, i)));
         }
-        if found.is_empty() {
-            return Ok(Scan::Clean);
-        }
         found.sort_by_key(|&(start, end, i)| (start, std::cmp::Reverse(end), i));
-        if let Some(&(_, _, i)) = found.iter().find(|m| self.rules[m.2].mode == Mode::Block) {
-            return Ok(Scan::Blocked(self.rules[i].name.clone()));
-        }
+        Ok(found)
+    }
+
+    /// `text` with `found` (sorted, non-block) rewritten; a match that
+    /// overlaps one taken before it is skipped.
+    fn rewrite(
+        &self,
+        env: &dyn Env,
+        text: &str,
+        found: &[(usize, usize, usize)],
+        counts: &mut Counts,
+    ) -> String {
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        for (start, end, i) in found {
+        for &(start, end, i) in found {
             if start < at {
                 continue; // overlaps a match already taken
             }
@@ -269,7 +316,7 @@ impl Redaction {
             at = end;
         }
         out.push_str(&text[at..]);
-        Ok(Scan::Changed(out))
+        out
     }
 
     fn regex(&self, i: usize) -> Result<&Regex, PolicyError> {

@@ -4,6 +4,7 @@
 
 use super::*;
 use edgegate_policy_core::testing::MemoryEnv;
+use edgegate_policy_core::{EndReason, SseEvent, StreamError};
 use serde_json::json;
 
 fn policy(config: serde_json::Value) -> Redaction {
@@ -474,4 +475,248 @@ fn a_blocked_request_reports_the_block_only() {
     ));
     assert_eq!(env.counter("blocked", "credit_card"), 1);
     assert_eq!(env.counter("redactions", "email"), 0);
+}
+
+/// Streams through the event hook as the host does: each call gets the
+/// carry the last one held back.
+fn run_events(p: &Redaction, events: Vec<SseEvent>) -> Result<Vec<SseEvent>, StreamError> {
+    let env = MemoryEnv::default();
+    let mut state = BodyState::default();
+    let mut carry = String::new();
+    let mut out = Vec::new();
+    let items = events
+        .into_iter()
+        .map(StreamItem::Event)
+        .chain([StreamItem::End(EndReason::Complete)]);
+    for item in items {
+        let given = item.clone();
+        match p
+            .on_response_event(&env, &mut state, item, carry.clone())
+            .unwrap()
+        {
+            EventOutcome::Pass => {
+                if let StreamItem::Event(e) = given {
+                    out.push(e);
+                }
+            }
+            EventOutcome::Emit { events, carry: c } => {
+                assert!(
+                    c.len() <= 64 << 10,
+                    "the carry stays under the host's limit"
+                );
+                out.extend(events);
+                carry = c;
+            }
+            EventOutcome::Fail(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn openai_stream(pieces: &[&str]) -> Vec<SseEvent> {
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        SseEvent::data(
+            json!({"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string(),
+        )
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        json!(null),
+    )];
+    events.extend(
+        pieces
+            .iter()
+            .map(|p| chunk(json!({ "content": p }), json!(null))),
+    );
+    events.push(chunk(json!({}), json!("stop")));
+    events.push(SseEvent::data("[DONE]"));
+    events
+}
+
+fn openai_text(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+fn masking() -> Redaction {
+    policy(json!({ "rules": [
+        { "detector": "email", "mode": "mask" },
+        { "detector": "phone", "mode": "mask" },
+        { "detector": "credit_card", "mode": "mask" },
+        { "detector": "iban", "mode": "mask" },
+        { "detector": "secret", "mode": "mask" },
+    ]}))
+}
+
+const PII_ANSWER: &str = "Write to jane@example.com or call +1 415 555 0134. Card 4111 1111 1111 1111, \
+                          IBAN DE89 3704 0044 0532 0130 00, key sk-proj-abcdefghijklmnopqrstuvwxyz0123 done.";
+const PII: [&str; 5] = [
+    "jane@example.com",
+    "415 555 0134",
+    "4111 1111 1111 1111",
+    "DE89 3704 0044 0532 0130 00",
+    "sk-proj-abcdefghijklmnopqrstuvwxyz0123",
+];
+
+#[test]
+fn pii_split_across_two_openai_deltas_is_redacted_at_every_cut() {
+    let p = masking();
+    let whole = text(&p, PII_ANSWER);
+    for cut in 1..PII_ANSWER.len() {
+        let (a, b) = PII_ANSWER.split_at(cut);
+        let out = run_events(&p, openai_stream(&[a, b])).unwrap();
+        let streamed = openai_text(&out);
+        assert_eq!(streamed, whole, "cut at {cut}: {a:?} | {b:?}");
+        for e in &out {
+            for secret in PII {
+                assert!(
+                    !e.data.contains(secret),
+                    "cut {cut}: {secret} leaked in {}",
+                    e.data
+                );
+            }
+        }
+        assert_eq!(out.last().map(|e| e.data.as_str()), Some("[DONE]"));
+    }
+}
+
+#[test]
+fn pii_in_three_byte_deltas_is_redacted_and_text_keeps_flowing() {
+    let p = masking();
+    let pieces: Vec<String> = PII_ANSWER
+        .as_bytes()
+        .chunks(3)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let out = run_events(&p, openai_stream(&refs)).unwrap();
+    assert_eq!(openai_text(&out), text(&p, PII_ANSWER));
+    // Text flows: the first words go out long before the stream ends.
+    let first_text = out
+        .iter()
+        .position(|e| openai_text(std::slice::from_ref(e)).starts_with("Write"))
+        .unwrap();
+    assert!(
+        first_text < 6,
+        "the first word went out at event {first_text}"
+    );
+}
+
+#[test]
+fn pii_split_across_anthropic_text_deltas_is_redacted() {
+    let p = masking();
+    let (a, b) = PII_ANSWER.split_at(17); // "Write to jane@exa" | "mple.com ..."
+    let delta = |t: &str| {
+        SseEvent::named(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": t}})
+            .to_string(),
+        )
+    };
+    let events = vec![
+        SseEvent::named("message_start", json!({"type": "message_start", "message": {"usage": {"input_tokens": 5}}}).to_string()),
+        SseEvent::named("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}).to_string()),
+        delta(a),
+        delta(b),
+        SseEvent::named("content_block_stop", json!({"type": "content_block_stop", "index": 0}).to_string()),
+        SseEvent::named("message_stop", json!({"type": "message_stop"}).to_string()),
+    ];
+    let out = run_events(&p, events).unwrap();
+    let streamed: String = out
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+        .filter_map(|v| v.pointer("/delta/text")?.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(streamed, text(&p, PII_ANSWER));
+    let stop = out
+        .iter()
+        .position(|e| e.event.as_deref() == Some("content_block_stop"))
+        .unwrap();
+    let last_delta = out
+        .iter()
+        .rposition(|e| e.event.as_deref() == Some("content_block_delta"))
+        .unwrap();
+    assert!(
+        last_delta < stop,
+        "held text goes out before its block stops"
+    );
+}
+
+#[test]
+fn a_block_rule_hit_mid_stream_ends_it_and_counts() {
+    let p = policy(json!({ "rules": [{ "detector": "credit_card", "mode": "block" }] }));
+    let env = MemoryEnv::default();
+    let mut state = BodyState::default();
+    let mut carry = String::new();
+    let mut failed_at = None;
+    for (i, piece) in ["Your card is 4111 1111", " 1111 1111, ", "thanks"]
+        .iter()
+        .enumerate()
+    {
+        let event = openai_stream(&[piece])[1].clone();
+        match p
+            .on_response_event(&env, &mut state, StreamItem::Event(event), carry.clone())
+            .unwrap()
+        {
+            EventOutcome::Emit { carry: c, .. } => carry = c,
+            EventOutcome::Pass => {}
+            EventOutcome::Fail(e) => {
+                assert_eq!(e.code, "response_blocked");
+                assert!(e.message.contains("credit_card"));
+                failed_at = Some(i);
+                break;
+            }
+        }
+    }
+    assert_eq!(failed_at, Some(1), "blocked once the number is whole");
+    assert_eq!(env.counter("blocked", "credit_card"), 1);
+}
+
+#[test]
+fn plain_chunks_are_redacted_across_chunk_boundaries() {
+    let p = masking();
+    let env = MemoryEnv::default();
+    let mut state = BodyState::default();
+    for cut in 1..PII_ANSWER.len() {
+        let (a, b) = PII_ANSWER.split_at(cut);
+        let mut carry = Vec::new();
+        let mut out = Vec::new();
+        for (piece, end) in [(a, None), (b, None), ("", Some(EndReason::Complete))] {
+            let mut data = std::mem::take(&mut carry);
+            data.extend_from_slice(piece.as_bytes());
+            match p
+                .on_response_chunk(
+                    &env,
+                    &mut state,
+                    Chunk {
+                        data: data.clone(),
+                        end,
+                    },
+                )
+                .unwrap()
+            {
+                ChunkOutcome::Pass => out.extend(data),
+                ChunkOutcome::Emit { data, carry: c } => {
+                    out.extend(data);
+                    carry = c;
+                }
+                ChunkOutcome::Fail(e) => panic!("failed: {e:?}"),
+            }
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            text(&p, PII_ANSWER),
+            "cut {cut}"
+        );
+    }
 }

@@ -15,7 +15,7 @@
 
 use edgegate_policy_sdk::{
     export_policy, Error, HeaderOp, Policy, Request, RequestMutations, RequestSummary,
-    RequestVerdict, Response, ResponseMutations, ResponseVerdict,
+    RequestVerdict, ResponseHead, ResponseMutations, ResponseVerdict,
 };
 
 /// Misbehaves as the path says.
@@ -91,7 +91,11 @@ impl Policy for HostileOutput {
         })
     }
 
-    fn on_response(&self, req: RequestSummary, _resp: Response) -> Result<ResponseVerdict, Error> {
+    fn on_response(
+        &self,
+        req: RequestSummary,
+        _resp: ResponseHead,
+    ) -> Result<ResponseVerdict, Error> {
         Ok(match number(&req.path, "/response-ops/") {
             Some(n) => ResponseVerdict::continue_with(ResponseMutations {
                 headers: (0..n)

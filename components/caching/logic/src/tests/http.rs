@@ -375,6 +375,7 @@ fn other_methods_and_responses_of_other_policies_are_left_alone() {
     c.on_request(&env, get("/b")).unwrap();
     let info = RequestInfo {
         upstream: String::new(),
+        streamed_body: false,
         ..get("/b").info("")
     };
     c.on_response(&env, &info, upstream("denied", &[])).unwrap();
