@@ -660,17 +660,7 @@ async fn per_user_cache_keeps_principals_apart() {
 #[tokio::test]
 async fn the_demo_config_runs_all_four_policies_on_one_route() {
     let up = Upstream::start();
-    components();
-    let target = repo_root().join("target");
-    let config = std::fs::read_to_string(repo_root().join("policies/gateway.toml"))
-        .unwrap()
-        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
-        .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"")
-        .replace("\"127.0.0.1:8443\"", "\"127.0.0.1:0\"")
-        .replace("127.0.0.1:9000", &up.addr.to_string())
-        .replace("http://127.0.0.1:7070", "http://127.0.0.1:9")
-        .replace("\"../target/", &format!("\"{}/", target.display()));
-    let gw = Gateway::start(&config);
+    let gw = Gateway::start(&support::demo_config(up.addr));
     let client = reqwest::Client::new();
 
     let anonymous = client.get(gw.url("/cache/x")).send().await.unwrap();

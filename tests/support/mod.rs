@@ -448,6 +448,22 @@ timeout_ms = 2000
     )
 }
 
+/// The shipped demo config (policies/gateway.toml: auth → routing →
+/// redaction → caching on one route) with loopback ports chosen by the OS,
+/// `upstream` for the demo provider and no coordinator.
+pub fn demo_config(upstream: SocketAddr) -> String {
+    components();
+    let target = repo_root().join("target");
+    std::fs::read_to_string(repo_root().join("policies/gateway.toml"))
+        .unwrap()
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:8443\"", "\"127.0.0.1:0\"")
+        .replace("127.0.0.1:9000", &upstream.to_string())
+        .replace("http://127.0.0.1:7070", "http://127.0.0.1:9")
+        .replace("\"../target/", &format!("\"{}/", target.display()))
+}
+
 impl Gateway {
     /// Write `config` to `gateway.toml` in a temp dir and run `edgegate serve` on it.
     pub fn start(config: &str) -> Self {

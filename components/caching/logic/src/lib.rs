@@ -22,8 +22,9 @@ mod store;
 use std::collections::BTreeMap;
 
 use edgegate_policy_core::{
-    header, Env, HeaderOp, HttpRequest, HttpResponse, KvError, Level, PolicyError, PolicyLogic,
-    RequestInfo, RequestOutcome, ResponseChanges, ResponseOutcome,
+    header, BodyModes, BodyState, EndReason, Env, EventOutcome, HeaderOp, HttpRequest,
+    HttpResponse, KvError, Level, PolicyError, PolicyLogic, RequestInfo, RequestOutcome,
+    ResponseChanges, ResponseOutcome, SseEvent, StreamItem,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,9 @@ pub mod ctx {
     pub const PRINCIPAL: &str = "principal";
     /// What the request phase decided, for the response phase (set).
     pub const REQUEST: &str = "cache.request";
+    /// Set in the response call of a streamed answer that may be stored:
+    /// its status and headers, for the entry its events make.
+    pub const STREAM: &str = "cache.stream";
 }
 
 /// Headers a 304 carries over from the stored response (RFC 9110 §15.4.5).
@@ -98,6 +102,7 @@ enum Plan {
 
 impl PolicyLogic for Caching {
     const WANTS_RESPONSE: bool = true;
+    const RESPONSE_BODY: BodyModes = BodyModes::BUFFER_OR_SSE;
 
     fn from_config(json: &str) -> Result<Self, PolicyError> {
         Ok(Caching {
@@ -150,7 +155,11 @@ impl PolicyLogic for Caching {
             Plan::Store => {
                 // A response a later policy made up is not the upstream's to keep.
                 if !info.upstream.is_empty() {
-                    self.store(env, resp, &pending)?;
+                    if info.streamed_body {
+                        self.will_store_stream(env, resp, &pending, now_of(env));
+                    } else {
+                        self.store(env, resp, &pending)?;
+                    }
                 }
                 "miss"
             }
@@ -163,6 +172,88 @@ impl PolicyLogic for Caching {
             ..ResponseChanges::default()
         }))
     }
+
+    fn on_response_event(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        item: StreamItem,
+        _carry: String,
+    ) -> Result<EventOutcome, PolicyError> {
+        let Some(head) = env.ctx_get(ctx::STREAM) else {
+            return Ok(EventOutcome::Pass);
+        };
+        let capture = state.get::<Capture>();
+        match item {
+            StreamItem::Event(e) => {
+                if !capture.over {
+                    write_event(&e, &mut capture.bytes);
+                    if capture.bytes.len() as u64 > self.config.max_entry_bytes {
+                        capture.over = true;
+                        capture.bytes = Vec::new();
+                    }
+                }
+            }
+            StreamItem::End(EndReason::Complete) if capture.over => {
+                env.count("cache", "too_large", 1);
+            }
+            StreamItem::End(EndReason::Complete) => {
+                let pending = env
+                    .ctx_get(ctx::REQUEST)
+                    .and_then(|text| serde_json::from_str::<Pending>(&text).ok());
+                let head = serde_json::from_str::<StreamHead>(&head).ok();
+                if let (Some(pending), Some(head)) = (pending, head) {
+                    let resp = HttpResponse {
+                        status: head.status,
+                        headers: head.headers,
+                        body: Some(std::mem::take(&mut capture.bytes)),
+                    };
+                    self.store(env, resp, &pending)?;
+                }
+            }
+            // A stream cut short is not the answer.
+            StreamItem::End(_) => env.count("cache", "stream_cut", 1),
+        }
+        Ok(EventOutcome::Pass)
+    }
+}
+
+/// A streamed answer's status and headers, kept in the context from its
+/// response call for the entry its events make.
+#[derive(Serialize, Deserialize)]
+struct StreamHead {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+/// A streamed answer's events as they passed, while they fit an entry.
+#[derive(Default)]
+struct Capture {
+    bytes: Vec<u8>,
+    over: bool,
+}
+
+/// An event in `text/event-stream` form, as a hit replays it.
+fn write_event(e: &SseEvent, out: &mut Vec<u8>) {
+    if let Some(name) = &e.event {
+        out.extend_from_slice(format!("event: {name}\n").as_bytes());
+    }
+    if let Some(id) = &e.id {
+        out.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    if let Some(ms) = e.retry {
+        out.extend_from_slice(format!("retry: {ms}\n").as_bytes());
+    }
+    for line in e.data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+fn now_of(env: &dyn Env) -> u64 {
+    env.now_millis()
 }
 
 impl Caching {
@@ -345,6 +436,27 @@ impl Caching {
             .map_err(|e| kv_failure("store", e))?;
         env.count("cache", "store", 1);
         Ok(())
+    }
+
+    /// A streamed answer that may be stored once whole: its status and
+    /// headers go into the context for the event calls (the checks on them
+    /// are made now, with the body still to come).
+    fn will_store_stream(&self, env: &dyn Env, resp: HttpResponse, p: &Pending, now: u64) {
+        let probe = HttpResponse {
+            body: Some(Vec::new()),
+            ..resp.clone()
+        };
+        if let Err(refusal) = store::admit(&self.config, p.llm, probe, now) {
+            env.count("cache", refusal.label(), 1);
+            return;
+        }
+        let head = StreamHead {
+            status: resp.status,
+            headers: resp.headers,
+        };
+        if let Ok(text) = serde_json::to_string(&head) {
+            env.ctx_set(ctx::STREAM, &text);
+        }
     }
 
     /// Remembers a bypass for the response phase and counts it.

@@ -4,18 +4,17 @@
 
 use serde_json::{Map, Value};
 
-/// Top-level fields that do not change the answer: how it is delivered
-/// (`stream`, `stream_options`) and who asked, for the provider's records
-/// (`user`, `metadata`).
-const IGNORED_FIELDS: [&str; 4] = ["stream", "stream_options", "user", "metadata"];
+/// Top-level fields that do not change the answer: who asked, for the
+/// provider's records (`user`, `metadata`). `stream` and `stream_options`
+/// change how it is delivered (events, a usage chunk), so a streamed call
+/// has entries of its own; `"stream": false` is the same as no `stream`.
+const IGNORED_FIELDS: [&str; 2] = ["user", "metadata"];
 
 /// Why an LLM call goes past the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bypass {
     /// No body, or not a JSON object.
     NotJson,
-    /// `"stream": true`: the answer arrives as server-sent events.
-    Streaming,
     /// Sampling makes the answer vary (`temperature` absent or not 0, or `n` > 1).
     NonDeterministic,
 }
@@ -25,7 +24,6 @@ impl Bypass {
     pub fn reason(self) -> &'static str {
         match self {
             Bypass::NotJson => "LLM request body is not a JSON object",
-            Bypass::Streaming => "LLM request streams",
             Bypass::NonDeterministic => "LLM request samples (temperature not 0 or n > 1)",
         }
     }
@@ -44,8 +42,9 @@ pub fn canonical_body(
     let Value::Object(mut fields) = parsed else {
         return Err(Bypass::NotJson);
     };
-    if fields.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(Bypass::Streaming);
+    if fields.get("stream").and_then(Value::as_bool) != Some(true) {
+        fields.remove("stream");
+        fields.remove("stream_options");
     }
     if deterministic_only && !always_deterministic && !deterministic(&fields) {
         return Err(Bypass::NonDeterministic);
@@ -139,10 +138,19 @@ mod tests {
     }
 
     #[test]
-    fn refuses_streams_sampling_and_non_json() {
+    fn refuses_sampling_and_non_json_and_keys_streams_apart() {
+        let streamed = canonical(r#"{"temperature":0,"stream":true}"#);
+        assert!(streamed.is_ok(), "a deterministic stream is cached");
+        assert_ne!(streamed, canonical(r#"{"temperature":0}"#));
         assert_eq!(
-            canonical(r#"{"temperature":0,"stream":true}"#),
-            Err(Bypass::Streaming)
+            canonical(
+                r#"{"temperature":0,"stream":false,"stream_options":{"include_usage":true}}"#
+            ),
+            canonical(r#"{"temperature":0}"#)
+        );
+        assert_ne!(
+            streamed,
+            canonical(r#"{"temperature":0,"stream":true,"stream_options":{"include_usage":true}}"#)
         );
         for body in [
             r#"{"temperature":0.7}"#,
