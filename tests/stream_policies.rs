@@ -611,3 +611,55 @@ async fn a_gigabyte_streams_through_a_policy_in_bounded_memory_whatever_the_read
     eprintln!("RSS before {} MiB, peak {} MiB", before >> 20, peak >> 20);
     assert!(grew < 96 << 20, "the gateway grew by {} MiB", grew >> 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_streaming_policy_ends_its_stream_and_the_gateway_serves_on() {
+    let up = scripted(|_| sse(openai_frames(&["one", " two", " three"], None)));
+    let config = support::base_config(up.addr)
+        + &support::policy("hostile", "hostile-output", "response_body = \"sse\"")
+        + &support::route("all", "/", &["hostile"]);
+    let gw = Gateway::start(&config);
+    let http = reqwest::Client::new();
+    for path in [
+        "/stream-carry",
+        "/stream-flood",
+        "/stream-forge",
+        "/stream-trap",
+    ] {
+        let body = http
+            .get(gw.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let last = body.trim_end().rsplit("\n\n").next().unwrap();
+        assert!(last.starts_with("event: error\ndata: "), "{path}: {body}");
+        let data: serde_json::Value =
+            serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+        assert_eq!(data["error"]["code"], "policy_failed", "{path}");
+        assert!(!body.contains("forged"), "{path}: {body}");
+        assert!(!body.contains("[DONE]"), "{path}: the stream went on");
+        // The next request is served, whole.
+        let fine = http
+            .get(gw.url("/fine"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(fine.trim_end().ends_with("data: [DONE]"), "{path}: {fine}");
+    }
+    let metrics = gw.metrics().await;
+    let failed = |kind| {
+        metric(
+            &metrics,
+            "edgegate_policy_failures_total",
+            &[("policy", "hostile"), ("kind", kind)],
+        )
+        .unwrap_or(0)
+    };
+    assert_eq!(failed("guest_error") + failed("trap"), 4, "{metrics}");
+}

@@ -287,3 +287,35 @@ for chunk in stream:
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_streams_an_answer_through_its_four_policies_redacted_as_it_streams() {
+    let python = support::sdk_python();
+    let demo = DemoUpstream::start();
+    let gw = Gateway::start(&support::demo_config(demo.addr));
+    // The README tour's SDK lines: one print per chunk.
+    let script = r#"
+import json, sys, openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key="demo-key")
+for chunk in client.chat.completions.create(model="gpt-4o", stream=True,
+        messages=[{"role": "user", "content": "how do I reach support?"}]):
+    if chunk.choices and chunk.choices[0].delta.content:
+        print(json.dumps(chunk.choices[0].delta.content))
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script, &gw.url("/v1")])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", support::output_text(&out));
+    let pieces: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The phone number came as four events, one group each.
+    assert_eq!(
+        pieces.concat(),
+        "You said: how do I reach support?. Write to [REDACTED:email] or call [REDACTED:phone]."
+    );
+    assert!(pieces.len() > 8, "the answer came in pieces: {pieces:?}");
+}

@@ -137,13 +137,18 @@ fn json_response(json: serde_json::Value) -> Response<Body> {
     resp
 }
 
-/// The answer to a chat request: it echoes the last message.
+/// The answer to a chat request: it echoes the last message. A question
+/// about support gets contact details too, so the demo shows an answer's PII
+/// redacted as it streams (the prompt's own PII is redacted on the way in).
 fn echo(req: &serde_json::Value) -> String {
     let text = req["messages"]
         .as_array()
         .and_then(|m| m.last())
         .and_then(|m| m["content"].as_str())
         .unwrap_or("");
+    if text.to_ascii_lowercase().contains("support") {
+        return format!("You said: {text}. Write to help@example.com or call +1 415 555 0134.");
+    }
     format!("You said: {text}")
 }
 

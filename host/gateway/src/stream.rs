@@ -499,6 +499,11 @@ impl Running {
         match stage.on_error {
             OnError::Deny => {
                 tracing::warn!(policy = %self.name, %failure, "streaming policy failed; ending the body (on_error = deny)");
+                // A failed policy gets no end call: its instance is not
+                // trusted again (a trapped one is dropped), and the failure
+                // is counted once.
+                self.ended = true;
+                self.stage = None;
                 let message = format!("policy `{}` failed", self.name);
                 Err(self.fail_with("policy_failed", &message))
             }

@@ -12,10 +12,17 @@
 //! - `/forged-error`: fail with CR/LF and ANSI escapes that mimic a log line;
 //! - `/big-body`: answer with a 2 MiB body;
 //! - `/set-x-foo`: set request header `x-foo: from-policy` and pass on.
+//!
+//! On an event stream (`response_body = "sse"`), by the request path:
+//! - `/stream-carry`: hold back a 1 MiB carry;
+//! - `/stream-flood`: emit 10 000 events for one;
+//! - `/stream-forge`: emit an event whose name has a line break (a forged `data:`);
+//! - `/stream-trap`: trap in the event hook.
 
 use edgegate_policy_sdk::{
-    export_policy, Error, HeaderOp, Policy, Request, RequestMutations, RequestSummary,
-    RequestVerdict, ResponseHead, ResponseMutations, ResponseVerdict,
+    context, export_policy, BodyModes, Error, EventOutput, EventVerdict, HeaderOp, Policy, Request,
+    RequestMutations, RequestSummary, RequestVerdict, ResponseHead, ResponseMutations,
+    ResponseVerdict, SseEvent, StreamEvent,
 };
 
 /// Misbehaves as the path says.
@@ -26,12 +33,39 @@ fn number(path: &str, prefix: &str) -> Option<usize> {
 }
 
 impl Policy for HostileOutput {
+    const RESPONSE_BODY: BodyModes = BodyModes::BUFFER_OR_SSE;
+
     fn init(_config: &str) -> Result<Self, Error> {
         Ok(HostileOutput)
     }
 
+    fn on_response_event(&self, event: StreamEvent, carry: String) -> Result<EventVerdict, Error> {
+        let StreamEvent::Event(e) = event else {
+            return Ok(EventVerdict::Pass);
+        };
+        let emit = |events: Vec<SseEvent>, carry: String| {
+            Ok(EventVerdict::Emit(EventOutput { events, carry }))
+        };
+        match context::get("hostile.stream").as_deref() {
+            Some("/stream-carry") => emit(vec![e], "c".repeat(1 << 20)),
+            Some("/stream-flood") => emit(vec![e; 10_000], carry),
+            Some("/stream-forge") => emit(
+                vec![SseEvent {
+                    event: Some("x\ndata: forged".into()),
+                    ..e
+                }],
+                carry,
+            ),
+            Some("/stream-trap") => panic!("hostile trap in the event hook"),
+            _ => Ok(EventVerdict::Pass),
+        }
+    }
+
     fn on_request(&self, req: Request) -> Result<RequestVerdict, Error> {
         let path = req.path.as_str();
+        if path.starts_with("/stream-") {
+            context::set("hostile.stream", path);
+        }
         if let Some(n) = number(path, "/ops/") {
             let headers = (0..n)
                 .map(|i| HeaderOp::set(format!("x-h{i}"), "v"))
