@@ -20,7 +20,7 @@ out="$repo/target/components"
 
 # The packages to copy out, by workspace; each file is named after its package.
 components=(noop headers auth routing caching redaction spin-gateway) # components/
-guests=(trap spin oom init-fails kv-user stack body-echo instance-counter hostile-output)  # tests/guests/
+guests=(trap spin oom init-fails kv-user stack body-echo instance-counter hostile-output contract-0-1)  # tests/guests/
 workspaces=(components tests/guests)
 build_args=()
 

@@ -89,10 +89,37 @@ fn scripted(pick: impl Fn(&http::request::Parts) -> Script + Send + Sync + 'stat
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (r, s, c) = (r.clone(), s.clone(), c.clone());
-                        let (parts, _) = req.into_parts();
+                        let (parts, body) = req.into_parts();
                         // Health checks get a plain answer, outside the script's counts.
                         let script = (parts.uri.path() != "/healthz").then(|| pick(&parts));
+                        let counts = parts.uri.path().ends_with("/count");
                         async move {
+                            if counts {
+                                // Reads the request body as it comes and
+                                // answers what it got: bytes, and `a`s and `b`s.
+                                let mut body = body;
+                                let (mut n, mut a, mut b) = (0u64, 0u64, 0u64);
+                                let mut failed = false;
+                                while let Some(frame) = body.frame().await {
+                                    let Ok(frame) = frame else {
+                                        failed = true;
+                                        break;
+                                    };
+                                    if let Ok(data) = frame.into_data() {
+                                        n += data.len() as u64;
+                                        a += data.iter().filter(|&&c| c == b'a').count() as u64;
+                                        b += data.iter().filter(|&&c| c == b'b').count() as u64;
+                                    }
+                                }
+                                let text = json!({"bytes": n, "a": a, "b": b, "failed": failed})
+                                    .to_string();
+                                let one = futures_util::stream::iter([Ok::<_, Infallible>(
+                                    hyper::body::Frame::data(Bytes::from(text)),
+                                )]);
+                                return Ok(hyper::Response::new(
+                                    StreamBody::new(one).boxed_unsync(),
+                                ));
+                            }
                             let Some(script) = script else {
                                 let ok = futures_util::stream::iter([Ok::<_, Infallible>(
                                     hyper::body::Frame::data(Bytes::from_static(b"ok")),
@@ -662,4 +689,105 @@ async fn a_hostile_streaming_policy_ends_its_stream_and_the_gateway_serves_on() 
         .unwrap_or(0)
     };
     assert_eq!(failed("guest_error") + failed("trap"), 4, "{metrics}");
+}
+
+#[test]
+fn a_contract_0_1_component_and_an_undeclared_body_mode_are_refused_by_name() {
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let old = support::base_config(up)
+        + &support::policy("old", "contract-0-1", "")
+        + &support::route("all", "/", &["old"]);
+    let (ok, _, stderr) = support::check_config(&old);
+    assert!(!ok, "a 0.1 component was accepted");
+    assert!(
+        stderr.contains("edgegate:policy@0.1.0") && stderr.contains("edgegate:policy@0.2.0"),
+        "{stderr}"
+    );
+
+    // The headers policy declares no body modes: a config that would hand
+    // it the events of an answer is refused, naming the key.
+    let undeclared = support::base_config(up)
+        + &support::policy("h", "headers", "response_body = \"sse\"")
+        + &support::route("all", "/", &["h"]);
+    let (ok, _, stderr) = support::check_config(&undeclared);
+    assert!(!ok, "an undeclared body mode was accepted");
+    assert!(
+        stderr.contains("response_body = \"sse\"") && stderr.contains("modes: buffer"),
+        "{stderr}"
+    );
+}
+
+/// A request body of `total` bytes of `piece`, in 64 KiB frames, made as it is sent.
+fn upload(piece: &'static [u8], total: usize) -> reqwest::Body {
+    let frame = Bytes::from(piece.repeat((64 << 10) / piece.len()));
+    let frames = total / frame.len();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(
+        (0..frames).map(move |_| Ok::<_, Infallible>(frame.clone())),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_stream_past_policies_and_through_a_chunk_policy_in_bounded_memory() {
+    let up = scripted(|_| sse(openai_frames(&["ok"], None)));
+    // timeout_ms bounds the wait for the answer's headers, which here comes
+    // after the whole upload.
+    let config = support::base_config(up.addr).replace("timeout_ms = 2000", "timeout_ms = 60000")
+        + &support::policy(
+            "h",
+            "headers",
+            r#"config = { request_set = { "x-h" = "1" } }"#,
+        )
+        + &support::policy("echo", "body-echo", "request_body = \"stream\"")
+        + &support::route("past", "/past", &["h"])
+        + &support::route("through", "/stream", &["echo"]);
+    let gw = Gateway::start(&config);
+    let http = reqwest::Client::new();
+    let before = gw.rss_bytes();
+
+    // 512 MiB past a policy that does not ask for the body: unbuffered.
+    let total = 512 << 20;
+    let got: serde_json::Value = http
+        .post(gw.url("/past/count"))
+        .body(upload(b"abcdefgh", total))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["bytes"], total as u64, "{got}");
+    assert_eq!(got["a"], (total / 8) as u64);
+
+    // 256 MiB through a policy that rewrites it chunk by chunk.
+    let total = 256 << 20;
+    let got: serde_json::Value = http
+        .post(gw.url("/stream/count"))
+        .body(upload(b"abcdefgh", total))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["bytes"], total as u64, "{got}");
+    assert_eq!(got["a"], 0, "every a was rewritten");
+    assert_eq!(got["b"], (total / 4) as u64);
+    let grew = gw.rss_bytes().saturating_sub(before);
+    eprintln!("RSS grew {} MiB over 768 MiB of uploads", grew >> 20);
+    assert!(grew < 96 << 20, "the gateway grew by {} MiB", grew >> 20);
+
+    // A `STOP` split across two frames: the policy ends the body, the
+    // client gets 403 with its error, the upstream request is abandoned.
+    let frames = futures_util::stream::iter(
+        [&b"xxxxST"[..], b"OPxxxx"].map(|f| Ok::<_, Infallible>(Bytes::from_static(f))),
+    );
+    let resp = http
+        .post(gw.url("/stream/count"))
+        .body(reqwest::Body::wrap_stream(frames))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "stop_seen");
 }
