@@ -888,3 +888,17 @@ fn a_streamed_answer_from_a_cache_hit_is_not_charged() {
     .unwrap();
     assert_eq!(spent(&a, &env), 0);
 }
+
+#[test]
+fn hostile_usage_counts_saturate_instead_of_wrapping() {
+    let mut usage = usage::StreamUsage::default();
+    usage.observe(&edgegate_policy_core::SseEvent::named(
+        "message_start",
+        json!({"type": "message_start", "message": {"usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 5}}}).to_string(),
+    ));
+    usage.observe(&edgegate_policy_core::SseEvent::named(
+        "message_delta",
+        json!({"type": "message_delta", "usage": {"output_tokens": 7}}).to_string(),
+    ));
+    assert_eq!(usage.tokens(0), u64::MAX);
+}

@@ -6,7 +6,9 @@
 //! is cumulative: it is taken, never added up, and `message_start`'s own
 //! output count (a first token or so) is superseded by it. What the
 //! provider does not say (no usage chunk, or a client gone before the end)
-//! is estimated from the streamed text.
+//! is estimated from the streamed text. The counts come from the upstream,
+//! so every sum saturates: a hostile provider's `u64::MAX` charges the most,
+//! never wraps to the least.
 
 use edgegate_policy_core::SseEvent;
 use serde_json::Value;
@@ -37,8 +39,8 @@ fn field(v: &Value, name: &str) -> Option<u64> {
 fn anthropic_input(usage: &Value) -> Option<u64> {
     let base = field(usage, "input_tokens")?;
     Some(
-        base + field(usage, "cache_creation_input_tokens").unwrap_or(0)
-            + field(usage, "cache_read_input_tokens").unwrap_or(0),
+        base.saturating_add(field(usage, "cache_creation_input_tokens").unwrap_or(0))
+            .saturating_add(field(usage, "cache_read_input_tokens").unwrap_or(0)),
     )
 }
 
@@ -76,15 +78,17 @@ impl StreamUsage {
                 }
             }
             Some("content_block_delta") => {
-                self.text_bytes +=
-                    str_len(v.pointer("/delta/text")) + str_len(v.pointer("/delta/partial_json"));
+                self.text_bytes = self
+                    .text_bytes
+                    .saturating_add(str_len(v.pointer("/delta/text")))
+                    .saturating_add(str_len(v.pointer("/delta/partial_json")));
             }
             _ => {
                 if let Some(usage) = v.get("usage").filter(|u| u.is_object()) {
                     self.total = field(usage, "total_tokens").or_else(|| {
                         Some(
                             field(usage, "prompt_tokens")?
-                                + field(usage, "completion_tokens").unwrap_or(0),
+                                .saturating_add(field(usage, "completion_tokens").unwrap_or(0)),
                         )
                     });
                 }
@@ -94,15 +98,19 @@ impl StreamUsage {
                     .into_iter()
                     .flatten()
                 {
-                    self.text_bytes +=
-                        str_len(c.pointer("/delta/content")) + str_len(c.get("text"));
+                    self.text_bytes = self
+                        .text_bytes
+                        .saturating_add(str_len(c.pointer("/delta/content")))
+                        .saturating_add(str_len(c.get("text")));
                     for call in c
                         .pointer("/delta/tool_calls")
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
                     {
-                        self.text_bytes += str_len(call.pointer("/function/arguments"));
+                        self.text_bytes = self
+                            .text_bytes
+                            .saturating_add(str_len(call.pointer("/function/arguments")));
                     }
                 }
             }
@@ -123,7 +131,7 @@ impl StreamUsage {
             Some(out) if self.output_stated => out,
             known => known.unwrap_or(0).max(streamed),
         };
-        input + output
+        input.saturating_add(output)
     }
 
     /// Whether the provider stated the whole count.
