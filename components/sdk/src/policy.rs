@@ -120,7 +120,7 @@ macro_rules! export_policy {
                 }
             }
 
-            // The export symbols are named like `edgegate:policy/hooks@0.1.0#init`, which
+            // The export symbols are named like `edgegate:policy/hooks@0.2.0#init`, which
             // only a wasm linker accepts. Natively the glue above still type-checks, and
             // naming it here keeps the policy type from counting as dead code.
             #[cfg(target_arch = "wasm32")]
