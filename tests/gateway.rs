@@ -24,10 +24,24 @@ async fn chain_applies_mutations_both_ways_and_adds_forwarding_headers() {
         )
         + &headers_policy(
             "second",
-            r#"{ request_set = { "x-second" = "2" }, response_set = { "x-order" = "second" }, response_remove = ["server"], echo_context = ["principal"] }"#,
+            r#"{ request_set = { "x-second" = "2" }, response_set = { "x-order" = "second" }, response_remove = ["server"], echo_context = ["principal"], require_header = "x-first" }"#,
         )
+        + &headers_policy("wants-secret", r#"{ require_header = "x-secret" }"#)
+        + &route("secret", "/secret", &["first", "wants-secret"])
         + &route("api", "/", &["first", "second"]);
     let gw = Gateway::start(&config);
+
+    // Each policy reads headers from the host on demand, and reads them as
+    // the policies before it left them: `first` removed `x-secret`, which
+    // the client sent, so a policy after it that requires it refuses.
+    let refused = reqwest::Client::new()
+        .get(gw.url("/secret"))
+        .header("x-secret", "s3cr3t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.text().await.unwrap().contains("x-secret"));
 
     let resp = reqwest::Client::new()
         .get(gw.url("/hello?q=1"))
@@ -36,6 +50,7 @@ async fn chain_applies_mutations_both_ways_and_adds_forwarding_headers() {
         .send()
         .await
         .unwrap();
+    // `second` requires `x-first`, which only `first` set.
     assert_eq!(resp.status(), 200);
     // Response phase runs in reverse: `second` first, then `first` overwrites x-order.
     assert_eq!(resp.headers()["x-order"], "first");

@@ -173,6 +173,36 @@ async fn reused_instances_keep_guest_memory_until_they_trap() {
     );
 }
 
+/// A policy reads the request's headers from the host during its call (the
+/// `message` import): they are lent to the store and come back whatever the
+/// call does, so a policy that traps under `on_error = "allow"` is skipped
+/// and the upstream still gets every header the client sent.
+#[tokio::test]
+async fn headers_lent_to_a_trapping_policy_come_back() {
+    let up = Upstream::start();
+    let config = base_config(up.addr)
+        + &policy("lenient", "instance-counter", "on_error = \"allow\"")
+        + &route("lenient", "/", &["lenient"]);
+    let gw = Gateway::start(&config);
+    let r = reqwest::Client::new()
+        .get(gw.url("/x"))
+        .header("x-trap", "1")
+        .header("x-keep", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "on_error = allow skips the trapped policy");
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.header("x-keep"), Some("kept"));
+    assert_eq!(seen.header("x-trap"), Some("1"));
+    assert_eq!(
+        seen.header("x-instance-calls"),
+        None,
+        "its changes were dropped"
+    );
+    assert_eq!(failure_count(&gw, "lenient", "trap").await, 1);
+}
+
 /// The hostile-output guest on every path of one route, failing closed.
 fn hostile_output_gateway(upstream: &Upstream) -> Gateway {
     let config = base_config(upstream.addr)

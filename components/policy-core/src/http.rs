@@ -1,9 +1,6 @@
 //! Requests, responses and the outcomes a policy returns, as plain Rust types.
 
-use crate::header;
-
-/// Header fields in order; names lower-case.
-pub type Headers = Vec<(String, String)>;
+use crate::HeaderView;
 
 /// The request a policy sees in the request phase.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,8 +11,8 @@ pub struct HttpRequest {
     pub path: String,
     /// Host the client asked for.
     pub authority: String,
-    /// Request headers.
-    pub headers: Headers,
+    /// Request headers, read on demand.
+    pub headers: HeaderView,
     /// The body, when the policy buffers it.
     pub body: Option<Vec<u8>>,
     /// The client's IP address.
@@ -36,8 +33,7 @@ impl HttpRequest {
 
     /// Adds a header (builder style).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers.push(name, value);
         self
     }
 
@@ -48,8 +44,13 @@ impl HttpRequest {
     }
 
     /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name)
+    }
+
+    /// The query string without its `?`, if there is one.
+    pub fn query(&self) -> Option<&str> {
+        self.path.split_once('?').map(|(_, query)| query)
     }
 
     /// The path without the query.
@@ -131,16 +132,36 @@ pub struct RequestInfo {
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
-    /// Headers.
-    pub headers: Headers,
+    /// Headers: the upstream's, read on demand, or the ones a policy built.
+    pub headers: HeaderView,
     /// Body, when buffered or built.
     pub body: Option<Vec<u8>>,
 }
 
 impl HttpResponse {
+    /// A response with this status, no headers and no body.
+    pub fn new(status: u16) -> Self {
+        HttpResponse {
+            status,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header (builder style).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(name, value);
+        self
+    }
+
+    /// Sets the body (builder style).
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
     /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name)
     }
 }
 
@@ -149,7 +170,7 @@ pub fn json_error(status: u16, code: &str, message: &str) -> HttpResponse {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     HttpResponse {
         status,
-        headers: vec![("content-type".into(), "application/json".into())],
+        headers: vec![("content-type".into(), "application/json".into())].into(),
         body: Some(body.into_bytes()),
     }
 }

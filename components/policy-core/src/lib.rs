@@ -16,10 +16,10 @@ pub mod testing;
 
 pub use config::{parse_config, ConfigError, PolicyError};
 pub use env::{Circuit, Endpoint, Env, KvError, Level, SignatureAlg, VerifyKey};
-pub use headers::{header, header_values, is_header_name};
+pub use headers::{header, header_values, is_header_name, HeaderSource, HeaderView, Headers};
 pub use http::{
-    json_error, HeaderOp, Headers, HttpRequest, HttpResponse, RequestChanges, RequestInfo,
-    RequestOutcome, ResponseChanges, ResponseOutcome, RouteDecision,
+    json_error, HeaderOp, HttpRequest, HttpResponse, RequestChanges, RequestInfo, RequestOutcome,
+    ResponseChanges, ResponseOutcome, RouteDecision,
 };
 pub use stream::{
     BodyModes, BodyState, Chunk, ChunkOutcome, EndReason, EventOutcome, SseEvent, StreamError,

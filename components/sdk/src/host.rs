@@ -1,11 +1,34 @@
 //! Thin typed wrappers over the host imports.
 //!
-//! `log` and `context` are always granted; `clock`, `kv`, `health` and `crypto`
+//! `message`, `log`, `context` and `metrics` are always granted; `clock`, `kv`, `health` and `crypto`
 //! only when the policy's config lists them in `capabilities` (`kv` reports
 //! [`KvError::Denied`](kv::KvError::Denied); the others trap when not granted).
 //! None of these work in native unit tests: keep them out of the logic you test.
 
 use crate::bindings::edgegate::policy as wit;
+
+/// The headers of the message the current head call is about, read on
+/// demand: the request's in `on_request`, the response's in `on_response`.
+/// [`Request::headers`](crate::Request) and [`ResponseHead::headers`](crate::ResponseHead)
+/// read through these.
+pub mod message {
+    use super::wit::message as imp;
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(name: &str) -> Option<String> {
+        imp::header(name)
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn header_values(name: &str) -> Vec<String> {
+        imp::header_values(name)
+    }
+
+    /// Every header field, in order; names lower-case.
+    pub fn entries() -> crate::Headers {
+        imp::entries()
+    }
+}
 
 /// Structured logging into the gateway's log, tagged with the policy name.
 pub mod log {

@@ -28,8 +28,8 @@
 //! [`export_logic!`] instead.
 //!
 //! Everything here also compiles natively, so policy logic unit-tests with a
-//! plain `cargo test`; only the host imports ([`log`], [`context`], [`kv`],
-//! [`clock`], [`health`], [`crypto`]) must not be called outside the gateway.
+//! plain `cargo test`; only the host imports ([`message`], [`log`], [`context`],
+//! [`kv`], [`clock`], [`health`], [`crypto`]) must not be called outside the gateway.
 
 // Lets the generated `export!` macro name this crate by its external path even
 // when it expands inside this crate's own tests.
@@ -58,15 +58,18 @@ pub mod bindings {
 
 pub use bindings::edgegate::policy::types::{
     BodyChunk, ChunkOutput, ChunkVerdict, ConfigError, EndReason, Error, EventOutput, EventVerdict,
-    HeaderOp, Headers, PolicyInfo, Request, RequestMutations, RequestSummary, RequestVerdict,
-    Response, ResponseHead, ResponseMutations, ResponseVerdict, RouteDecision, SseEvent,
-    StreamError, StreamEvent,
+    HeaderOp, Headers, PolicyInfo, RequestMutations, RequestSummary, RequestVerdict, Response,
+    ResponseMutations, ResponseVerdict, RouteDecision, SseEvent, StreamError, StreamEvent,
 };
 pub use config::config;
 pub use edgegate_policy_core::BodyModes;
-pub use edgegate_policy_core::{header, header_values};
-pub use host::{clock, context, crypto, health, kv, log, metrics};
+/// The request a policy sees: its headers are a [`HeaderView`] the host
+/// answers on demand.
+pub use edgegate_policy_core::HttpRequest as Request;
+pub use edgegate_policy_core::{header, header_values, HeaderView};
+pub use host::{clock, context, crypto, health, kv, log, message, metrics};
 pub use logic::HostEnv;
+pub use verdicts::ResponseHead;
 
 /// The plain-Rust policy vocabulary ([`PolicyLogic`](edgegate_policy_core::PolicyLogic),
 /// [`Env`](edgegate_policy_core::Env)) for logic that also runs outside this host.

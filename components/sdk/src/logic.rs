@@ -5,12 +5,15 @@
 use edgegate_policy_core as core;
 use edgegate_policy_core::{Env, PolicyError};
 
+use crate::bindings::edgegate::policy::types::{
+    BodyModes, Request as WitRequest, ResponseHead as WitResponseHead,
+};
+use crate::host::message;
 use crate::host::{clock, context, crypto, health, kv, log, metrics};
 use crate::{
-    bindings::edgegate::policy::types::BodyModes, BodyChunk, ChunkOutput, ChunkVerdict,
-    ConfigError, EndReason, Error, EventOutput, EventVerdict, HeaderOp, Request, RequestMutations,
-    RequestSummary, RequestVerdict, Response, ResponseHead, ResponseMutations, ResponseVerdict,
-    RouteDecision, SseEvent, StreamError, StreamEvent,
+    BodyChunk, ChunkOutput, ChunkVerdict, ConfigError, EndReason, Error, EventOutput, EventVerdict,
+    HeaderOp, RequestMutations, RequestSummary, RequestVerdict, Response, ResponseHead,
+    ResponseMutations, ResponseVerdict, RouteDecision, SseEvent, StreamError, StreamEvent,
 };
 
 /// [`Env`] over the edgegate host's imports. Calls the policy was not granted
@@ -148,17 +151,45 @@ impl From<PolicyError> for Error {
     }
 }
 
-impl From<Request> for core::HttpRequest {
-    fn from(r: Request) -> Self {
-        core::HttpRequest {
-            method: r.method,
-            path: r.path,
-            authority: r.authority,
-            headers: r.headers,
-            body: r.body,
-            client_ip: r.client_ip,
-            route: r.route,
-        }
+/// The headers of the current head call, answered by the host (`message`).
+struct HostHeaders;
+
+impl core::HeaderSource for HostHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        message::header(name)
+    }
+
+    fn values(&self, name: &str) -> Vec<String> {
+        message::header_values(name)
+    }
+
+    fn entries(&self) -> core::Headers {
+        message::entries()
+    }
+}
+
+static HOST_HEADERS: HostHeaders = HostHeaders;
+
+/// The request of an `on-request` call, its headers read from the host.
+pub fn request(r: WitRequest) -> core::HttpRequest {
+    core::HttpRequest {
+        method: r.method,
+        path: r.path,
+        authority: r.authority,
+        headers: core::HeaderView::host(&HOST_HEADERS),
+        body: r.body,
+        client_ip: r.client_ip,
+        route: r.route,
+    }
+}
+
+/// The response of an `on-response` call, its headers read from the host.
+pub fn response_head(r: WitResponseHead) -> ResponseHead {
+    ResponseHead {
+        status: r.status,
+        headers: core::HeaderView::host(&HOST_HEADERS),
+        streamed: r.streamed,
+        body: r.body,
     }
 }
 
@@ -287,7 +318,7 @@ impl From<Response> for core::HttpResponse {
     fn from(r: Response) -> Self {
         core::HttpResponse {
             status: r.status,
-            headers: r.headers,
+            headers: r.headers.into(),
             body: r.body,
         }
     }
@@ -297,7 +328,7 @@ impl From<core::HttpResponse> for Response {
     fn from(r: core::HttpResponse) -> Self {
         Response {
             status: r.status,
-            headers: r.headers,
+            headers: r.headers.into_vec(),
             body: r.body,
         }
     }
@@ -391,7 +422,7 @@ macro_rules! export_logic {
                     req: $crate::Request,
                 ) -> ::core::result::Result<$crate::RequestVerdict, $crate::Error> {
                     body(|b| b.clear());
-                    $crate::core::PolicyLogic::on_request(&self.0, &$crate::HostEnv, req.into())
+                    $crate::core::PolicyLogic::on_request(&self.0, &$crate::HostEnv, req)
                         .map(::core::convert::Into::into)
                         .map_err($crate::Error::from)
                 }

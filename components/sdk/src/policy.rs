@@ -88,16 +88,20 @@ macro_rules! export_policy {
                 }
 
                 fn on_request(
-                    req: $crate::Request,
+                    req: $crate::__private::WitRequest,
                 ) -> ::core::result::Result<$crate::RequestVerdict, $crate::Error> {
-                    $crate::__private::on_request(&EDGEGATE_POLICY, req)
+                    $crate::__private::on_request(&EDGEGATE_POLICY, $crate::__private::request(req))
                 }
 
                 fn on_response(
                     req: $crate::RequestSummary,
-                    resp: $crate::ResponseHead,
+                    resp: $crate::__private::WitResponseHead,
                 ) -> ::core::result::Result<$crate::ResponseVerdict, $crate::Error> {
-                    $crate::__private::on_response(&EDGEGATE_POLICY, req, resp)
+                    $crate::__private::on_response(
+                        &EDGEGATE_POLICY,
+                        req,
+                        $crate::__private::response_head(resp),
+                    )
                 }
 
                 fn on_request_chunk(
@@ -147,6 +151,11 @@ pub mod __private {
     use super::*;
     use std::cell::RefCell;
     use std::thread::LocalKey;
+
+    pub use crate::bindings::edgegate::policy::types::{
+        Request as WitRequest, ResponseHead as WitResponseHead,
+    };
+    pub use crate::logic::{request, response_head};
 
     /// Where an instance keeps its initialized policy.
     pub type Slot<P> = RefCell<Option<P>>;

@@ -1,8 +1,8 @@
 //! Constructors for the WIT records and variants a policy builds or tests with.
 
 use crate::{
-    header, ConfigError, Error, HeaderOp, Headers, Request, RequestMutations, RequestSummary,
-    RequestVerdict, Response, ResponseHead, ResponseMutations, ResponseVerdict, RouteDecision,
+    header, ConfigError, Error, HeaderOp, HeaderView, Headers, Request, RequestMutations,
+    RequestSummary, RequestVerdict, Response, ResponseMutations, ResponseVerdict, RouteDecision,
 };
 
 impl RequestVerdict {
@@ -149,51 +149,6 @@ impl RouteDecision {
     }
 }
 
-impl Request {
-    /// A request with this method and path and nothing else, for tests.
-    pub fn new(method: &str, path: &str) -> Self {
-        Request {
-            method: method.to_string(),
-            path: path.to_string(),
-            authority: String::new(),
-            headers: Vec::new(),
-            body: None,
-            client_ip: String::new(),
-            route: String::new(),
-        }
-    }
-
-    /// Adds a header (name lower-cased, as the host delivers them), for tests.
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
-        self
-    }
-
-    /// Sets the buffered body, for tests.
-    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = Some(body.into());
-        self
-    }
-
-    /// The first value of a header, compared case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
-    }
-
-    /// The path without its query string.
-    pub fn path_only(&self) -> &str {
-        self.path
-            .split_once('?')
-            .map_or(&self.path, |(path, _)| path)
-    }
-
-    /// The query string without its `?`, if there is one.
-    pub fn query(&self) -> Option<&str> {
-        self.path.split_once('?').map(|(_, query)| query)
-    }
-}
-
 impl Response {
     /// A response with this status, no headers and no body.
     pub fn new(status: u16) -> Self {
@@ -223,21 +178,32 @@ impl Response {
     }
 }
 
+/// The upstream's response as `on_response` sees it. Its headers are a
+/// [`HeaderView`] the host answers on demand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Response headers, read on demand.
+    pub headers: HeaderView,
+    /// True when the body follows in chunk or event calls.
+    pub streamed: bool,
+    /// The whole body, when the policy buffers it.
+    pub body: Option<Vec<u8>>,
+}
+
 impl ResponseHead {
     /// A response head with this status, no headers and no body, for tests.
     pub fn new(status: u16) -> Self {
         ResponseHead {
             status,
-            headers: Vec::new(),
-            streamed: false,
-            body: None,
+            ..Self::default()
         }
     }
 
     /// Adds a header (name lower-cased, as the host delivers them).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers.push(name, value);
         self
     }
 
@@ -248,8 +214,8 @@ impl ResponseHead {
     }
 
     /// The first value of a header, compared case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name)
     }
 }
 

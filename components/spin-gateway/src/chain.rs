@@ -145,7 +145,7 @@ pub async fn run<T: Transport>(
         method: incoming.method,
         path: incoming.path,
         authority: incoming.authority,
-        headers: incoming.headers,
+        headers: incoming.headers.into(),
         body: Some(incoming.body),
         client_ip: incoming.client_ip,
         route: route.name.clone(),
@@ -283,7 +283,7 @@ fn apply_headers(ops: &[HeaderOp], headers: &mut Headers) -> Result<(), PolicyEr
 }
 
 fn apply_request(changes: &RequestChanges, req: &mut HttpRequest) -> Result<(), PolicyError> {
-    apply_headers(&changes.headers, &mut req.headers)?;
+    apply_headers(&changes.headers, req.headers.list_mut())?;
     if let Some(path) = &changes.path {
         if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(invalid(format!("invalid path `{path}`")));
@@ -300,16 +300,19 @@ fn check_response(resp: HttpResponse) -> Result<HttpResponse, PolicyError> {
     if !(100..=999).contains(&resp.status) {
         return Err(invalid(format!("invalid status {}", resp.status)));
     }
-    let mut headers = Vec::with_capacity(resp.headers.len());
+    let fields = resp.headers.into_vec();
+    let mut headers = Vec::with_capacity(fields.len());
     apply_headers(
-        &resp
-            .headers
+        &fields
             .into_iter()
             .map(|(n, v)| HeaderOp::Append(n, v))
             .collect::<Vec<_>>(),
         &mut headers,
     )?;
-    Ok(HttpResponse { headers, ..resp })
+    Ok(HttpResponse {
+        headers: headers.into(),
+        ..resp
+    })
 }
 
 /// The IP of `spin-client-addr` (`ip:port` or `[v6]:port`).
@@ -325,7 +328,9 @@ pub fn client_ip(addr: &str) -> String {
 
 /// The headers the upstream sees: no hop-by-hop or Spin headers, plus `X-Forwarded-For` and `Via`.
 fn upstream_headers(req: &HttpRequest) -> Headers {
-    let named_by_connection: Vec<String> = header(&req.headers, "connection")
+    let named_by_connection: Vec<String> = req
+        .headers
+        .get("connection")
         .map(|c| {
             c.split(',')
                 .map(|n| n.trim().to_ascii_lowercase())
@@ -334,13 +339,13 @@ fn upstream_headers(req: &HttpRequest) -> Headers {
         .unwrap_or_default();
     let mut headers: Headers = req
         .headers
-        .iter()
+        .to_vec()
+        .into_iter()
         .filter(|(n, _)| {
             !NOT_FORWARDED.contains(&n.as_str())
                 && !n.starts_with("spin-")
                 && !named_by_connection.contains(n)
         })
-        .cloned()
         .collect();
     if !req.client_ip.is_empty() {
         let xff = match header(&headers, "x-forwarded-for") {
@@ -396,7 +401,7 @@ async fn forward<'c, T: Transport>(
         match transport.send(out, upstream.timeout, limit).await {
             Ok(mut resp) => {
                 if !(resp.status >= 500 || resp.status == 429) || last {
-                    strip_hop_by_hop(&mut resp.headers);
+                    strip_hop_by_hop(resp.headers.list_mut());
                     return Ok((resp, name));
                 }
                 env.log(
@@ -494,7 +499,7 @@ fn response_phase(
                         }
                         resp.status = s;
                     }
-                    apply_headers(&headers, &mut resp.headers)?;
+                    apply_headers(&headers, resp.headers.list_mut())?;
                     if let Some(b) = body {
                         resp.body = Some(b);
                     }
@@ -564,7 +569,8 @@ mod tests {
                 ("content-type".into(), "application/json".into()),
                 ("connection".into(), "x-secret-hop".into()),
                 ("x-secret-hop".into(), "1".into()),
-            ],
+            ]
+            .into(),
             body: Some(body.as_bytes().to_vec()),
         })
     }
@@ -667,8 +673,8 @@ mod tests {
             "response redacted: {}",
             body(&resp)
         );
-        assert_eq!(resp.headers.iter().find(|(n, _)| n == "x-secret-hop"), None);
-        assert_eq!(resp.headers.iter().find(|(n, _)| n == "connection"), None);
+        assert_eq!(resp.headers.get("x-secret-hop"), None);
+        assert_eq!(resp.headers.get("connection"), None);
         {
             let sent = script.sent.borrow();
             // primary twice (one retry, with a backoff wait), then the fallback.
@@ -714,7 +720,7 @@ mod tests {
             chat("demo-key", "mail me at jane@corp.example"),
         );
         assert_eq!(again.status, 200);
-        assert_eq!(header(&again.headers, "x-edgegate-cache"), Some("hit"));
+        assert_eq!(again.header("x-edgegate-cache").as_deref(), Some("hit"));
         assert_eq!(
             script.sent.borrow().len(),
             before,

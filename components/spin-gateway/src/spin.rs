@@ -40,6 +40,7 @@ async fn handle(req: IncomingRequest) -> Response {
     builder.status(resp.status);
     let mut headers: Vec<(String, String)> = resp
         .headers
+        .into_vec()
         .into_iter()
         .filter(|(n, _)| n != "content-length" && n != "transfer-encoding")
         .collect();

@@ -603,7 +603,6 @@ async fn request_phase<'a>(
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
         authority: authority.to_string(),
-        headers: wit_headers(&parts.headers),
         body: None,
         client_ip: peer.ip.to_string(),
         route: route.name.clone(),
@@ -619,25 +618,28 @@ async fn request_phase<'a>(
         let started = Instant::now();
         let instance = Arc::clone(&version.instance);
         let mut call_ctx = std::mem::take(ctx);
+        // The headers move into the call, where the policy reads what it asks for.
+        let mut headers = std::mem::take(&mut parts.headers);
         let streams = entry.request_body == BodyMode::Stream;
         let call = async move {
             if !streams {
-                let result = instance.on_request(&wit, &mut call_ctx).await;
-                return (result, None, wit, call_ctx);
+                let result = instance.on_request(&wit, &mut headers, &mut call_ctx).await;
+                return (result, None, wit, headers, call_ctx);
             }
             // The instance stays with the request for its body's chunk calls.
             match instance.lease().await {
                 Ok(mut lease) => {
-                    let result = lease.on_request(&wit, &mut call_ctx).await;
-                    (result, Some(lease), wit, call_ctx)
+                    let result = lease.on_request(&wit, &mut headers, &mut call_ctx).await;
+                    (result, Some(lease), wit, headers, call_ctx)
                 }
-                Err(e) => (Err(e), None, wit, call_ctx),
+                Err(e) => (Err(e), None, wit, headers, call_ctx),
             }
         };
-        let Some((result, lease, back, back_ctx)) = slow_lane::run(call).await else {
+        let Some((result, lease, back, back_headers, back_ctx)) = slow_lane::run(call).await else {
             return RequestOutcome::Respond(lost_call(entry), ran);
         };
         wit = back;
+        parts.headers = back_headers;
         *ctx = back_ctx;
         let took = started.elapsed();
         version
@@ -735,18 +737,6 @@ fn policy_failed(
     }
 }
 
-/// A header map as the WIT header list policies see (non-UTF-8 bytes replaced).
-fn wit_headers(map: &HeaderMap) -> Vec<(String, String)> {
-    map.iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
-}
-
 fn header_name(name: &str) -> Result<HeaderName, PolicyFailure> {
     HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| PolicyFailure::Guest(format!("invalid header name `{name}`")))
@@ -770,15 +760,11 @@ fn is_framing(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Apply a policy's header operations to a header map, and rebuild the WIT
-/// header list when given. Bounded and linear: at most [`MAX_HEADER_OPS`]
-/// operations, and the result must keep within [`MAX_POLICY_HEADER_FIELDS`]
-/// and [`MAX_POLICY_HEADER_BYTES`]; framing headers are ignored.
-fn apply_header_ops(
-    ops: &[types::HeaderOp],
-    map: &mut HeaderMap,
-    mirror: Option<&mut Vec<(String, String)>>,
-) -> Result<(), PolicyFailure> {
+/// Apply a policy's header operations to a header map. Bounded and linear:
+/// at most [`MAX_HEADER_OPS`] operations, and the result must keep within
+/// [`MAX_POLICY_HEADER_FIELDS`] and [`MAX_POLICY_HEADER_BYTES`]; framing
+/// headers are ignored.
+fn apply_header_ops(ops: &[types::HeaderOp], map: &mut HeaderMap) -> Result<(), PolicyFailure> {
     if ops.is_empty() {
         return Ok(());
     }
@@ -821,9 +807,6 @@ fn apply_header_ops(
         }
     }
     check_header_bytes(map)?;
-    if let Some(m) = mirror {
-        *m = wit_headers(map);
-    }
     Ok(())
 }
 
@@ -868,7 +851,7 @@ fn apply_request_mutations(
     parts: &mut Parts,
     body: &mut RequestBody,
 ) -> Result<(), PolicyFailure> {
-    apply_header_ops(&m.headers, &mut parts.headers, Some(&mut wit.headers))?;
+    apply_header_ops(&m.headers, &mut parts.headers)?;
     if let Some(path) = &m.path {
         // A policy's path gets the client's treatment: the upstream never
         // sees a form the route table would not have matched as it is.
@@ -1213,11 +1196,10 @@ async fn response_phase(
         route: route.name.clone(),
         upstream: upstream.to_string(),
     };
-    // One WIT view of the response for every policy, kept in step with the
-    // changes they make. Its body is the whole body, once a policy buffered it.
+    // One WIT view of the response for every policy; its headers are read on
+    // demand from `rparts`. Its body is the whole body, once a policy buffered it.
     let mut head = types::ResponseHead {
         status: rparts.status.as_u16(),
-        headers: wit_headers(&rparts.headers),
         streamed: false,
         body: None,
     };
@@ -1251,24 +1233,32 @@ async fn response_phase(
         let started = Instant::now();
         let instance = Arc::clone(&version.instance);
         let mut call_ctx = std::mem::take(ctx);
+        let mut headers = std::mem::take(&mut rparts.headers);
         let call = async move {
             if kind.is_none() {
-                let result = instance.on_response(&summary, &head, &mut call_ctx).await;
-                return (result, None, summary, head, call_ctx);
+                let result = instance
+                    .on_response(&summary, &head, &mut headers, &mut call_ctx)
+                    .await;
+                return (result, None, summary, head, headers, call_ctx);
             }
             match instance.lease().await {
                 Ok(mut lease) => {
-                    let result = lease.on_response(&summary, &head, &mut call_ctx).await;
-                    (result, Some(lease), summary, head, call_ctx)
+                    let result = lease
+                        .on_response(&summary, &head, &mut headers, &mut call_ctx)
+                        .await;
+                    (result, Some(lease), summary, head, headers, call_ctx)
                 }
-                Err(e) => (Err(e), None, summary, head, call_ctx),
+                Err(e) => (Err(e), None, summary, head, headers, call_ctx),
             }
         };
-        let Some((result, lease, back_summary, back, back_ctx)) = slow_lane::run(call).await else {
+        let Some((result, lease, back_summary, back, back_headers, back_ctx)) =
+            slow_lane::run(call).await
+        else {
             return lost_call(entry);
         };
         summary = back_summary;
         head = back;
+        rparts.headers = back_headers;
         *ctx = back_ctx;
         let took = started.elapsed();
         version
@@ -1284,7 +1274,7 @@ async fn response_phase(
                 if let Some(s) = m.status {
                     rparts.status = policy_status(s)?;
                 }
-                apply_header_ops(&m.headers, &mut rparts.headers, Some(&mut head.headers))?;
+                apply_header_ops(&m.headers, &mut rparts.headers)?;
                 if let Some(b) = m.body {
                     check_body(b.len(), entry.body_limit)?;
                     if mode != BodyMode::Buffer {
@@ -1293,8 +1283,6 @@ async fn response_phase(
                         ));
                     }
                     rparts.headers.remove(header::CONTENT_LENGTH);
-                    head.headers
-                        .retain(|(k, _)| !k.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str()));
                     head.body = Some(b);
                 }
                 Ok(())
@@ -1317,7 +1305,6 @@ async fn response_phase(
                 )?
                 .into_parts();
                 rparts = p;
-                head.headers = wit_headers(&rparts.headers);
                 head.body = Some(new_body);
                 replaced = true;
                 Ok(())

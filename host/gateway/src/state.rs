@@ -340,18 +340,23 @@ async fn self_test(instance: &PolicyInstance, test: &SelfTest) -> Result<(), Str
         method: test.method.to_ascii_uppercase(),
         path: test.path.clone(),
         authority: "self-test.edgegate".into(),
-        headers: test
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect(),
         body: test.body.as_ref().map(|b| b.as_bytes().to_vec()),
         client_ip: "127.0.0.1".into(),
         route: "self-test".into(),
     };
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &test.headers {
+        let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) else {
+            return Err(format!("header `{name}` is not a valid header field"));
+        };
+        headers.append(n, v);
+    }
     let mut ctx = ContextBag::default();
     let verdict = instance
-        .on_request(&req, &mut ctx)
+        .on_request(&req, &mut headers, &mut ctx)
         .await
         .map_err(|f| format!("failed: {f}"))?;
     let answered = match verdict {

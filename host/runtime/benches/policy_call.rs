@@ -28,15 +28,27 @@ fn request() -> types::Request {
         method: "GET".into(),
         path: "/v1/items?id=7".into(),
         authority: "api.example.com".into(),
-        headers: vec![
-            ("accept".into(), "application/json".into()),
-            ("user-agent".into(), "bench".into()),
-            ("x-api-key".into(), "k-123".into()),
-        ],
         body: None,
         client_ip: "127.0.0.1".into(),
         route: "api".into(),
     }
+}
+
+/// The request's headers, which a policy reads on demand (`message`).
+fn request_headers() -> http::HeaderMap {
+    [
+        ("accept", "application/json"),
+        ("user-agent", "bench"),
+        ("x-api-key", "k-123"),
+    ]
+    .into_iter()
+    .map(|(n, v)| {
+        (
+            http::HeaderName::from_static(n),
+            http::HeaderValue::from_static(v),
+        )
+    })
+    .collect()
 }
 
 fn policy(runtime: &Runtime, name: &str, config_json: &str) -> PolicyInstance {
@@ -81,6 +93,7 @@ fn build(
 fn bench(c: &mut Criterion) {
     let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
     let req = request();
+    let mut fields = request_headers();
     let noop = policy(&runtime, "noop", "{}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,7 +102,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("noop: instantiate + init + on-request", |b| {
         b.iter(|| {
             let mut ctx = ContextBag::default();
-            rt.block_on(noop.on_request(&req, &mut ctx)).unwrap()
+            rt.block_on(noop.on_request(&req, &mut fields, &mut ctx))
+                .unwrap()
         })
     });
     // The same call on a kept, initialised instance (`reuse_instances = true`).
@@ -97,7 +111,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("noop: reused instance, on-request", |b| {
         b.iter(|| {
             let mut ctx = ContextBag::default();
-            rt.block_on(reused.on_request(&req, &mut ctx)).unwrap()
+            rt.block_on(reused.on_request(&req, &mut fields, &mut ctx))
+                .unwrap()
         })
     });
     let headers = policy(
@@ -108,7 +123,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("headers: instantiate + init + on-request", |b| {
         b.iter(|| {
             let mut ctx = ContextBag::default();
-            rt.block_on(headers.on_request(&req, &mut ctx)).unwrap()
+            rt.block_on(headers.on_request(&req, &mut fields, &mut ctx))
+                .unwrap()
         })
     });
 
@@ -121,8 +137,11 @@ fn bench(c: &mut Criterion) {
     let mut big = request();
     big.method = "POST".into();
     big.path = "/v1/chat/completions".into();
-    big.headers
-        .push(("content-type".into(), "application/json".into()));
+    let mut big_fields = request_headers();
+    big_fields.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     big.body = Some(body.clone());
     let redaction = policy_with(
         &runtime,
@@ -135,7 +154,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("wasm: 64 KB JSON, default rules", |b| {
         b.iter(|| {
             let mut ctx = ContextBag::default();
-            rt.block_on(redaction.on_request(&big, &mut ctx)).unwrap()
+            rt.block_on(redaction.on_request(&big, &mut big_fields, &mut ctx))
+                .unwrap()
         })
     });
     // As the demo and bench configs run it (`reuse_instances = true`): a kept
@@ -150,7 +170,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("wasm: 64 KB JSON, policy kept", |b| {
         b.iter(|| {
             let mut ctx = ContextBag::default();
-            rt.block_on(kept.on_request(&big, &mut ctx)).unwrap()
+            rt.block_on(kept.on_request(&big, &mut big_fields, &mut ctx))
+                .unwrap()
         })
     });
     group.finish();

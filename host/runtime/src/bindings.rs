@@ -10,5 +10,5 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use edgegate::policy::{clock, context, crypto, health, kv, log, metrics, types};
+pub use edgegate::policy::{clock, context, crypto, health, kv, log, message, metrics, types};
 pub use exports::edgegate::policy::hooks;

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
 use wasmtime::{
     Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
@@ -142,26 +143,32 @@ pub struct Lease {
 
 impl Lease {
     /// The head call of a request body in `chunks` mode; the context stays
-    /// with the instance for the chunk calls.
+    /// with the instance for the chunk calls. `headers` are the request's,
+    /// which the policy reads on demand (`message`).
     pub async fn on_request(
         &mut self,
         req: &types::Request,
+        headers: &mut HeaderMap,
         ctx: &mut ContextBag,
     ) -> Result<types::RequestVerdict, PolicyFailure> {
-        match self.call(Some(ctx), Hook::Request(req)).await? {
+        match self.call(Some((ctx, headers)), Hook::Request(req)).await? {
             HookResult::Request(v) => Ok(v),
             _ => Err(unexpected()),
         }
     }
 
-    /// The head call of a streamed response.
+    /// The head call of a streamed response; `headers` are the response's.
     pub async fn on_response(
         &mut self,
         summary: &types::RequestSummary,
         resp: &types::ResponseHead,
+        headers: &mut HeaderMap,
         ctx: &mut ContextBag,
     ) -> Result<types::ResponseVerdict, PolicyFailure> {
-        match self.call(Some(ctx), Hook::Response(summary, resp)).await? {
+        match self
+            .call(Some((ctx, headers)), Hook::Response(summary, resp))
+            .await?
+        {
             HookResult::Response(v) => Ok(v),
             _ => Err(unexpected()),
         }
@@ -203,7 +210,7 @@ impl Lease {
 
     async fn call(
         &mut self,
-        ctx: Option<&mut ContextBag>,
+        head: Option<Head<'_>>,
         hook: Hook<'_>,
     ) -> Result<HookResult, PolicyFailure> {
         let Some(warm) = self.warm.as_mut() else {
@@ -214,7 +221,7 @@ impl Lease {
                 "the policy instance failed earlier in this body".into(),
             ));
         }
-        self.owner.call_on(warm, ctx, true, hook).await
+        self.owner.call_on(warm, head, true, hook).await
     }
 }
 
@@ -342,39 +349,42 @@ impl PolicyInstance {
         })
     }
 
-    /// Run the request phase (an instance for this one call).
+    /// Run the request phase (an instance for this one call). `headers` are
+    /// the request's: they move into the store for the call, where the
+    /// policy reads them on demand (`message`), and come back after.
     pub async fn on_request(
         &self,
         req: &types::Request,
+        headers: &mut HeaderMap,
         ctx: &mut ContextBag,
     ) -> Result<types::RequestVerdict, PolicyFailure> {
-        match self.once(ctx, Hook::Request(req)).await? {
+        match self.once((ctx, headers), Hook::Request(req)).await? {
             HookResult::Request(v) => Ok(v),
             _ => Err(unexpected()),
         }
     }
 
     /// Run the response phase on a response whose body is buffered or not
-    /// seen (an instance for this one call).
+    /// seen (an instance for this one call); `headers` are the response's.
     pub async fn on_response(
         &self,
         summary: &types::RequestSummary,
         resp: &types::ResponseHead,
+        headers: &mut HeaderMap,
         ctx: &mut ContextBag,
     ) -> Result<types::ResponseVerdict, PolicyFailure> {
-        match self.once(ctx, Hook::Response(summary, resp)).await? {
+        match self
+            .once((ctx, headers), Hook::Response(summary, resp))
+            .await?
+        {
             HookResult::Response(v) => Ok(v),
             _ => Err(unexpected()),
         }
     }
 
-    async fn once(
-        &self,
-        ctx: &mut ContextBag,
-        hook: Hook<'_>,
-    ) -> Result<HookResult, PolicyFailure> {
+    async fn once(&self, head: Head<'_>, hook: Hook<'_>) -> Result<HookResult, PolicyFailure> {
         let mut warm = self.take().await?;
-        let result = self.call_on(&mut warm, Some(ctx), false, hook).await;
+        let result = self.call_on(&mut warm, Some(head), false, hook).await;
         self.give_back(warm);
         result
     }
@@ -422,16 +432,20 @@ impl PolicyInstance {
     }
 
     /// One hook on an initialised instance. A head call brings the request's
-    /// context in and hands the result back (`keep_ctx`: a copy stays with
-    /// the instance for the body calls after it); a body call works on the
-    /// instance's own copy.
+    /// context and the message's headers in and hands them back (`keep_ctx`:
+    /// a copy of the context stays with the instance for the body calls
+    /// after it); a body call works on the instance's own copy.
     async fn call_on(
         &self,
         warm: &mut Warm,
-        ctx: Option<&mut ContextBag>,
+        head: Option<Head<'_>>,
         keep_ctx: bool,
         hook: Hook<'_>,
     ) -> Result<HookResult, PolicyFailure> {
+        let (ctx, mut headers) = match head {
+            Some((ctx, headers)) => (Some(ctx), Some(headers)),
+            None => (None, None),
+        };
         {
             let state = warm.store.data_mut();
             if let Some(ctx) = &ctx {
@@ -439,11 +453,19 @@ impl PolicyInstance {
                 // the context goes in as a copy and comes back only on success.
                 state.ctx = (*ctx).clone();
             }
+            if let Some(headers) = headers.as_deref_mut() {
+                state.message = std::mem::take(headers);
+            }
             state.begin_call();
             state.limiter.memory_denied = false;
         }
         self.arm(&mut warm.store);
         let outcome = Self::run_hook(&warm.policy, &mut warm.store, hook).await;
+        // The headers go back whatever the outcome; none stay with the instance.
+        let message = std::mem::take(&mut warm.store.data_mut().message);
+        if let Some(headers) = headers {
+            *headers = message;
+        }
         warm.calls += 1;
         warm.healthy = matches!(outcome, Ok(_) | Err(Outcome::Guest(_)));
         self.finish(&mut warm.store, ctx, keep_ctx, outcome)
@@ -599,6 +621,9 @@ impl PolicyInstance {
         }
     }
 }
+
+/// What a head call brings in: the request's context and the message's headers.
+type Head<'a> = (&'a mut ContextBag, &'a mut HeaderMap);
 
 enum Hook<'a> {
     Request(&'a types::Request),

@@ -263,12 +263,12 @@ impl Auth {
         if let Some(p) = self.client_cert(env) {
             return Ok(p);
         }
-        let authorization = req.header("authorization").map(str::trim);
+        let authorization = req.header("authorization");
+        let authorization = authorization.as_deref().map(str::trim);
         let bearer = authorization.and_then(|a| strip_scheme(a, "bearer"));
         if let Some(keys) = &self.config.api_keys {
             let presented = req
                 .header(&keys.header)
-                .map(String::from)
                 .or_else(|| keys.query.as_deref().and_then(|q| req.query_param(q)))
                 .or_else(|| {
                     bearer
@@ -402,16 +402,14 @@ impl Auth {
     fn unauthorized(&self) -> HttpResponse {
         let mut resp = json_error(401, "unauthorized", "missing or invalid credentials");
         if let Some(b) = &self.config.basic {
-            resp.headers.push((
-                "www-authenticate".into(),
-                format!("Basic realm=\"{}\", charset=\"UTF-8\"", b.realm),
-            ));
+            resp.headers.push(
+                "www-authenticate",
+                &format!("Basic realm=\"{}\", charset=\"UTF-8\"", b.realm),
+            );
         }
         if self.config.jwt.is_some() || self.config.api_keys.as_ref().is_some_and(|k| k.bearer) {
-            resp.headers.push((
-                "www-authenticate".into(),
-                "Bearer realm=\"edgegate\"".into(),
-            ));
+            resp.headers
+                .push("www-authenticate", "Bearer realm=\"edgegate\"");
         }
         resp
     }
@@ -442,8 +440,7 @@ impl Auth {
 
 fn too_many(code: &str, message: &str, retry_after_s: u64) -> HttpResponse {
     let mut resp = json_error(429, code, message);
-    resp.headers
-        .push(("retry-after".into(), retry_after_s.to_string()));
+    resp.headers.push("retry-after", &retry_after_s.to_string());
     resp
 }
 

@@ -123,7 +123,7 @@ fn wrong_and_missing_credentials_get_the_same_401() {
         unreachable!()
     };
     assert_eq!(
-        r.header("www-authenticate"),
+        r.header("www-authenticate").as_deref(),
         Some("Bearer realm=\"edgegate\"")
     );
     assert_eq!(env.counter("auth", "unauthenticated"), 3);
@@ -138,7 +138,7 @@ fn roles_decide_403_per_route() {
     let refused = a.on_request(&env, chat.clone()).unwrap();
     assert_eq!(status(&refused), Some(403));
     assert_eq!(body_json(&refused)["error"], "forbidden");
-    chat.headers = vec![("x-api-key".into(), "secret-a".into())];
+    chat.headers = vec![("x-api-key".into(), "secret-a".into())].into();
     assert_eq!(status(&a.on_request(&env, chat).unwrap()), None);
     // Routes without an access rule take any authenticated principal.
     let open = get("/x").with_header("x-api-key", "secret-b");
@@ -167,7 +167,7 @@ fn basic_auth_checks_user_and_password_digest() {
             unreachable!()
         };
         assert_eq!(
-            r.header("www-authenticate"),
+            r.header("www-authenticate").as_deref(),
             Some("Basic realm=\"ops\", charset=\"UTF-8\"")
         );
     }
@@ -441,7 +441,7 @@ fn rate_limit_per_principal_and_route_with_retry_after() {
     let RequestOutcome::Respond(r) = &refused else {
         unreachable!()
     };
-    assert_eq!(r.header("retry-after"), Some("60"));
+    assert_eq!(r.header("retry-after").as_deref(), Some("60"));
     // Other principals and other routes have their own budgets.
     assert_eq!(
         status(&a.on_request(&env, req("secret-b", "api")).unwrap()),
@@ -489,7 +489,7 @@ fn token_quota_counts_upstream_usage_and_refuses_when_spent() {
     let upstream = |total: u64| {
         HttpResponse {
         status: 200,
-        headers: vec![],
+        headers: vec![].into(),
         body: Some(json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": total - 10, "total_tokens": total}}).to_string().into_bytes()),
     }
     };
@@ -526,7 +526,7 @@ fn token_quota_counts_upstream_usage_and_refuses_when_spent() {
     assert!((1..=3600).contains(&retry));
     // The quota is per principal and only on LLM paths.
     let mut other = chat("hi");
-    other.headers = vec![("x-api-key".into(), "secret-b".into())];
+    other.headers = vec![("x-api-key".into(), "secret-b".into())].into();
     other.route = "api".into();
     assert_eq!(status(&a.on_request(&env, other).unwrap()), None);
     let plain = get("/x").with_header("x-api-key", "secret-a");
@@ -714,7 +714,7 @@ fn stream_answer(
     };
     let head = HttpResponse {
         status: 200,
-        headers: vec![("content-type".into(), "text/event-stream".into())],
+        headers: vec![("content-type".into(), "text/event-stream".into())].into(),
         body: None,
     };
     a.on_response(env, &info, head).unwrap();
@@ -868,7 +868,7 @@ fn a_streamed_answer_from_a_cache_hit_is_not_charged() {
         &info,
         HttpResponse {
             status: 200,
-            headers: vec![],
+            headers: vec![].into(),
             body: None,
         },
     )

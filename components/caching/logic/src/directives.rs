@@ -11,15 +11,18 @@ pub const MAX_VARY: usize = 8;
 /// RFC 9111 §1.2.2: larger delta-seconds count as this.
 const MAX_DELTA_SECONDS: u64 = 1 << 31;
 
-/// The values of every `name` header, in order.
-pub use edgegate_policy_core::header_values as values;
+use edgegate_policy_core::HeaderView;
 
 /// The items of comma-separated header lists, trimmed, empty ones skipped.
-fn items<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    values(headers, name)
+fn items(headers: &HeaderView, name: &str) -> Vec<String> {
+    headers
+        .values(name)
+        .iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The `Cache-Control` directives the cache acts on, from all of a message's
@@ -40,12 +43,12 @@ pub struct CacheControl {
 
 impl CacheControl {
     /// The directives of `headers`; for repeated directives the first counts.
-    pub fn of(headers: &[(String, String)]) -> Self {
+    pub fn of(headers: &HeaderView) -> Self {
         let mut cc = CacheControl::default();
-        for directive in items(headers, "cache-control") {
+        for directive in &items(headers, "cache-control") {
             let (name, arg) = match directive.split_once('=') {
                 Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                None => (directive, None),
+                None => (directive.as_str(), None),
             };
             match name.to_ascii_lowercase().as_str() {
                 "no-store" => cc.no_store = true,
@@ -72,13 +75,15 @@ fn delta_seconds(arg: Option<&str>) -> u64 {
 }
 
 /// `Pragma: no-cache`, which HTTP/1.0 clients send instead of `Cache-Control`.
-pub fn pragma_no_cache(headers: &[(String, String)]) -> bool {
-    items(headers, "pragma").any(|i| i.eq_ignore_ascii_case("no-cache"))
+pub fn pragma_no_cache(headers: &HeaderView) -> bool {
+    items(headers, "pragma")
+        .iter()
+        .any(|i| i.eq_ignore_ascii_case("no-cache"))
 }
 
 /// The `Age` a response arrived with (set by caches before this one), seconds.
-pub fn age(headers: &[(String, String)]) -> u64 {
-    delta_seconds(values(headers, "age").next().map(str::trim))
+pub fn age(headers: &HeaderView) -> u64 {
+    delta_seconds(headers.get("age").as_deref().map(str::trim))
 }
 
 /// What a response's `Vary` says.
@@ -92,10 +97,10 @@ pub enum Vary {
 
 impl Vary {
     /// The `Vary` of `headers`.
-    pub fn of(headers: &[(String, String)]) -> Self {
+    pub fn of(headers: &HeaderView) -> Self {
         let mut names = Vec::new();
         for item in items(headers, "vary") {
-            if item == "*" || !is_token(item) {
+            if item == "*" || !is_token(&item) {
                 return Vary::Any;
             }
             names.push(item.to_ascii_lowercase());
@@ -151,7 +156,7 @@ fn entity_tags(list: &str) -> Vec<&str> {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn h(pairs: &[(&str, &str)]) -> HeaderView {
         pairs
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -180,7 +185,10 @@ mod tests {
         let cc = CacheControl::of(&h(&[("cache-control", "max-age=abc,no-store")]));
         assert_eq!(cc.max_age, Some(0));
         assert!(cc.no_store);
-        assert_eq!(CacheControl::of(&[]), CacheControl::default());
+        assert_eq!(
+            CacheControl::of(&HeaderView::default()),
+            CacheControl::default()
+        );
     }
 
     #[test]
@@ -189,7 +197,7 @@ mod tests {
         assert!(!pragma_no_cache(&h(&[("pragma", "nocache")])));
         assert_eq!(age(&h(&[("age", " 12 ")])), 12);
         assert_eq!(age(&h(&[("age", "-1")])), 0);
-        assert_eq!(age(&[]), 0);
+        assert_eq!(age(&HeaderView::default()), 0);
     }
 
     #[test]
@@ -201,7 +209,7 @@ mod tests {
             ])),
             Vary::Names(vec!["accept-encoding".into(), "origin".into()])
         );
-        assert_eq!(Vary::of(&[]), Vary::Names(Vec::new()));
+        assert_eq!(Vary::of(&HeaderView::default()), Vary::Names(Vec::new()));
         assert_eq!(Vary::of(&h(&[("vary", "accept, *")])), Vary::Any);
         assert_eq!(Vary::of(&h(&[("vary", "a b")])), Vary::Any);
         let many = (0..=MAX_VARY)

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use edgegate_policy_core::{hex, Env};
 
-use crate::directives::values;
+use edgegate_policy_core::HeaderView;
 
 /// Request headers whose values the request phase always keeps for the
 /// response phase (which does not see request headers), because responses
@@ -86,7 +86,7 @@ pub fn vary_record(base: &str) -> String {
 /// one `=value`, a long or secret one `#digest`.
 pub fn vary_values(
     env: &dyn Env,
-    headers: &[(String, String)],
+    headers: &HeaderView,
     known: &[String],
 ) -> BTreeMap<String, String> {
     COMMON_VARY
@@ -97,8 +97,9 @@ pub fn vary_values(
         .collect()
 }
 
-fn fingerprint(env: &dyn Env, headers: &[(String, String)], name: &str) -> String {
-    let all: Vec<&str> = values(headers, name).map(str::trim).collect();
+fn fingerprint(env: &dyn Env, headers: &HeaderView, name: &str) -> String {
+    let values = headers.values(name);
+    let all: Vec<&str> = values.iter().map(|v| v.trim()).collect();
     if all.is_empty() {
         return String::new();
     }
@@ -216,7 +217,8 @@ mod tests {
             ("accept-encoding".to_string(), " br ".to_string()),
             ("cookie".to_string(), "session=s3cret".to_string()),
             ("user-agent".to_string(), "x".repeat(100)),
-        ];
+        ]
+        .into();
         let known = ["cookie".to_string(), "user-agent".to_string()];
         let v = vary_values(&env, &headers, &known);
         assert_eq!(v["accept-encoding"], "=gzip, br");
@@ -230,8 +232,12 @@ mod tests {
     fn entry_keys_follow_the_varied_values() {
         let env = MemoryEnv::default();
         let names = vec!["accept-encoding".to_string()];
-        let gzip = vary_values(&env, &[("accept-encoding".into(), "gzip".into())], &[]);
-        let none = vary_values(&env, &[], &[]);
+        let gzip = vary_values(
+            &env,
+            &vec![("accept-encoding".into(), "gzip".into())].into(),
+            &[],
+        );
+        let none = vary_values(&env, &HeaderView::default(), &[]);
         assert_eq!(entry(&env, "b", &[], &gzip).as_deref(), Some("e:b"));
         let a = entry(&env, "b", &names, &gzip);
         let b = entry(&env, "b", &names, &none);

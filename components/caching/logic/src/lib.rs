@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{CachingConfig, LlmCacheConfig};
 
-use directives::{none_match, pragma_no_cache, values, CacheControl};
+use directives::{none_match, pragma_no_cache, CacheControl};
 use entry::Entry;
 use key::Scope;
 use store::Refusal;
@@ -205,7 +205,7 @@ impl PolicyLogic for Caching {
                 if let (Some(pending), Some(head)) = (pending, head) {
                     let resp = HttpResponse {
                         status: head.status,
-                        headers: head.headers,
+                        headers: head.headers.into(),
                         body: Some(std::mem::take(&mut capture.bytes)),
                     };
                     self.store(env, resp, &pending)?;
@@ -307,7 +307,7 @@ impl Caching {
         let vary = key::vary_values(env, &req.headers, known.as_deref().unwrap_or_default());
 
         // `no-cache` or `max-age=0`: the client wants a fresh answer, which is then stored.
-        let has_cache_control = values(&req.headers, "cache-control").next().is_some();
+        let has_cache_control = req.headers.get("cache-control").is_some();
         let refresh = cc.no_cache
             || cc.max_age == Some(0)
             || (!has_cache_control && pragma_no_cache(&req.headers));
@@ -369,19 +369,19 @@ impl Caching {
                     .filter(|(n, _)| {
                         NOT_MODIFIED_HEADERS.contains(&n.to_ascii_lowercase().as_str())
                     })
-                    .collect(),
+                    .collect::<Vec<_>>()
+                    .into(),
                 body: None,
             }
         } else {
             HttpResponse {
                 status: entry.status,
-                headers: entry.headers,
+                headers: entry.headers.into(),
                 body: (req.method != "HEAD").then_some(entry.body),
             }
         };
-        resp.headers.push(("age".into(), age_s.to_string()));
-        resp.headers
-            .push((self.config.status_header.clone(), "hit".into()));
+        resp.headers.push("age", &age_s.to_string());
+        resp.headers.push(&self.config.status_header, "hit");
         Ok(Some(RequestOutcome::Respond(resp)))
     }
 
@@ -452,7 +452,7 @@ impl Caching {
         }
         let head = StreamHead {
             status: resp.status,
-            headers: resp.headers,
+            headers: resp.headers.to_vec(),
         };
         if let Ok(text) = serde_json::to_string(&head) {
             env.ctx_set(ctx::STREAM, &text);
@@ -512,11 +512,15 @@ fn not_modified(req: &HttpRequest, entry: &Entry) -> bool {
     if !(200..300).contains(&entry.status) {
         return false;
     }
-    let if_none_match: Vec<&str> = values(&req.headers, "if-none-match").collect();
+    let values = req.headers.values("if-none-match");
+    let if_none_match: Vec<&str> = values.iter().map(String::as_str).collect();
     if !if_none_match.is_empty() {
         return none_match(&if_none_match, header(&entry.headers, "etag"));
     }
-    let since = req.header("if-modified-since").and_then(http_date::parse);
+    let since = req
+        .header("if-modified-since")
+        .as_deref()
+        .and_then(http_date::parse);
     let modified = header(&entry.headers, "last-modified").and_then(http_date::parse);
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }

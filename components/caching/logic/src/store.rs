@@ -1,10 +1,10 @@
 //! Which upstream responses the cache stores, and for how long (RFC 9111 §3
 //! and §4.2, as a shared cache).
 
-use edgegate_policy_core::{header, HttpResponse};
+use edgegate_policy_core::{header_values, HeaderView, HttpResponse};
 
 use crate::config::CachingConfig;
-use crate::directives::{self, values, CacheControl, Vary};
+use crate::directives::{self, CacheControl, Vary};
 use crate::entry::Entry;
 use crate::http_date;
 
@@ -60,7 +60,11 @@ pub fn admit(
     if !STORED_STATUSES.contains(&resp.status) {
         return Err(Refusal::Uncacheable("status not cacheable"));
     }
-    let cc = CacheControl::of(&resp.headers);
+    // Every check below reads the headers, and a stored entry keeps them:
+    // one copy from the host serves them all.
+    let mut headers = resp.headers;
+    headers.list_mut();
+    let cc = CacheControl::of(&headers);
     if cc.no_store {
         return Err(Refusal::Uncacheable("response says no-store"));
     }
@@ -73,10 +77,10 @@ pub fn admit(
             "response says private and per_user is off",
         ));
     }
-    if header(&resp.headers, "set-cookie").is_some() {
+    if headers.get("set-cookie").is_some() {
         return Err(Refusal::Uncacheable("response sets a cookie"));
     }
-    let Vary::Names(vary) = Vary::of(&resp.headers) else {
+    let Vary::Names(vary) = Vary::of(&headers) else {
         return Err(Refusal::Uncacheable(
             "response varies on `*` or on too many headers",
         ));
@@ -90,9 +94,9 @@ pub fn admit(
         return Err(Refusal::TooLarge);
     }
     let default_ttl_s = if llm { config.llm.ttl_s } else { config.ttl_s };
-    let lifetime_s = freshness_lifetime(&resp.headers, resp.status, &cc, default_ttl_s, now_ms)
-        .min(config.max_ttl_s);
-    let age_s = directives::age(&resp.headers);
+    let lifetime_s =
+        freshness_lifetime(&headers, resp.status, &cc, default_ttl_s, now_ms).min(config.max_ttl_s);
+    let age_s = directives::age(&headers);
     if lifetime_s <= age_s {
         return Err(Refusal::Uncacheable("response is not fresh"));
     }
@@ -101,7 +105,7 @@ pub fn admit(
         status: resp.status,
         stored_at_ms,
         expires_at_ms: stored_at_ms.saturating_add(lifetime_s.saturating_mul(1000)),
-        headers: stored_headers(resp.headers, &config.status_header),
+        headers: stored_headers(std::mem::take(headers.list_mut()), &config.status_header),
         body,
     };
     Ok((entry, vary))
@@ -111,7 +115,7 @@ pub fn admit(
 /// `Expires` minus `Date` (an `Expires` that is not a date is in the past),
 /// else `default_ttl_s` for a `200` and 0 for other statuses.
 fn freshness_lifetime(
-    headers: &[(String, String)],
+    headers: &HeaderView,
     status: u16,
     cc: &CacheControl,
     default_ttl_s: u64,
@@ -120,12 +124,13 @@ fn freshness_lifetime(
     if let Some(s) = cc.s_maxage.or(cc.max_age) {
         return s;
     }
-    if let Some(expires) = values(headers, "expires").next() {
-        let Some(expires) = http_date::parse(expires) else {
+    if let Some(expires) = headers.get("expires") {
+        let Some(expires) = http_date::parse(&expires) else {
             return 0;
         };
-        let date = values(headers, "date")
-            .next()
+        let date = headers
+            .get("date")
+            .as_deref()
             .and_then(http_date::parse)
             .unwrap_or(now_ms / 1000);
         return expires.saturating_sub(date);
@@ -140,7 +145,7 @@ fn freshness_lifetime(
 /// The end-to-end headers: without hop-by-hop ones (also those `Connection`
 /// names), `Age` and the cache's own status header.
 fn stored_headers(headers: Vec<(String, String)>, status_header: &str) -> Vec<(String, String)> {
-    let connection_named: Vec<String> = values(&headers, "connection")
+    let connection_named: Vec<String> = header_values(&headers, "connection")
         .flat_map(|v| v.split(','))
         .map(|n| n.trim().to_ascii_lowercase())
         .collect();

@@ -75,9 +75,9 @@ impl PolicyLogic for Redaction {
             // all of them are written back, in order.
             let mut values = Vec::new();
             let mut changed = false;
-            for (_, value) in req.headers.iter().filter(|(n, _)| n == name) {
-                match self.scan_text(env, value, &mut counts)? {
-                    Scan::Clean => values.push(value.clone()),
+            for value in req.headers.values(name) {
+                match self.scan_text(env, &value, &mut counts)? {
+                    Scan::Clean => values.push(value),
                     Scan::Changed(v) => {
                         changed = true;
                         values.push(v);
@@ -95,7 +95,12 @@ impl PolicyLogic for Redaction {
             }
         }
         if let (true, Some(body)) = (self.config.request, &req.body) {
-            match self.scan_body(env, req.header("content-type"), body, &mut counts)? {
+            match self.scan_body(
+                env,
+                req.header("content-type").as_deref(),
+                body,
+                &mut counts,
+            )? {
                 Scan::Clean => {}
                 Scan::Changed(b) => changes.body = Some(b),
                 Scan::Blocked(rule) => return Ok(self.block_request(env, &rule)),
@@ -115,7 +120,12 @@ impl PolicyLogic for Redaction {
             return Ok(ResponseOutcome::pass());
         };
         let mut counts = Counts(vec![0; self.rules.len()]);
-        let outcome = match self.scan_body(env, resp.header("content-type"), body, &mut counts)? {
+        let outcome = match self.scan_body(
+            env,
+            resp.header("content-type").as_deref(),
+            body,
+            &mut counts,
+        )? {
             Scan::Clean => ResponseOutcome::pass(),
             Scan::Changed(b) => ResponseOutcome::Continue(ResponseChanges {
                 body: Some(b),

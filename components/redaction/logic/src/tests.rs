@@ -199,7 +199,7 @@ fn block_rules_refuse_requests_without_echoing_the_value() {
     // In a response: replaced by a 502.
     let resp = HttpResponse {
         status: 200,
-        headers: vec![],
+        headers: vec![].into(),
         body: Some(b"leak 4111 1111 1111 1111".to_vec()),
     };
     let ResponseOutcome::Replace(r) = p.on_response(&env, &RequestInfo::default(), resp).unwrap()
@@ -250,7 +250,7 @@ fn switches_turn_phases_off() {
     assert_eq!(p.on_request(&env, req).unwrap(), RequestOutcome::pass());
     let resp = HttpResponse {
         status: 200,
-        headers: vec![],
+        headers: vec![].into(),
         body: Some(b"a@b.io".to_vec()),
     };
     assert_eq!(

@@ -234,9 +234,9 @@ fn hash_key(env: &dyn Env, on: &HashOn, req: &HttpRequest) -> Option<String> {
 /// The value of cookie `name` from the `Cookie` headers.
 pub fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers
+        .values("cookie")
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, v)| v.split(';'))
+        .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then(|| v.trim_matches('"').to_string())

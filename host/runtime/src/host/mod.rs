@@ -2,8 +2,9 @@
 //!
 //! Like Spin's factors: each capability has its config (granted per policy),
 //! process-wide state (the key/value namespaces, the health source) and
-//! per-call state inside [`HostState`]. `log` and `context` are always granted;
-//! `clock`, `kv`, `health` and `crypto` only when the policy's config lists them.
+//! per-call state inside [`HostState`]. `message`, `log`, `context` and
+//! `metrics` are always granted; `clock`, `kv`, `health` and `crypto` only
+//! when the policy's config lists them.
 //!
 //! Everything a guest hands a host function is bounded here, whatever the
 //! guest: log lines per call and per second, context entries and bytes, kv
@@ -16,6 +17,7 @@ mod crypto;
 mod health;
 mod kv;
 mod log;
+mod message;
 mod metrics;
 
 use std::sync::Arc;
@@ -157,6 +159,9 @@ pub struct HostState {
     pub(crate) services: HostServices,
     pub(crate) ctx: ContextBag,
     pub(crate) events_left: u32,
+    /// The headers of the message a head call is about (`message`); empty
+    /// outside one.
+    pub(crate) message: http::HeaderMap,
     log_allowance: log::CallLogAllowance,
     /// Whether this call already said that its context is full.
     context_full_warned: bool,
@@ -187,6 +192,7 @@ impl HostState {
             services,
             ctx,
             events_left: MAX_EVENTS_PER_CALL,
+            message: http::HeaderMap::new(),
             log_allowance: log::CallLogAllowance::default(),
             context_full_warned: false,
             log: None,

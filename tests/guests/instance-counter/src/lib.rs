@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use edgegate_policy_sdk::{
-    export_policy, header, Error, Policy, Request, RequestMutations, RequestVerdict,
+    export_policy, Error, Policy, Request, RequestMutations, RequestVerdict,
 };
 
 static CALLS: AtomicU32 = AtomicU32::new(0);
@@ -24,7 +24,7 @@ impl Policy for InstanceCounter {
 
     fn on_request(&self, req: Request) -> Result<RequestVerdict, Error> {
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-        if header(&req.headers, "x-trap").is_some() {
+        if req.header("x-trap").is_some() {
             panic!("asked to trap after {calls} calls");
         }
         let mut changes = RequestMutations::default();

@@ -12,7 +12,7 @@ fn chat(body: &str) -> HttpRequest {
 
 fn answer(text: &str) -> HttpResponse {
     HttpResponse {
-        headers: vec![("content-type".into(), "application/json".into())],
+        headers: vec![("content-type".into(), "application/json".into())].into(),
         ..upstream(text, &[])
     }
 }

@@ -45,12 +45,22 @@ fn upstream(body: &str, headers: &[(&str, &str)]) -> HttpResponse {
 /// What the client got, and whether the upstream was asked.
 struct Exchange {
     resp: HttpResponse,
+    /// The response's headers as a list, to read without copies.
+    fields: edgegate_policy_core::Headers,
     upstream_called: bool,
 }
 
 impl Exchange {
+    fn new(resp: HttpResponse, upstream_called: bool) -> Self {
+        Exchange {
+            fields: resp.headers.to_vec(),
+            resp,
+            upstream_called,
+        }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
-        self.resp.header(name)
+        edgegate_policy_core::header(&self.fields, name)
     }
 
     fn status(&self) -> Option<&str> {
@@ -76,10 +86,7 @@ fn send(c: &Caching, env: &MemoryEnv, req: HttpRequest, from_upstream: &HttpResp
     }
     let info = req.info("app");
     match c.on_request(env, req).unwrap() {
-        RequestOutcome::Respond(resp) => Exchange {
-            resp,
-            upstream_called: false,
-        },
+        RequestOutcome::Respond(resp) => Exchange::new(resp, false),
         RequestOutcome::Continue(changes) => {
             assert_eq!(
                 changes,
@@ -93,16 +100,14 @@ fn send(c: &Caching, env: &MemoryEnv, req: HttpRequest, from_upstream: &HttpResp
                         let HeaderOp::Set(name, value) = op else {
                             panic!("unexpected {op:?}")
                         };
-                        resp.headers.retain(|(n, _)| *n != name);
-                        resp.headers.push((name, value));
+                        let fields = resp.headers.list_mut();
+                        fields.retain(|(n, _)| *n != name);
+                        fields.push((name, value));
                     }
                 }
                 other => panic!("unexpected {other:?}"),
             }
-            Exchange {
-                resp,
-                upstream_called: true,
-            }
+            Exchange::new(resp, true)
         }
         other => panic!("unexpected {other:?}"),
     }
