@@ -65,7 +65,7 @@ impl Match {
     /// Whether `req` meets the condition.
     pub fn matches(&self, req: &HttpRequest) -> bool {
         let value = if let Some(h) = &self.header {
-            req.header(h).map(String::from)
+            req.header(h)
         } else if let Some(c) = &self.cookie {
             crate::cookie(req, c)
         } else if let Some(p) = &self.path_prefix {

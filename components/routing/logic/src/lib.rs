@@ -224,7 +224,7 @@ fn best_latency(env: &dyn Env, name: &str) -> u64 {
 
 fn hash_key(env: &dyn Env, on: &HashOn, req: &HttpRequest) -> Option<String> {
     match on {
-        HashOn::Header(name) => req.header(name).map(String::from),
+        HashOn::Header(name) => req.header(name),
         HashOn::Cookie(name) => cookie(req, name),
         HashOn::Principal => env.ctx_get("principal"),
         HashOn::ClientIp => Some(req.client_ip.clone()),
