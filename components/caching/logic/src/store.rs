@@ -62,8 +62,7 @@ pub fn admit(
     }
     // Every check below reads the headers, and a stored entry keeps them:
     // one copy from the host serves them all.
-    let mut headers = resp.headers;
-    headers.list_mut();
+    let headers = HeaderView::from(resp.headers.into_vec());
     let cc = CacheControl::of(&headers);
     if cc.no_store {
         return Err(Refusal::Uncacheable("response says no-store"));
@@ -105,7 +104,7 @@ pub fn admit(
         status: resp.status,
         stored_at_ms,
         expires_at_ms: stored_at_ms.saturating_add(lifetime_s.saturating_mul(1000)),
-        headers: stored_headers(std::mem::take(headers.list_mut()), &config.status_header),
+        headers: stored_headers(headers.into_vec(), &config.status_header),
         body,
     };
     Ok((entry, vary))
