@@ -830,6 +830,113 @@ async fn the_gateway_runs_the_policy_chain_under_a_wasi_http_host() {
     );
 }
 
+/// The first event of a streamed answer through the Spin chain.
+const STREAM_FIRST: &str = concat!(
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello from the stream. \"}}]}\n\n",
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Mail jane@exa\"}}]}\n\n",
+);
+/// The rest, sent only once the client has the first event.
+const STREAM_REST: &str = concat!(
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mple.com today\"}}]}\n\n",
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6,\"total_tokens\":10}}\n\n",
+    "data: [DONE]\n\n",
+);
+
+/// The text of an OpenAI chunk stream's deltas, and whether it ended in `[DONE]`.
+fn stream_text(body: &str) -> (String, bool) {
+    let mut text = String::new();
+    let mut done = false;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+        } else if let Ok(v) = serde_json::from_str::<Value>(data) {
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+        }
+    }
+    (text, done)
+}
+
+/// On Spin the same chain streams over wasi:http: the first event reaches
+/// the client while the upstream holds the rest back (a barrier, not a
+/// clock), PII split across two deltas is still redacted, and the whole
+/// answer is then replayed from the cache as an event stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_flows_through_the_spin_chain_event_by_event() {
+    let upstream = support::barrier_upstream(STREAM_FIRST, STREAM_REST);
+    let addr = upstream.addr.to_string();
+    let app = App::load(&[("upstream_host", &addr)]).expect("spin.toml");
+    let host = SpinHost::start(app).await;
+    let body = json!({
+        "model": "gpt-test",
+        "temperature": 0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "stream please"}],
+    });
+    let send = || {
+        client()
+            .post(host.url("/v1/chat/completions"))
+            .header("x-api-key", "demo-key")
+            .json(&body)
+            .send()
+    };
+    let mut resp = send().await.expect("request to the Spin host");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut got = Vec::new();
+    // Bounded only so a gateway that buffers fails here instead of hanging.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        support::read_until(&mut resp, &mut got, "Hello from the stream"),
+    )
+    .await
+    .expect("the first event never came while the upstream held the rest: the answer is buffered");
+    assert_eq!(
+        *upstream.sent_rest.lock().unwrap(),
+        0,
+        "the first event came before the rest was sent"
+    );
+    upstream.release.notify_one();
+    while let Some(chunk) = resp.chunk().await.expect("body") {
+        got.extend_from_slice(&chunk);
+    }
+    let streamed = String::from_utf8_lossy(&got).into_owned();
+    let (text, done) = stream_text(&streamed);
+    assert_eq!(
+        text, "Hello from the stream. Mail [REDACTED:email] today",
+        "{streamed}"
+    );
+    assert!(done, "the stream ends in [DONE]: {streamed}");
+    assert!(!streamed.contains("jane@"), "{streamed}");
+
+    // The same deterministic call: a hit, replayed as an event stream.
+    let again = send().await.expect("request to the Spin host");
+    assert_eq!(
+        again
+            .headers()
+            .get("x-edgegate-cache")
+            .and_then(|v| v.to_str().ok()),
+        Some("hit")
+    );
+    let replay = again.text().await.expect("body");
+    assert_eq!(stream_text(&replay), (text, true), "{replay}");
+    assert_eq!(
+        *upstream.sent_rest.lock().unwrap(),
+        1,
+        "a hit does not go upstream"
+    );
+}
+
 /// Outbound hosts outside `allowed_outbound_hosts` are refused by the host and
 /// answered 502 by the gateway; a config the component refuses answers 500
 /// naming the key; a route the config lacks answers 404.

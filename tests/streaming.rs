@@ -7,109 +7,17 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::StreamBody;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{base_config, policy, route, Gateway};
-use tokio::sync::Notify;
+use support::{barrier_upstream, base_config, policy, read_until, route, Gateway};
 
 const FIRST: &str = "data: {\"n\":1}\n\n";
 const REST: &str = "data: {\"n\":2}\n\ndata: [DONE]\n\n";
 
-/// An upstream that sends the first event of each answer, then waits until
-/// `release` is notified before it sends the rest. `sent_rest` counts the
-/// answers that got past the barrier.
-struct Barrier {
-    addr: SocketAddr,
-    release: Arc<Notify>,
-    sent_rest: Arc<Mutex<usize>>,
-}
-
-fn barrier_upstream() -> Barrier {
-    let release = Arc::new(Notify::new());
-    let sent_rest = Arc::new(Mutex::new(0));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (r, s) = (release.clone(), sent_rest.clone());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let (r, s) = (r.clone(), s.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        let (r, s) = (r.clone(), s.clone());
-                        async move {
-                            let events = futures_util::stream::unfold(0u8, move |step| {
-                                let (r, s) = (r.clone(), s.clone());
-                                async move {
-                                    let frame = match step {
-                                        0 => FIRST,
-                                        1 => {
-                                            r.notified().await;
-                                            *s.lock().unwrap() += 1;
-                                            REST
-                                        }
-                                        _ => return None,
-                                    };
-                                    Some((
-                                        Ok::<_, Infallible>(hyper::body::Frame::data(
-                                            Bytes::from_static(frame.as_bytes()),
-                                        )),
-                                        step + 1,
-                                    ))
-                                }
-                            });
-                            let mut resp = hyper::Response::new(StreamBody::new(events));
-                            resp.headers_mut().insert(
-                                "content-type",
-                                hyper::header::HeaderValue::from_static("text/event-stream"),
-                            );
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    Barrier {
-        addr,
-        release,
-        sent_rest,
-    }
-}
-
-/// Reads `resp` until its body holds `want`; what it read.
-async fn read_until(resp: &mut reqwest::Response, got: &mut Vec<u8>, want: &str) {
-    while !String::from_utf8_lossy(got).contains(want) {
-        match resp.chunk().await.unwrap() {
-            Some(c) => got.extend_from_slice(&c),
-            None => panic!(
-                "the stream ended before {want:?}: {:?}",
-                String::from_utf8_lossy(got)
-            ),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_event_arrives_before_the_upstream_sends_the_rest() {
-    let up = barrier_upstream();
+    let up = barrier_upstream(FIRST, REST);
     let config = base_config(up.addr)
         + &policy(
             "h",
@@ -154,7 +62,7 @@ async fn the_first_event_arrives_before_the_upstream_sends_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_answer_outlives_timeout_ms_and_a_silent_one_is_cut_at_idle_timeout_ms() {
-    let up = barrier_upstream();
+    let up = barrier_upstream(FIRST, REST);
     let config = base_config(up.addr).replace("timeout_ms = 2000", "timeout_ms = 300")
         + "idle_timeout_ms = 1500\n"
         + &route("all", "/", &[]);

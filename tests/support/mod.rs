@@ -676,3 +676,91 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> Ve
     }
     got
 }
+
+/// An upstream that sends `first` as the start of each answer (an event
+/// stream), then waits until `release` is notified before it sends `rest`. `sent_rest` counts the
+/// answers that got past the barrier.
+pub struct Barrier {
+    pub addr: SocketAddr,
+    pub release: Arc<tokio::sync::Notify>,
+    pub sent_rest: Arc<Mutex<usize>>,
+}
+
+pub fn barrier_upstream(first: &'static str, rest: &'static str) -> Barrier {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let sent_rest = Arc::new(Mutex::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (r, s) = (release.clone(), sent_rest.clone());
+    let frames = (
+        Bytes::from_static(first.as_bytes()),
+        Bytes::from_static(rest.as_bytes()),
+    );
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (r, s, f) = (r.clone(), s.clone(), frames.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        let (r, s, f) = (r.clone(), s.clone(), f.clone());
+                        async move {
+                            let events = futures_util::stream::unfold(0u8, move |step| {
+                                let (r, s, f) = (r.clone(), s.clone(), f.clone());
+                                async move {
+                                    let frame = match step {
+                                        0 => f.0,
+                                        1 => {
+                                            r.notified().await;
+                                            *s.lock().unwrap() += 1;
+                                            f.1
+                                        }
+                                        _ => return None,
+                                    };
+                                    Some((
+                                        Ok::<_, Infallible>(hyper::body::Frame::data(frame)),
+                                        step + 1,
+                                    ))
+                                }
+                            });
+                            let mut resp =
+                                hyper::Response::new(http_body_util::StreamBody::new(events));
+                            resp.headers_mut().insert(
+                                "content-type",
+                                hyper::header::HeaderValue::from_static("text/event-stream"),
+                            );
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    Barrier {
+        addr,
+        release,
+        sent_rest,
+    }
+}
+
+/// Reads `resp` until its body holds `want`; what it read.
+pub async fn read_until(resp: &mut reqwest::Response, got: &mut Vec<u8>, want: &str) {
+    while !String::from_utf8_lossy(got).contains(want) {
+        match resp.chunk().await.unwrap() {
+            Some(c) => got.extend_from_slice(&c),
+            None => panic!(
+                "the stream ended before {want:?}: {:?}",
+                String::from_utf8_lossy(got)
+            ),
+        }
+    }
+}

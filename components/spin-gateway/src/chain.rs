@@ -1,20 +1,25 @@
 //! The request path, as the edgegate host runs it (docs/phases.md): request
 //! phase in chain order → upstream with the routing decision's retries and
-//! fallbacks → response phase in reverse order over the policies that ran.
-//! Bodies are always buffered here (within the policies' limits).
+//! fallbacks → response phase in reverse order over the policies that ran →
+//! the body, streamed through the policies that read it as a stream
+//! (`crate::stream`) and buffered only for those that buffer it.
+//! Request bodies are buffered (within the policies' limits), so that a
+//! retry or fallback can send them again.
 //!
-//! Generic over [`Transport`] so the whole path unit-tests natively; the Spin
-//! build sends through Spin's outbound HTTP (`crate::spin`).
+//! Generic over [`Transport`] and [`Client`] so the whole path unit-tests
+//! natively; the Spin build reads and writes wasi:http streams (`crate::spin`).
 
 use std::time::Duration;
 
+use edgegate_policy_core::sse::is_event_stream;
 use edgegate_policy_core::{
-    header, is_header_name, json_error, HeaderOp, Headers, HttpRequest, HttpResponse, Level,
-    PolicyError, RequestChanges, RequestOutcome, ResponseChanges, ResponseOutcome,
+    header, is_header_name, json_error, EndReason, HeaderOp, Headers, HttpRequest, HttpResponse,
+    Level, PolicyError, RequestChanges, RequestOutcome, ResponseChanges, ResponseOutcome,
 };
 
-use crate::config::{Config, OnError, PolicyDef, Route, Upstream};
+use crate::config::{BodyMode, Config, OnError, PolicyDef, Route, Upstream};
 use crate::env::RequestEnv;
+use crate::stream::{self, Kind, Stage, Stop};
 
 /// Most attempts per cluster a routing decision may ask for (as the host).
 const MAX_RETRIES: u32 = 3;
@@ -22,8 +27,6 @@ const MAX_RETRIES: u32 = 3;
 const MAX_FALLBACKS: usize = 4;
 /// Longest delay before one retry (as the host).
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Largest upstream answer buffered when no policy of the route reads it.
-pub const PASS_THROUGH_LIMIT: usize = 64 << 20;
 /// Largest request body when the route has no policy.
 pub const DEFAULT_REQUEST_LIMIT: usize = 1 << 20;
 /// What this gateway adds to `Via`.
@@ -64,15 +67,13 @@ pub struct Incoming {
     pub client_ip: String,
 }
 
-/// Why an upstream attempt produced no response.
+/// Why an upstream attempt, or the reading of its body, failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
     /// No connection (refused, DNS, TLS).
     Connect(String),
-    /// No complete answer within the deadline.
+    /// No answer head within `timeout_ms`, or a body silent for `idle_timeout_ms`.
     Timeout,
-    /// The answer's body is larger than the limit.
-    TooLarge,
     /// Anything else.
     Other(String),
 }
@@ -89,18 +90,61 @@ pub struct Outgoing<'a> {
     pub body: &'a [u8],
 }
 
+/// An upstream's answer: the head now, the body as it comes.
+pub struct Answer<B> {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-case.
+    pub headers: Headers,
+    /// The body, not read yet. Dropping it cancels the upstream request.
+    pub body: B,
+}
+
+/// An answer body, read piece by piece.
+#[allow(async_fn_in_trait)]
+pub trait BodyStream {
+    /// The next piece; `None` at the end.
+    async fn next(&mut self) -> Option<Result<Vec<u8>, SendError>>;
+}
+
 /// Outbound HTTP and timers, as the platform offers them.
 #[allow(async_fn_in_trait)]
 pub trait Transport {
-    /// Sends one request and reads the whole answer, within `timeout` and `body_limit`.
+    /// What an answer's body is.
+    type Body: BodyStream;
+    /// Sends one request. The answer's head comes within `timeout`; each
+    /// piece of its body within `idle` of the one before.
     async fn send(
         &self,
         req: Outgoing<'_>,
         timeout: Duration,
-        body_limit: usize,
-    ) -> Result<HttpResponse, SendError>;
+        idle: Duration,
+    ) -> Result<Answer<Self::Body>, SendError>;
     /// Waits.
     async fn sleep(&self, duration: Duration);
+}
+
+/// The client went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientGone;
+
+/// Where the response goes.
+#[allow(async_fn_in_trait)]
+pub trait Client {
+    /// The response head; called once, before any write.
+    fn head(&mut self, status: u16, headers: &Headers);
+    /// Body bytes, written through to the client (a slow client makes it wait).
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), ClientGone>;
+}
+
+/// How the response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Whole: the client sees a well-formed end.
+    Complete,
+    /// Cut short: the client must not take it for a whole body (the
+    /// upstream broke, a chunk policy ended it, or the client went away).
+    Cut,
 }
 
 /// Largest request body the route's policies accept (the smallest of their limits).
@@ -113,19 +157,6 @@ pub fn request_limit(config: &Config, route: &Route) -> usize {
         .unwrap_or(DEFAULT_REQUEST_LIMIT)
 }
 
-/// Largest upstream answer buffered: the smallest limit of the policies that read
-/// responses, else [`PASS_THROUGH_LIMIT`].
-pub fn response_limit(config: &Config, route: &Route) -> usize {
-    route
-        .chain
-        .iter()
-        .map(|&i| &config.policies[i])
-        .filter(|p| p.policy.wants_response())
-        .map(|p| p.body_limit)
-        .min()
-        .unwrap_or(PASS_THROUGH_LIMIT)
-}
-
 /// Where the request goes.
 struct Target<'c> {
     clusters: Vec<(&'c str, &'c Upstream)>,
@@ -133,14 +164,15 @@ struct Target<'c> {
     backoff: Duration,
 }
 
-/// Runs `req` through `route`'s chain and upstream; always returns a response.
-pub async fn run<T: Transport>(
+/// Runs `req` through `route`'s chain and upstream, and answers `client`.
+pub async fn run<T: Transport, C: Client>(
     config: &Config,
     route: &Route,
     env: &RequestEnv<'_>,
     transport: &T,
     incoming: Incoming,
-) -> HttpResponse {
+    client: &mut C,
+) -> Delivered {
     let mut req = HttpRequest {
         method: incoming.method,
         path: incoming.path,
@@ -152,11 +184,12 @@ pub async fn run<T: Transport>(
     };
     let Some(default) = config.upstreams.get_key_value(&route.upstream) else {
         // Config::parse checked it; keep the process answering anyway.
-        return json_error(
+        let resp = json_error(
             502,
             "upstream_error",
             "the route's upstream is not configured",
         );
+        return answer(client, resp).await;
     };
     let mut target = Target {
         clusters: vec![(default.0.as_str(), default.1)],
@@ -168,9 +201,22 @@ pub async fn run<T: Transport>(
     for &index in &route.chain {
         let def = &config.policies[index];
         let penv = env.for_policy(&def.name, &def.kv_namespace);
+        // Only a policy that buffers the request body sees it.
+        let seen = HttpRequest {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            authority: req.authority.clone(),
+            headers: req.headers.clone(),
+            body: match def.request_body {
+                BodyMode::Buffer => req.body.clone(),
+                _ => None,
+            },
+            client_ip: req.client_ip.clone(),
+            route: req.route.clone(),
+        };
         let outcome = def
             .policy
-            .on_request(&penv, req.clone())
+            .on_request(&penv, seen)
             .and_then(|outcome| match outcome {
                 RequestOutcome::Continue(changes) => {
                     apply_request(&changes, &mut req).map(|()| None)
@@ -198,21 +244,75 @@ pub async fn run<T: Transport>(
                 }
                 RequestOutcome::Respond(resp) => check_response(resp).map(Some),
             });
-        match outcome {
-            Ok(None) => ran.push(def),
-            Ok(Some(resp)) => return response_phase(env, &req, "", &ran, resp),
-            Err(e) => {
-                if let Some(resp) = policy_failed(env, def, "request", &e) {
-                    return response_phase(env, &req, "", &ran, resp);
-                }
+        let early = match outcome {
+            Ok(None) => {
+                ran.push(def);
+                continue;
             }
-        }
+            Ok(Some(resp)) => resp,
+            Err(e) => match policy_failed(env, def, "request", &e) {
+                Some(resp) => resp,
+                None => continue,
+            },
+        };
+        let head = Head::of(&early);
+        let body = Source::<T::Body>::Full(early.body);
+        return response_phase(env, &req, "", &ran, head, body, client).await;
     }
 
-    let limit = response_limit(config, route);
-    match forward(env, transport, &req, &target, limit).await {
-        Ok((resp, cluster)) => response_phase(env, &req, cluster, &ran, resp),
-        Err(resp) => resp,
+    match forward(env, transport, &req, &target).await {
+        Ok((answer, cluster)) => {
+            let head = Head {
+                status: answer.status,
+                headers: answer.headers,
+            };
+            let body = Source::Upstream(answer.body);
+            response_phase(env, &req, cluster, &ran, head, body, client).await
+        }
+        Err(resp) => answer(client, resp).await,
+    }
+}
+
+/// Sends a whole response the gateway made.
+pub async fn answer<C: Client>(client: &mut C, resp: HttpResponse) -> Delivered {
+    let headers = resp.headers.into_vec();
+    client.head(resp.status, &headers);
+    match resp.body {
+        Some(body) if !body.is_empty() => match client.write(body).await {
+            Ok(()) => Delivered::Complete,
+            Err(ClientGone) => Delivered::Cut,
+        },
+        _ => Delivered::Complete,
+    }
+}
+
+/// A response's status and headers.
+struct Head {
+    status: u16,
+    headers: Headers,
+}
+
+impl Head {
+    fn of(resp: &HttpResponse) -> Self {
+        Self {
+            status: resp.status,
+            headers: resp.headers.to_vec(),
+        }
+    }
+}
+
+/// Where the body comes from: the upstream, or bytes in hand.
+enum Source<B> {
+    Upstream(B),
+    Full(Option<Vec<u8>>),
+}
+
+impl<B: BodyStream> Source<B> {
+    async fn next(&mut self) -> Option<Result<Vec<u8>, SendError>> {
+        match self {
+            Source::Upstream(body) => body.next().await,
+            Source::Full(bytes) => bytes.take().map(Ok),
+        }
     }
 }
 
@@ -367,14 +467,14 @@ fn upstream_headers(req: &HttpRequest) -> Headers {
 }
 
 /// The upstream phase: attempts over the target's clusters with retries,
-/// backoff and fallback on 5xx, 429, timeouts and connection errors.
+/// backoff and fallback on 5xx, 429, timeouts and connection errors. The
+/// answer's head decides; a body not taken is dropped, which cancels it.
 async fn forward<'c, T: Transport>(
     env: &RequestEnv<'_>,
     transport: &T,
     req: &HttpRequest,
     target: &Target<'c>,
-    limit: usize,
-) -> Result<(HttpResponse, &'c str), HttpResponse> {
+) -> Result<(Answer<T::Body>, &'c str), HttpResponse> {
     let headers = upstream_headers(req);
     let body = req.body.as_deref().unwrap_or_default();
     let per_cluster = 1 + target.retries as usize;
@@ -398,24 +498,27 @@ async fn forward<'c, T: Transport>(
             body,
         };
         let last = attempt + 1 == total;
-        match transport.send(out, upstream.timeout, limit).await {
-            Ok(mut resp) => {
-                if !(resp.status >= 500 || resp.status == 429) || last {
-                    strip_hop_by_hop(resp.headers.list_mut());
-                    return Ok((resp, name));
+        match transport
+            .send(out, upstream.timeout, upstream.idle_timeout)
+            .await
+        {
+            Ok(mut answer) => {
+                if !(answer.status >= 500 || answer.status == 429) || last {
+                    strip_hop_by_hop(&mut answer.headers);
+                    return Ok((answer, name));
                 }
                 env.log(
                     Level::Info,
                     "gateway",
                     &format!(
                         "upstream `{name}` answered {}; trying the next attempt",
-                        resp.status
+                        answer.status
                     ),
                 );
                 last_error = Some(json_error(
                     502,
                     "upstream_error",
-                    &format!("upstream `{name}` answered {}", resp.status),
+                    &format!("upstream `{name}` answered {}", answer.status),
                 ));
             }
             Err(e) => {
@@ -438,16 +541,6 @@ async fn forward<'c, T: Transport>(
                             upstream.timeout.as_millis()
                         ),
                     ),
-                    SendError::TooLarge => {
-                        // Asking again would not make it smaller.
-                        return Err(json_error(
-                            502,
-                            "response_too_large",
-                            &format!(
-                                "upstream response body exceeds the {limit}-byte buffering limit"
-                            ),
-                        ));
-                    }
                     SendError::Other(_) => {
                         json_error(502, "upstream_error", &format!("upstream `{name}` failed"))
                     }
@@ -473,88 +566,292 @@ fn strip_hop_by_hop(headers: &mut Headers) {
     });
 }
 
-/// The response phase: `on_response` of the policies that ran, in reverse order.
-fn response_phase(
+/// The response phase: `on_response` of the policies that ran, in reverse
+/// order, then the body. A policy that streams the body (`stream`, or `sse`
+/// on an event stream) becomes a stage the body passes through; one that
+/// buffers it gets the whole body as the stages before it left it.
+async fn response_phase<B: BodyStream, C: Client>(
     env: &RequestEnv<'_>,
     req: &HttpRequest,
     upstream: &str,
     ran: &[&PolicyDef],
-    mut resp: HttpResponse,
-) -> HttpResponse {
-    let info = req.info(upstream);
+    mut head: Head,
+    mut source: Source<B>,
+    client: &mut C,
+) -> Delivered {
+    let mut info = req.info(upstream);
+    let events = header(&head.headers, "content-type").is_some_and(is_event_stream);
+    let mut stages: Vec<Stage<'_>> = Vec::new();
     for def in ran.iter().rev().filter(|d| d.policy.wants_response()) {
+        let mode = match def.response_body {
+            BodyMode::Sse if !events => BodyMode::Buffer,
+            mode => mode,
+        };
+        let body = if mode == BodyMode::Buffer {
+            match drain(env, &mut stages, &mut source, def).await {
+                Ok(body) => Some(body),
+                Err(resp) => return answer(client, resp).await,
+            }
+        } else {
+            None
+        };
+        // Tells the policy its body calls will follow.
+        info.streamed_body = matches!(mode, BodyMode::Stream | BodyMode::Sse);
         let penv = env.for_policy(&def.name, &def.kv_namespace);
-        let applied = def
-            .policy
-            .on_response(&penv, &info, resp.clone())
-            .and_then(|outcome| match outcome {
-                ResponseOutcome::Continue(ResponseChanges {
-                    status,
-                    headers,
-                    body,
-                }) => {
-                    if let Some(s) = status {
-                        if !(100..=999).contains(&s) {
-                            return Err(invalid(format!("invalid status {s}")));
+        let resp = HttpResponse {
+            status: head.status,
+            headers: head.headers.clone().into(),
+            body: body.clone(),
+        };
+        let applied =
+            def.policy
+                .on_response(&penv, &info, resp)
+                .and_then(|outcome| match outcome {
+                    ResponseOutcome::Continue(ResponseChanges {
+                        status,
+                        headers,
+                        body: changed,
+                    }) => {
+                        if let Some(s) = status {
+                            if !(100..=999).contains(&s) {
+                                return Err(invalid(format!("invalid status {s}")));
+                            }
+                            head.status = s;
                         }
-                        resp.status = s;
+                        apply_headers(&headers, &mut head.headers)?;
+                        // A body change counts only where the policy had the body.
+                        Ok(changed.filter(|_| mode == BodyMode::Buffer).map(Some))
                     }
-                    apply_headers(&headers, resp.headers.list_mut())?;
-                    if let Some(b) = body {
-                        resp.body = Some(b);
+                    ResponseOutcome::Replace(r) => {
+                        let r = check_response(r)?;
+                        head = Head::of(&r);
+                        Ok(Some(r.body))
                     }
-                    Ok(())
+                });
+        match applied {
+            Ok(Some(replaced)) => {
+                // Stages so far (none after a buffering policy) saw a body
+                // that no longer goes out; the upstream's is dropped.
+                stream::abandon(&mut stages, env, EndReason::Broken);
+                stages.clear();
+                source = Source::Full(replaced);
+            }
+            Ok(None) => match mode {
+                BodyMode::Buffer => source = Source::Full(body),
+                BodyMode::Stream => stages.push(Stage::new(def, Kind::Chunks)),
+                BodyMode::Sse => stages.push(Stage::new(def, Kind::Events)),
+                BodyMode::None => {}
+            },
+            Err(e) => {
+                if let Some(denied) = policy_failed(env, def, "response", &e) {
+                    stream::abandon(&mut stages, env, EndReason::Broken);
+                    return answer(client, denied).await;
                 }
-                ResponseOutcome::Replace(r) => {
-                    resp = check_response(r)?;
-                    Ok(())
+                if mode == BodyMode::Buffer {
+                    source = Source::Full(body);
                 }
-            });
-        if let Err(e) = applied {
-            if let Some(denied) = policy_failed(env, def, "response", &e) {
-                return denied;
             }
         }
     }
-    resp
+    client.head(head.status, &head.headers);
+    pump(env, &mut stages, source, client).await
+}
+
+/// Reads the body to its end through `stages`, for `def`, which buffers it
+/// (at most its `body_limit_bytes`). The stages end there.
+async fn drain<B: BodyStream>(
+    env: &RequestEnv<'_>,
+    stages: &mut Vec<Stage<'_>>,
+    source: &mut Source<B>,
+    def: &PolicyDef,
+) -> Result<Vec<u8>, HttpResponse> {
+    let mut body = Vec::new();
+    let refused = |stop: Stop| json_error(502, &stop.code, &stop.message);
+    loop {
+        let piece = match source.next().await {
+            Some(Ok(data)) => stream::through(stages, env, data),
+            Some(Err(e)) => {
+                stream::abandon(stages, env, EndReason::Broken);
+                return Err(body_failed(env, &e));
+            }
+            None => {
+                let flushed = stream::end_all(stages, env);
+                stages.clear();
+                match flushed {
+                    Ok(rest) => body.extend_from_slice(&rest),
+                    Err(stop) => return Err(refused(stop)),
+                }
+                break;
+            }
+        };
+        match piece {
+            Ok(data) => body.extend_from_slice(&data),
+            Err(stop) => {
+                stream::abandon(stages, env, EndReason::Broken);
+                return Err(refused(stop));
+            }
+        }
+        if body.len() > def.body_limit {
+            stream::abandon(stages, env, EndReason::Broken);
+            return Err(too_large(def));
+        }
+    }
+    if body.len() > def.body_limit {
+        return Err(too_large(def));
+    }
+    *source = Source::Full(None);
+    Ok(body)
+}
+
+fn too_large(def: &PolicyDef) -> HttpResponse {
+    json_error(
+        502,
+        "response_too_large",
+        &format!(
+            "upstream response body exceeds the {}-byte buffering limit of policy `{}`",
+            def.body_limit, def.name
+        ),
+    )
+}
+
+fn body_failed(env: &RequestEnv<'_>, e: &SendError) -> HttpResponse {
+    env.log(
+        Level::Warn,
+        "gateway",
+        &format!("reading the upstream answer failed: {e:?}"),
+    );
+    match e {
+        SendError::Timeout => json_error(
+            504,
+            "upstream_timeout",
+            "the upstream answer stopped mid-body (idle_timeout_ms)",
+        ),
+        _ => json_error(502, "upstream_error", "reading the upstream answer failed"),
+    }
+}
+
+/// Pumps the body to the client through `stages`, one piece at a time: a
+/// slow client stops the reading of the upstream. What is held is one
+/// piece, each stage's carry and each SSE parser's unfinished event.
+async fn pump<B: BodyStream, C: Client>(
+    env: &RequestEnv<'_>,
+    stages: &mut [Stage<'_>],
+    mut source: Source<B>,
+    client: &mut C,
+) -> Delivered {
+    loop {
+        let (out, last) = match source.next().await {
+            Some(Ok(data)) => (stream::through(stages, env, data), false),
+            Some(Err(e)) => {
+                env.log(
+                    Level::Warn,
+                    "gateway",
+                    &format!("the upstream answer broke mid-body: {e:?}"),
+                );
+                stream::abandon(stages, env, EndReason::Broken);
+                return Delivered::Cut;
+            }
+            None => (stream::end_all(stages, env), true),
+        };
+        match out {
+            Ok(data) => {
+                if !data.is_empty() && client.write(data).await.is_err() {
+                    // Each policy is told (auth charges what was streamed);
+                    // dropping the source cancels the upstream request.
+                    stream::abandon(stages, env, EndReason::ClientGone);
+                    return Delivered::Cut;
+                }
+            }
+            Err(stop) => {
+                stream::abandon(stages, env, EndReason::Broken);
+                drop(source);
+                if !stop.event {
+                    return Delivered::Cut;
+                }
+                return match client.write(stop.error_event()).await {
+                    Ok(()) => Delivered::Complete,
+                    Err(ClientGone) => Delivered::Cut,
+                };
+            }
+        }
+        if last {
+            return Delivered::Complete;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::env::tests::MapStore;
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
+    use std::collections::VecDeque;
+    use std::rc::Rc;
 
     /// One recorded upstream request: method, URL, headers, body.
     type Sent = (String, String, Headers, Vec<u8>);
 
-    /// A scripted upstream: answers by URL prefix, records every request.
+    /// A scripted answer: status, headers, body pieces.
+    type Scripted = (u16, Headers, Vec<Vec<u8>>);
+
+    /// A scripted upstream: answers by URL prefix, records every request,
+    /// and counts the body pieces the gateway has read.
     #[derive(Default)]
     struct Script {
-        answers: Vec<(&'static str, Result<HttpResponse, SendError>)>,
+        answers: Vec<(&'static str, Result<Scripted, SendError>)>,
         sent: RefCell<Vec<Sent>>,
         slept: RefCell<Vec<Duration>>,
+        pulled: Rc<Cell<usize>>,
+    }
+
+    /// A scripted body: its pieces, then (when set) an error instead of the end.
+    struct ScriptBody {
+        pieces: VecDeque<Vec<u8>>,
+        pulled: Rc<Cell<usize>>,
+    }
+
+    impl BodyStream for ScriptBody {
+        async fn next(&mut self) -> Option<Result<Vec<u8>, SendError>> {
+            let piece = self.pieces.pop_front()?;
+            self.pulled.set(self.pulled.get() + 1);
+            Some(if piece == b"!break" {
+                Err(SendError::Other("reset".into()))
+            } else {
+                Ok(piece)
+            })
+        }
     }
 
     impl Transport for Script {
+        type Body = ScriptBody;
+
         async fn send(
             &self,
             req: Outgoing<'_>,
             _timeout: Duration,
-            _limit: usize,
-        ) -> Result<HttpResponse, SendError> {
+            _idle: Duration,
+        ) -> Result<Answer<ScriptBody>, SendError> {
             self.sent.borrow_mut().push((
                 req.method.to_string(),
                 req.url.clone(),
                 req.headers.clone(),
                 req.body.to_vec(),
             ));
-            self.answers
+            let (status, headers, pieces) = self
+                .answers
                 .iter()
                 .find(|(prefix, _)| req.url.starts_with(prefix))
                 .map_or(Err(SendError::Connect("no script".into())), |(_, a)| {
                     a.clone()
-                })
+                })?;
+            Ok(Answer {
+                status,
+                headers,
+                body: ScriptBody {
+                    pieces: pieces.into(),
+                    pulled: Rc::clone(&self.pulled),
+                },
+            })
         }
 
         async fn sleep(&self, duration: Duration) {
@@ -562,17 +859,59 @@ mod tests {
         }
     }
 
-    fn ok(status: u16, body: &str) -> Result<HttpResponse, SendError> {
-        Ok(HttpResponse {
+    /// The client side: what it got, and how many upstream pieces had been
+    /// read when each write came (the barrier that shows a body streams).
+    #[derive(Default)]
+    struct Recorder {
+        status: u16,
+        headers: Headers,
+        writes: Vec<(Vec<u8>, usize)>,
+        pulled: Rc<Cell<usize>>,
+        /// Goes away at this write.
+        gone_at: Option<usize>,
+    }
+
+    impl Client for Recorder {
+        fn head(&mut self, status: u16, headers: &Headers) {
+            self.status = status;
+            self.headers = headers.clone();
+        }
+
+        async fn write(&mut self, data: Vec<u8>) -> Result<(), ClientGone> {
+            if self.gone_at == Some(self.writes.len()) {
+                return Err(ClientGone);
+            }
+            self.writes.push((data, self.pulled.get()));
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn body(&self) -> String {
+            let bytes: Vec<u8> = self.writes.iter().flat_map(|(w, _)| w.clone()).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+
+    fn ok(status: u16, body: &str) -> Result<Scripted, SendError> {
+        Ok((
             status,
-            headers: vec![
+            vec![
                 ("content-type".into(), "application/json".into()),
                 ("connection".into(), "x-secret-hop".into()),
                 ("x-secret-hop".into(), "1".into()),
-            ]
-            .into(),
-            body: Some(body.as_bytes().to_vec()),
-        })
+            ],
+            vec![body.as_bytes().to_vec()],
+        ))
+    }
+
+    /// An event-stream answer in these pieces.
+    fn sse(pieces: &[&str]) -> Result<Scripted, SendError> {
+        Ok((
+            200,
+            vec![("content-type".into(), "text/event-stream".into())],
+            pieces.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        ))
     }
 
     fn now() -> u64 {
@@ -585,17 +924,27 @@ mod tests {
         [upstreams.backup]
         endpoints = ["http://backup:2"]
 
+        [policies.auth]
+        request_body = "buffer"
+        response_body = "sse"
         [policies.auth.config]
         api_keys = { keys = [{ id = "team", sha256 = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c" }] }
 
+        [policies.routing]
+        request_body = "buffer"
         [policies.routing.config]
         llm = { models = { "*" = ["primary", "backup"] }, retries = 1, backoff_ms = 100 }
 
+        [policies.redaction]
+        request_body = "buffer"
+        response_body = "sse"
         [policies.redaction.config]
-        rules = [{ detector = "email", mode = "mask" }]
+        rules = [{ detector = "email", mode = "mask" }, { detector = "credit_card", mode = "block" }]
 
         [policies.caching]
         on_error = "allow"
+        request_body = "buffer"
+        response_body = "sse"
         [policies.caching.config]
         llm = { enabled = true }
 
@@ -624,12 +973,30 @@ mod tests {
         }
     }
 
-    fn run_one(config: &Config, store: &MapStore, t: &Script, req: Incoming) -> HttpResponse {
-        let env = RequestEnv::new(Some(store), Level::Error, now);
+    fn run_with(
+        config: &Config,
+        env: &RequestEnv<'_>,
+        t: &Script,
+        req: Incoming,
+        client: &mut Recorder,
+    ) -> Delivered {
+        client.pulled = Rc::clone(&t.pulled);
         let route = config
             .find_route(&req.authority, &req.path, &req.method)
             .expect("route");
-        futures::executor::block_on(run(config, route, &env, t, req))
+        futures::executor::block_on(run(config, route, env, t, req, client))
+    }
+
+    fn run_one(config: &Config, store: &MapStore, t: &Script, req: Incoming) -> HttpResponse {
+        let env = RequestEnv::new(Some(store), Level::Error, now);
+        let mut client = Recorder::default();
+        let delivered = run_with(config, &env, t, req, &mut client);
+        assert_eq!(delivered, Delivered::Complete);
+        HttpResponse {
+            status: client.status,
+            headers: client.headers.clone().into(),
+            body: Some(client.body().into_bytes()),
+        }
     }
 
     fn body(resp: &HttpResponse) -> String {
@@ -774,13 +1141,239 @@ mod tests {
             ..Script::default()
         };
         let req = chat("demo-key", "hi");
-        let route = limited
-            .find_route(&req.authority, &req.path, &req.method)
-            .expect("route");
-        let resp = futures::executor::block_on(run(&limited, route, &env, &ok_script, req));
+        let mut client = Recorder::default();
+        run_with(&limited, &env, &ok_script, req, &mut client);
+        let resp = HttpResponse {
+            status: client.status,
+            headers: client.headers.clone().into(),
+            body: Some(client.body().into_bytes()),
+        };
         assert_eq!(resp.status, 503, "{}", body(&resp));
         assert!(body(&resp).contains("policy `auth` failed"));
         assert!(ok_script.sent.borrow().is_empty());
+    }
+
+    /// A streamed chat request (`"stream": true`).
+    fn streamed_chat(text: &str) -> Incoming {
+        let mut req = chat("demo-key", text);
+        req.body = format!(
+            r#"{{"model":"m","temperature":0,"stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"{text}"}}]}}"#
+        )
+        .into_bytes();
+        req
+    }
+
+    fn delta(text: &str) -> String {
+        format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n")
+    }
+
+    /// The events of an event-stream body, parsed.
+    fn events(body: &str) -> Vec<edgegate_policy_core::SseEvent> {
+        let mut p = edgegate_policy_core::sse::SseParser::default();
+        p.feed(body.as_bytes()).expect("parses");
+        std::iter::from_fn(|| p.next_item())
+            .filter_map(|i| match i {
+                edgegate_policy_core::sse::SseItem::Event(e) => Some(e),
+                edgegate_policy_core::sse::SseItem::Comment(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_streamed_answer_flows_event_by_event_redacted_and_is_replayed_from_the_cache() {
+        let config = Config::parse(CONFIG).expect("config");
+        let store = MapStore::default();
+        let pieces = [
+            delta("mail jane@exa"),
+            delta("mple.com today"),
+            r#"data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#.to_string() + "\n\n",
+            "data: [DONE]\n\n".to_string(),
+        ];
+        let script = Script {
+            answers: vec![(
+                "http://primary:1",
+                sse(&pieces.iter().map(String::as_str).collect::<Vec<_>>()),
+            )],
+            ..Script::default()
+        };
+        let env = RequestEnv::new(Some(&store), Level::Error, now);
+        let mut client = Recorder::default();
+        let delivered = run_with(&config, &env, &script, streamed_chat("hi"), &mut client);
+        assert_eq!(delivered, Delivered::Complete);
+        assert_eq!(client.status, 200);
+        assert_eq!(
+            header(&client.headers, "content-type"),
+            Some("text/event-stream")
+        );
+        // The barrier: the client had bytes before the upstream's last piece was read.
+        assert!(client.writes.len() >= 2, "{:?}", client.writes);
+        assert!(
+            client.writes[0].1 < pieces.len(),
+            "the first write waited for the whole answer: {:?}",
+            client.writes
+        );
+        let body = client.body();
+        let text: String = events(&body)
+            .iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(text, "mail [REDACTED:email] today", "{body}");
+        assert!(!body.contains("jane@"), "{body}");
+        assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+
+        // The same deterministic call again: a hit, replayed as an event stream.
+        let sent = script.sent.borrow().len();
+        let mut again = Recorder::default();
+        let env = RequestEnv::new(Some(&store), Level::Debug, now);
+        let delivered = run_with(&config, &env, &script, streamed_chat("hi"), &mut again);
+        assert_eq!(delivered, Delivered::Complete);
+        assert_eq!(
+            script.sent.borrow().len(),
+            sent,
+            "a hit does not go upstream"
+        );
+        assert_eq!(header(&again.headers, "x-edgegate-cache"), Some("hit"));
+        let replay = again.body();
+        assert!(replay.contains("[REDACTED:email]"), "{replay}");
+        assert_eq!(
+            events(&replay).last().map(|e| e.data.as_str()),
+            Some("[DONE]")
+        );
+    }
+
+    #[test]
+    fn a_block_rule_mid_stream_ends_it_with_an_error_event_and_stops_reading() {
+        let config = Config::parse(CONFIG).expect("config");
+        let store = MapStore::default();
+        let pieces = [
+            delta("hello"),
+            delta("card 4111 1111"),
+            delta(" 1111 1111 ok"),
+            delta("more"),
+            delta("and more"),
+            "data: [DONE]\n\n".to_string(),
+        ];
+        let script = Script {
+            answers: vec![(
+                "http://primary:1",
+                sse(&pieces.iter().map(String::as_str).collect::<Vec<_>>()),
+            )],
+            ..Script::default()
+        };
+        let env = RequestEnv::new(Some(&store), Level::Error, now);
+        let mut client = Recorder::default();
+        let delivered = run_with(&config, &env, &script, streamed_chat("hi"), &mut client);
+        assert_eq!(
+            delivered,
+            Delivered::Complete,
+            "the event stream ends well-formed"
+        );
+        let body = client.body();
+        assert!(!body.contains("4111"), "{body}");
+        let last = events(&body).pop().expect("events");
+        assert_eq!(last.event.as_deref(), Some("error"), "{body}");
+        let error: serde_json::Value = serde_json::from_str(&last.data).expect("json");
+        assert_eq!(error["error"]["code"], "response_blocked");
+        assert_eq!(error["error"]["policy"], "redaction");
+        assert!(
+            script.pulled.get() < pieces.len(),
+            "the upstream is not read past the block"
+        );
+    }
+
+    #[test]
+    fn a_client_that_goes_away_or_an_upstream_that_breaks_cuts_the_body() {
+        let config = Config::parse(CONFIG).expect("config");
+        let store = MapStore::default();
+        let pieces: Vec<String> = (0..8).map(|i| delta(&format!("word{i} "))).collect();
+        let script = Script {
+            answers: vec![(
+                "http://primary:1",
+                sse(&pieces.iter().map(String::as_str).collect::<Vec<_>>()),
+            )],
+            ..Script::default()
+        };
+        let env = RequestEnv::new(Some(&store), Level::Error, now);
+        let mut client = Recorder {
+            gone_at: Some(1),
+            ..Recorder::default()
+        };
+        let delivered = run_with(&config, &env, &script, streamed_chat("hi"), &mut client);
+        assert_eq!(delivered, Delivered::Cut);
+        assert!(
+            script.pulled.get() < pieces.len(),
+            "the upstream is dropped when the client goes"
+        );
+
+        let broken = Script {
+            answers: vec![(
+                "http://primary:1",
+                sse(&[&delta("partial"), "!break", &delta("never")]),
+            )],
+            ..Script::default()
+        };
+        let mut client = Recorder::default();
+        let delivered = run_with(&config, &env, &broken, streamed_chat("other"), &mut client);
+        assert_eq!(
+            delivered,
+            Delivered::Cut,
+            "a broken upstream is not a whole body"
+        );
+        assert_eq!(client.status, 200, "the head went out before the break");
+        assert!(!client.body().contains("never"));
+    }
+
+    #[test]
+    fn a_policy_that_buffers_gets_the_whole_body_and_others_stream_by() {
+        // An answer that is not an event stream is buffered for `sse` policies.
+        let config = Config::parse(CONFIG).expect("config");
+        let store = MapStore::default();
+        let json = r#"{"choices":[{"message":{"content":"write to jane@corp.example"}}]}"#;
+        let (a, b) = json.split_at(json.find("corp").expect("split"));
+        let script = Script {
+            answers: vec![(
+                "http://primary:1",
+                Ok((
+                    200,
+                    vec![("content-type".into(), "application/json".into())],
+                    vec![a.as_bytes().to_vec(), b.as_bytes().to_vec()],
+                )),
+            )],
+            ..Script::default()
+        };
+        let env = RequestEnv::new(Some(&store), Level::Error, now);
+        let mut client = Recorder::default();
+        run_with(&config, &env, &script, chat("demo-key", "hi"), &mut client);
+        assert_eq!(client.writes.len(), 1, "buffered: one write");
+        assert!(
+            client.body().contains("write to [REDACTED:email]"),
+            "{}",
+            client.body()
+        );
+
+        // With no policy reading responses, even a JSON answer streams piece by piece.
+        let passing =
+            Config::parse(&CONFIG.replace("response_body = \"sse\"", "response_body = \"none\""))
+                .expect("config");
+        let mut client = Recorder::default();
+        let script = Script {
+            answers: vec![(
+                "http://primary:1",
+                Ok((200, Vec::new(), vec![b"one ".to_vec(), b"two".to_vec()])),
+            )],
+            ..Script::default()
+        };
+        run_with(&passing, &env, &script, chat("demo-key", "x"), &mut client);
+        assert_eq!(
+            client.writes,
+            [(b"one ".to_vec(), 1), (b"two".to_vec(), 2)],
+            "each piece goes out as it is read"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use edgegate_policy_core::BodyModes;
 use serde::Deserialize;
 
 use crate::policies::{Kind, Policy};
@@ -17,6 +18,8 @@ use crate::policies::{Kind, Policy};
 const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 /// Upstream answer deadline when the config does not say (the host's default).
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Longest silence inside an upstream's answer body, as the host's default.
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 
 /// Top-level keys only the edgegate host reads.
 const HOST_ONLY_TOP: &[&str] = &["server", "admin", "trust", "canary", "node"];
@@ -30,15 +33,13 @@ const HOST_ONLY_UPSTREAM: &[&str] = &[
     "health_check",
 ];
 /// `[policies.NAME]` keys only the edgegate host reads (Spin runs the logic
-/// compiled into this component, in its own sandbox, and buffers bodies always).
+/// compiled into this component, in its own sandbox).
 const HOST_ONLY_POLICY: &[&str] = &[
     "component",
     "sha256",
     "capabilities",
     "memory_limit_bytes",
     "timeout_ms",
-    "request_body",
-    "response_body",
     "kv_budget_bytes",
     "reuse_instances",
 ];
@@ -88,8 +89,61 @@ pub enum OnError {
 pub struct Upstream {
     /// Base URLs (`http://host:port`), one per endpoint.
     pub endpoints: Vec<String>,
-    /// Deadline for the whole answer (headers and body) of one attempt.
+    /// Deadline for the answer's headers, counted from the attempt's start.
     pub timeout: Duration,
+    /// Longest silence inside the answer's body (between two chunks).
+    pub idle_timeout: Duration,
+}
+
+/// How a policy sees a body (`request_body`, `response_body`; docs/phases.md §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyMode {
+    /// No body: it streams past the policy.
+    #[default]
+    None,
+    /// The whole body, within `body_limit_bytes`.
+    Buffer,
+    /// Chunk by chunk as it passes.
+    Stream,
+    /// Responses: one server-sent event at a time on a `text/event-stream`
+    /// answer; any other answer is buffered.
+    Sse,
+}
+
+impl BodyMode {
+    fn name(self) -> &'static str {
+        match self {
+            BodyMode::None => "none",
+            BodyMode::Buffer => "buffer",
+            BodyMode::Stream => "stream",
+            BodyMode::Sse => "sse",
+        }
+    }
+
+    /// Whether a policy that declared `modes` handles this mode.
+    fn declared_in(self, modes: BodyModes) -> bool {
+        match self {
+            BodyMode::None => true,
+            BodyMode::Buffer => modes.buffer,
+            BodyMode::Stream => modes.chunks,
+            BodyMode::Sse => modes.sse,
+        }
+    }
+}
+
+/// The mode names in `modes`, for an error message.
+fn mode_names(modes: BodyModes) -> String {
+    [
+        (modes.buffer, "buffer"),
+        (modes.chunks, "stream"),
+        (modes.sse, "sse"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// One configured policy: which logic, its settings and limits.
@@ -102,6 +156,11 @@ pub struct PolicyDef {
     pub on_error: OnError,
     /// Largest body buffered for it.
     pub body_limit: usize,
+    /// How it sees the request body (`none` or `buffer`: the shipped
+    /// policies take no request chunks).
+    pub request_body: BodyMode,
+    /// How it sees the response body.
+    pub response_body: BodyMode,
     /// Key prefix in the key-value store.
     pub kv_namespace: String,
 }
@@ -215,11 +274,19 @@ impl Config {
                     "must be above 0",
                 ));
             }
+            let idle_timeout_ms = u.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
+            if idle_timeout_ms == 0 {
+                return Err(ConfigError::new(
+                    format!("{at}.idle_timeout_ms"),
+                    "must be above 0",
+                ));
+            }
             upstreams.insert(
                 name,
                 Upstream {
                     endpoints,
                     timeout: Duration::from_millis(timeout_ms),
+                    idle_timeout: Duration::from_millis(idle_timeout_ms),
                 },
             );
         }
@@ -262,7 +329,32 @@ impl Config {
                     "must be above 0",
                 ));
             }
+            let request_body = p.request_body.unwrap_or_default();
+            let response_body = p.response_body.unwrap_or_default();
+            for (key, mode, declared) in [
+                ("request_body", request_body, policy.request_modes()),
+                ("response_body", response_body, policy.response_modes()),
+            ] {
+                if key == "request_body" && mode == BodyMode::Sse {
+                    return Err(ConfigError::new(
+                        format!("{at}.{key}"),
+                        "`sse` is for responses; a request body is `none`, `buffer` or `stream`",
+                    ));
+                }
+                if !mode.declared_in(declared) {
+                    return Err(ConfigError::new(
+                        format!("{at}.{key}"),
+                        format!(
+                            "its config says {key} = \"{}\", and the policy handles {key} modes: {}",
+                            mode.name(),
+                            mode_names(declared)
+                        ),
+                    ));
+                }
+            }
             policies.push(PolicyDef {
+                request_body,
+                response_body,
                 on_error: p.on_error.unwrap_or(match kind {
                     Kind::Caching => OnError::Allow,
                     _ => OnError::Deny,
@@ -406,6 +498,8 @@ struct RawUpstream {
     endpoints: Vec<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    idle_timeout_ms: Option<u64>,
     #[serde(flatten)]
     other: BTreeMap<String, toml::Value>,
 }
@@ -418,6 +512,10 @@ struct RawPolicy {
     on_error: Option<OnError>,
     #[serde(default)]
     body_limit_bytes: Option<usize>,
+    #[serde(default)]
+    request_body: Option<BodyMode>,
+    #[serde(default)]
+    response_body: Option<BodyMode>,
     #[serde(default)]
     kv_namespace: Option<String>,
     #[serde(default)]
@@ -536,6 +634,20 @@ mod tests {
             bad_policy.starts_with("key `policies.auth.config.api_keys.keys[0].sha256`"),
             "{bad_policy}"
         );
+        assert_eq!(
+            refused(&format!(
+                "{MINIMAL}\n[policies.auth]\nresponse_body = \"stream\"\n[policies.auth.config]\napi_keys = {{ keys = [] }}\n"
+            )),
+            "key `policies.auth.response_body`: its config says response_body = \"stream\", and the policy handles response_body modes: buffer, sse"
+        );
+        assert!(refused(&format!(
+            "{MINIMAL}\n[policies.redaction]\nrequest_body = \"sse\"\n"
+        ))
+        .starts_with("key `policies.redaction.request_body`: `sse` is for responses"));
+        assert!(refused(&format!(
+            "{MINIMAL}\n[policies.redaction]\nresponse_body = \"everything\"\n"
+        ))
+        .starts_with("key `policies.redaction.response_body`"));
         assert!(refused("routes = 3").starts_with("key `routes`"));
         assert_eq!(
             refused(""),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod env;
 pub mod policies;
+pub mod stream;
 // The export glue `#[http_component]` generates is unsafe code.
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]

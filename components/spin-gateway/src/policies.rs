@@ -4,8 +4,8 @@
 use edgegate_auth::Auth;
 use edgegate_caching::Caching;
 use edgegate_policy_core::{
-    Env, HttpRequest, HttpResponse, PolicyError, PolicyLogic, RequestInfo, RequestOutcome,
-    ResponseOutcome,
+    BodyModes, BodyState, Chunk, ChunkOutcome, Env, EventOutcome, HttpRequest, HttpResponse,
+    PolicyError, PolicyLogic, RequestInfo, RequestOutcome, ResponseOutcome, StreamItem,
 };
 use edgegate_redaction::Redaction;
 use edgegate_routing::Routing;
@@ -68,6 +68,57 @@ impl Policy {
             Policy::Routing(_) => Routing::WANTS_RESPONSE,
             Policy::Redaction(_) => Redaction::WANTS_RESPONSE,
             Policy::Caching(_) => Caching::WANTS_RESPONSE,
+        }
+    }
+
+    /// The request body modes it handles.
+    pub fn request_modes(&self) -> BodyModes {
+        match self {
+            Policy::Auth(_) => Auth::REQUEST_BODY,
+            Policy::Routing(_) => Routing::REQUEST_BODY,
+            Policy::Redaction(_) => Redaction::REQUEST_BODY,
+            Policy::Caching(_) => Caching::REQUEST_BODY,
+        }
+    }
+
+    /// The response body modes it handles.
+    pub fn response_modes(&self) -> BodyModes {
+        match self {
+            Policy::Auth(_) => Auth::RESPONSE_BODY,
+            Policy::Routing(_) => Routing::RESPONSE_BODY,
+            Policy::Redaction(_) => Redaction::RESPONSE_BODY,
+            Policy::Caching(_) => Caching::RESPONSE_BODY,
+        }
+    }
+
+    /// One chunk of a streamed response (`response_body = "stream"`).
+    pub fn on_response_chunk(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        chunk: Chunk,
+    ) -> Result<ChunkOutcome, PolicyError> {
+        match self {
+            Policy::Auth(p) => p.on_response_chunk(env, state, chunk),
+            Policy::Routing(p) => p.on_response_chunk(env, state, chunk),
+            Policy::Redaction(p) => p.on_response_chunk(env, state, chunk),
+            Policy::Caching(p) => p.on_response_chunk(env, state, chunk),
+        }
+    }
+
+    /// One server-sent event of a streamed response, or its end (`response_body = "sse"`).
+    pub fn on_response_event(
+        &self,
+        env: &dyn Env,
+        state: &mut BodyState,
+        item: StreamItem,
+        carry: String,
+    ) -> Result<EventOutcome, PolicyError> {
+        match self {
+            Policy::Auth(p) => p.on_response_event(env, state, item, carry),
+            Policy::Routing(p) => p.on_response_event(env, state, item, carry),
+            Policy::Redaction(p) => p.on_response_event(env, state, item, carry),
+            Policy::Caching(p) => p.on_response_event(env, state, item, carry),
         }
     }
 

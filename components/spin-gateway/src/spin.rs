@@ -9,14 +9,21 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use edgegate_policy_core::{json_error, HttpResponse, Level};
+use edgegate_policy_core::{json_error, Headers, HttpResponse, Level};
 use futures::future::{select, Either};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use spin_executor::CancelOnDropToken;
-use spin_sdk::http::{ErrorCode, IncomingRequest, IncomingResponse, Method, Request, Response};
+use spin_sdk::http::{
+    ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingResponse,
+    Request, ResponseOutparam,
+};
 use spin_sdk::key_value::Store;
+use wasi::io::streams::{OutputStream, StreamError};
 
-use crate::chain::{self, Incoming, Outgoing, SendError, Transport};
+use crate::chain::{
+    self, Answer, BodyStream, Client, ClientGone, Delivered, Incoming, Outgoing, SendError,
+    Transport,
+};
 use crate::config::Config;
 use crate::env::{parse_level, KvStore, RequestEnv};
 
@@ -34,27 +41,129 @@ thread_local! {
 }
 
 #[spin_sdk::http_component]
-async fn handle(req: IncomingRequest) -> Response {
-    let resp = serve(req).await;
-    let mut builder = Response::builder();
-    builder.status(resp.status);
-    let mut headers: Vec<(String, String)> = resp
-        .headers
-        .into_vec()
-        .into_iter()
-        .filter(|(n, _)| n != "content-length" && n != "transfer-encoding")
-        .collect();
-    headers.push(("via".into(), chain::VIA.into()));
-    builder.headers(headers);
-    builder.body(resp.body.unwrap_or_default());
-    builder.build()
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let mut client = SpinClient {
+        out: Some(out),
+        body: None,
+    };
+    let delivered = serve(req, &mut client).await;
+    client.end(delivered);
+}
+
+/// The response to the client, over wasi:http: the head once, then the
+/// body written through as it comes.
+struct SpinClient {
+    out: Option<ResponseOutparam>,
+    /// The output stream (dropped first) and the body it writes.
+    body: Option<(OutputStream, OutgoingBody)>,
+}
+
+impl Client for SpinClient {
+    fn head(&mut self, status: u16, headers: &Headers) {
+        let Some(out) = self.out.take() else {
+            return;
+        };
+        let fields = Fields::new();
+        for (name, value) in headers
+            .iter()
+            .filter(|(n, _)| n != "content-length" && n != "transfer-encoding")
+            .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
+            .chain(std::iter::once((
+                "via".to_string(),
+                chain::VIA.as_bytes().to_vec(),
+            )))
+        {
+            // The chain checked policy headers; the upstream's came through
+            // wasi:http fields. One the host still refuses is left out.
+            if let Err(e) = fields.append(&name, &value) {
+                eprintln!("WARN gateway: response header `{name}` not sent: {e:?}");
+            }
+        }
+        let response = OutgoingResponse::new(fields);
+        if response.set_status_code(status).is_err() {
+            let _ = response.set_status_code(502);
+        }
+        let body = response.body().ok();
+        let stream = body.as_ref().and_then(|b| b.write().ok());
+        out.set(response);
+        self.body = stream.zip(body);
+    }
+
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), ClientGone> {
+        let Some((stream, _)) = &self.body else {
+            return Err(ClientGone);
+        };
+        write_all(stream, &data).await.map_err(|_| ClientGone)
+    }
+}
+
+impl SpinClient {
+    /// Finishes a whole body; a cut one is dropped unfinished, which wasi:http
+    /// hosts pass on as a broken body (no last chunk, a reset stream).
+    fn end(mut self, delivered: Delivered) {
+        if self.out.is_some() {
+            // No head was sent (cannot happen on the chain's paths).
+            self.head(500, &Vec::new());
+        }
+        let Some((stream, body)) = self.body.take() else {
+            return;
+        };
+        drop(stream);
+        match delivered {
+            Delivered::Complete => {
+                let _ = OutgoingBody::finish(body, None);
+            }
+            Delivered::Cut => drop(body),
+        }
+    }
+}
+
+/// Writes all of `data` and flushes it, waiting on the stream's readiness:
+/// a slow client makes this wait, and nothing more is read meanwhile.
+async fn write_all(stream: &OutputStream, data: &[u8]) -> Result<(), StreamError> {
+    let mut offset = 0;
+    let mut flushing = false;
+    let mut token: Option<CancelOnDropToken> = None;
+    futures::future::poll_fn(|cx| loop {
+        match stream.check_write() {
+            Ok(0) => {
+                token = Some(CancelOnDropToken::from(
+                    spin_executor::push_waker_and_get_token(stream.subscribe(), cx.waker().clone()),
+                ));
+                return Poll::Pending;
+            }
+            Ok(room) => {
+                if offset == data.len() {
+                    if flushing {
+                        return Poll::Ready(Ok(()));
+                    }
+                    if let Err(e) = stream.flush() {
+                        return Poll::Ready(Err(e));
+                    }
+                    flushing = true;
+                } else {
+                    let n = usize::try_from(room)
+                        .unwrap_or(usize::MAX)
+                        .min(data.len() - offset);
+                    if let Err(e) = stream.write(&data[offset..offset + n]) {
+                        return Poll::Ready(Err(e));
+                    }
+                    offset += n;
+                }
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    })
+    .await?;
+    drop(token);
+    Ok(())
 }
 
 fn variable(name: &str) -> Option<String> {
     spin_sdk::variables::get(name).ok()
 }
 
-async fn serve(req: IncomingRequest) -> HttpResponse {
+async fn serve(req: IncomingRequest, client: &mut SpinClient) -> Delivered {
     let log_level = variable(LOG_LEVEL_VARIABLE)
         .and_then(|l| parse_level(&l))
         .unwrap_or(Level::Info);
@@ -62,7 +171,7 @@ async fn serve(req: IncomingRequest) -> HttpResponse {
         Ok(c) => c,
         Err(message) => {
             eprintln!("ERROR gateway: {message}");
-            return json_error(500, "config_invalid", &message);
+            return chain::answer(client, json_error(500, "config_invalid", &message)).await;
         }
     };
     let store_label = variable(KV_STORE_VARIABLE).unwrap_or_else(|| "default".into());
@@ -98,26 +207,30 @@ async fn serve(req: IncomingRequest) -> HttpResponse {
         .or_else(|| edgegate_policy_core::header(&headers, "host").map(String::from))
         .unwrap_or_default();
     let Some(route) = config.find_route(&authority, &path, &method) else {
-        return json_error(404, "no_route", "no route matches this request");
+        let resp = json_error(404, "no_route", "no route matches this request");
+        return chain::answer(client, resp).await;
     };
     let limit = chain::request_limit(&config, route);
     let declared = edgegate_policy_core::header(&headers, "content-length")
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit);
+        return chain::answer(client, too_large(limit)).await;
     }
     let mut body = Vec::new();
     let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
         match chunk {
-            Ok(chunk) if body.len() + chunk.len() > limit => return too_large(limit),
+            Ok(chunk) if body.len() + chunk.len() > limit => {
+                return chain::answer(client, too_large(limit)).await
+            }
             Ok(chunk) => body.extend_from_slice(&chunk),
             Err(e) => {
-                return json_error(
+                let resp = json_error(
                     400,
                     "body_read_failed",
                     &format!("reading the request body failed: {e}"),
-                )
+                );
+                return chain::answer(client, resp).await;
             }
         }
     }
@@ -132,7 +245,7 @@ async fn serve(req: IncomingRequest) -> HttpResponse {
         body,
         client_ip,
     };
-    chain::run(&config, route, &env, &SpinTransport, incoming).await
+    chain::run(&config, route, &env, &SpinTransport, incoming, client).await
 }
 
 fn too_large(limit: usize) -> HttpResponse {
@@ -275,14 +388,50 @@ fn send_error(e: spin_sdk::http::SendError) -> SendError {
 }
 
 impl SpinTransport {
-    async fn exchange(&self, req: Outgoing<'_>, limit: usize) -> Result<HttpResponse, SendError> {
+    async fn exchange(&self, req: Outgoing<'_>) -> Result<IncomingResponse, SendError> {
         let request = Request::builder()
             .method(method(req.method))
             .uri(req.url)
             .headers(req.headers.clone())
             .body(req.body.to_vec())
             .build();
-        let resp: IncomingResponse = spin_sdk::http::send(request).await.map_err(send_error)?;
+        spin_sdk::http::send(request).await.map_err(send_error)
+    }
+}
+
+/// An upstream answer's body on wasi:http, each piece within the idle timeout.
+struct SpinBody {
+    /// Dropped before the response: dropping both cancels the request.
+    stream: Pin<Box<dyn Stream<Item = Result<Vec<u8>, wasi::io::streams::Error>>>>,
+    _response: IncomingResponse,
+    idle: Duration,
+}
+
+impl BodyStream for SpinBody {
+    async fn next(&mut self) -> Option<Result<Vec<u8>, SendError>> {
+        match select(self.stream.next(), sleep(self.idle)).await {
+            Either::Left((piece, _)) => {
+                piece.map(|r| r.map_err(|e| SendError::Other(format!("reading the answer: {e}"))))
+            }
+            Either::Right(((), _)) => Some(Err(SendError::Timeout)),
+        }
+    }
+}
+
+impl Transport for SpinTransport {
+    type Body = SpinBody;
+
+    async fn send(
+        &self,
+        req: Outgoing<'_>,
+        timeout: Duration,
+        idle: Duration,
+    ) -> Result<Answer<SpinBody>, SendError> {
+        let exchange = std::pin::pin!(self.exchange(req));
+        let resp = match select(exchange, sleep(timeout)).await {
+            Either::Left((result, _)) => result?,
+            Either::Right(((), _)) => return Err(SendError::Timeout),
+        };
         let status = resp.status();
         let headers = resp
             .headers()
@@ -295,35 +444,15 @@ impl SpinTransport {
                 )
             })
             .collect();
-        let mut body = Vec::new();
-        let mut stream = resp.take_body_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| SendError::Other(format!("reading the answer: {e}")))?;
-            if body.len() + chunk.len() > limit {
-                return Err(SendError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(HttpResponse {
+        Ok(Answer {
             status,
             headers,
-            body: Some(body),
+            body: SpinBody {
+                stream: Box::pin(resp.take_body_stream()),
+                _response: resp,
+                idle,
+            },
         })
-    }
-}
-
-impl Transport for SpinTransport {
-    async fn send(
-        &self,
-        req: Outgoing<'_>,
-        timeout: Duration,
-        body_limit: usize,
-    ) -> Result<HttpResponse, SendError> {
-        let exchange = std::pin::pin!(self.exchange(req, body_limit));
-        match select(exchange, sleep(timeout)).await {
-            Either::Left((result, _)) => result,
-            Either::Right(((), _)) => Err(SendError::Timeout),
-        }
     }
 
     async fn sleep(&self, duration: Duration) {
