@@ -580,9 +580,10 @@ async fn response_phase<B: BodyStream, C: Client>(
     client: &mut C,
 ) -> Delivered {
     let mut info = req.info(upstream);
-    let events = header(&head.headers, "content-type").is_some_and(is_event_stream);
     let mut stages: Vec<Stage<'_>> = Vec::new();
     for def in ran.iter().rev().filter(|d| d.policy.wants_response()) {
+        // By the head as it is now: a policy may have replaced the answer.
+        let events = header(&head.headers, "content-type").is_some_and(is_event_stream);
         let mode = match def.response_body {
             BodyMode::Sse if !events => BodyMode::Buffer,
             mode => mode,
