@@ -19,6 +19,7 @@
 # requests/s, p50 and p99 and their ratios against the first row.
 #
 #   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 THREADS=1 by default
+#   ACCESS_LOG=true bash bench/run.sh   # edgegate with its access log on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,9 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-2}
+# nginx runs with `access_log off`, and so does edgegate unless ACCESS_LOG=true
+# (then each gateway logs to a file in the work folder).
+ACCESS_LOG=${ACCESS_LOG:-false}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
@@ -113,6 +117,9 @@ listen = "127.0.0.1:$1"
 workers = $WORKERS
 [admin]
 listen = "127.0.0.1:$2"
+[access_log]
+enabled = $ACCESS_LOG
+target = "$WORK/access-$1.log"
 [upstreams.backend]
 endpoints = ["127.0.0.1:$UP_PORT"]
 max_idle_per_endpoint = 256
@@ -145,6 +152,9 @@ listen = "127.0.0.1:$EGC_PORT"
 workers = $WORKERS
 [admin]
 listen = "127.0.0.1:$EGC_ADMIN"
+[access_log]
+enabled = $ACCESS_LOG
+target = "$WORK/access-chain.log"
 [upstreams.backend]
 endpoints = ["127.0.0.1:$UP_PORT"]
 max_idle_per_endpoint = 256

@@ -712,3 +712,237 @@ async fn upstream_errors(gw: &Gateway) -> u64 {
         .filter_map(|r| support::metric(&m, "edgegate_upstream_requests_total", &[("outcome", r)]))
         .sum()
 }
+
+/// The demo chain with its access log in `access.log` (JSON), plus a route
+/// to an upstream nobody listens on.
+fn logged_demo_config(up: SocketAddr) -> String {
+    let config = support::demo_config(up)
+        .replace(
+            "[access_log]\ntarget = \"stdout\"",
+            "[access_log]\ntarget = \"access.log\"\nformat = \"json\"",
+        )
+        .replace(
+            "[[routes]]\nname = \"demo\"",
+            "[upstreams.dead]\nendpoints = [\"127.0.0.1:1\"]\n\n\
+             [[routes]]\nname = \"dead\"\npath_prefix = \"/dead\"\nupstream = \"dead\"\n\n\
+             [[routes]]\nname = \"demo\"",
+        );
+    assert!(config.contains("target = \"access.log\"") && config.contains("name = \"dead\""));
+    config
+}
+
+/// The access log's lines once there are `n` of them.
+async fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    eventually(Duration::from_secs(10), "access log lines", || async {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (lines.len() >= n).then_some(lines)
+    })
+    .await
+}
+
+/// `(policy, phase, verdict)` of each policy call a line lists.
+fn marks(line: &serde_json::Value) -> Vec<(String, String, String)> {
+    line["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert!(m["us"].as_u64().is_some(), "{m}");
+            let s = |k: &str| m[k].as_str().unwrap().to_string();
+            (s("policy"), s("phase"), s("verdict"))
+        })
+        .collect()
+}
+
+fn mark(policy: &str, phase: &str, verdict: &str) -> (String, String, String) {
+    (policy.into(), phase.into(), verdict.into())
+}
+
+#[tokio::test]
+async fn access_log_lines_and_request_ids_for_served_denied_cached_and_failed_requests() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&logged_demo_config(up.addr));
+    let log = gw.dir.path().join("access.log");
+    let client = reqwest::Client::new();
+    let chat = serde_json::json!({"model": "gpt-4o", "temperature": 0,
+        "messages": [{"role": "user", "content": "hello there"}]});
+    let body = serde_json::to_vec(&chat).unwrap();
+    let ask = |id: Option<&str>| {
+        let mut req = client
+            .post(gw.url("/v1/chat/completions?api_key=in-the-query"))
+            .bearer_auth("demo-key")
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req
+    };
+
+    // 1. Served: the client's id is kept, sent upstream and returned.
+    let served = ask(Some("client-trace.1")).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["x-request-id"], "client-trace.1");
+    let served_bytes = served.bytes().await.unwrap().len() as u64;
+    assert_eq!(
+        up.seen().pop().unwrap().header("x-request-id"),
+        Some("client-trace.1")
+    );
+    // 2. The same call again: a cache hit. A malformed id is replaced.
+    let hit = ask(Some("bad id; with spaces")).send().await.unwrap();
+    assert_eq!(hit.headers()["x-edgegate-cache"], "hit");
+    let hit_id = hit.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(hit_id.len(), 32, "{hit_id}");
+    assert!(hit_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    // 3. Denied by auth: no key.
+    let denied = client.get(gw.url("/cache/x")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let denied_id = denied.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // 4. A failed upstream: the gateway's error body carries the id.
+    let failed = client.get(gw.url("/dead/x")).send().await.unwrap();
+    assert_eq!(failed.status(), 502);
+    let failed_id = failed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let failed_body: serde_json::Value = failed.json().await.unwrap();
+    assert_eq!(failed_body["error"], "upstream_unreachable");
+    assert_eq!(failed_body["request_id"], failed_id.as_str());
+
+    let lines = log_lines(&log, 4).await;
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let raw = std::fs::read_to_string(&log).unwrap();
+    for secret in ["demo-key", "in-the-query", "authorization", "Bearer"] {
+        assert!(!raw.contains(secret), "`{secret}` reached the log:\n{raw}");
+    }
+    let (s, h, d, f) = (&lines[0], &lines[1], &lines[2], &lines[3]);
+
+    assert_eq!(s["request_id"], "client-trace.1");
+    assert_eq!(s["route"], "demo");
+    assert_eq!(s["method"], "POST");
+    assert_eq!(s["path"], "/v1/chat/completions");
+    assert_eq!(s["status"], 200);
+    assert_eq!(s["upstream"], "demo");
+    assert_eq!(s["endpoint"], up.addr.to_string());
+    assert_eq!(s["attempts"], 1);
+    assert_eq!(s["bytes_in"], body.len() as u64);
+    assert_eq!(s["bytes_out"], served_bytes);
+    assert_eq!(s["body"], "complete");
+    assert_eq!(s["model"], "gpt-4o");
+    assert_eq!(s["principal"], "demo-team");
+    assert_eq!(s["tenant"], "demo");
+    assert!(s.get("error").is_none(), "{s}");
+    assert!(s["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(s["time"].as_str().unwrap().ends_with('Z'), "{s}");
+    let m = marks(s);
+    assert_eq!(
+        m[..4],
+        [
+            mark("auth", "request", "continue"),
+            mark("routing", "request", "route"),
+            mark("redaction", "request", "continue"),
+            mark("caching", "request", "continue"),
+        ]
+    );
+    for p in ["caching", "redaction", "auth"] {
+        assert!(m.contains(&mark(p, "response", "continue")), "{m:?}");
+    }
+
+    assert_eq!(h["request_id"], hit_id.as_str());
+    assert_eq!(h["status"], 200);
+    assert_eq!(h["attempts"], 0);
+    assert!(h.get("upstream").is_none(), "a hit goes nowhere: {h}");
+    assert_eq!(h["bytes_out"], served_bytes);
+    let m = marks(h);
+    assert_eq!(m[3], mark("caching", "request", "respond"), "{m:?}");
+    assert!(m.contains(&mark("auth", "response", "continue")), "{m:?}");
+
+    assert_eq!(d["request_id"], denied_id.as_str());
+    assert_eq!(d["status"], 401);
+    assert_eq!(d["path"], "/cache/x");
+    assert_eq!(d["attempts"], 0);
+    assert!(d.get("principal").is_none(), "{d}");
+    assert_eq!(marks(d), [mark("auth", "request", "respond")]);
+
+    assert_eq!(f["request_id"], failed_id.as_str());
+    assert_eq!(f["route"], "dead");
+    assert_eq!(f["status"], 502);
+    assert_eq!(f["error"], "upstream_unreachable");
+    assert_eq!(f["upstream"], "dead");
+    assert_eq!(f["endpoint"], "127.0.0.1:1");
+    assert_eq!(f["attempts"], 1);
+    assert_eq!(f["policies"], serde_json::json!([]));
+
+    // Rotation: the file is moved away, SIGUSR1, and the next line goes to
+    // a new file at the old name.
+    std::fs::rename(&log, gw.dir.path().join("access.log.1")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(gw.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "a new access.log", || async {
+        let _ = client.get(gw.url("/dead/again")).send().await;
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("/dead/again"))
+    })
+    .await;
+    // The moved file keeps its lines (and any line written before the
+    // signal was handled).
+    let rotated = std::fs::read_to_string(gw.dir.path().join("access.log.1")).unwrap();
+    let before = rotated.lines().filter(|l| !l.contains("/dead/again"));
+    assert_eq!(before.count(), 4, "{rotated}");
+}
+
+#[tokio::test]
+async fn access_log_sampling_and_the_off_switch() {
+    let up = Upstream::start();
+    let off = base_config(up.addr)
+        + "[access_log]\nenabled = false\ntarget = \"access.log\"\n"
+        + &route("api", "/", &[]);
+    let gw = Gateway::start(&off);
+    let resp = reqwest::get(gw.url("/x")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The id is made whether or not anything is logged.
+    assert_eq!(resp.headers()["x-request-id"].len(), 32);
+    assert!(!gw.dir.path().join("access.log").exists());
+
+    // Successes never sampled, errors always: only the 404s are logged.
+    let sampled = base_config(up.addr)
+        + "[access_log]\ntarget = \"access.log\"\nformat = \"json\"\nsample = 0.0\n"
+        + &route("api", "/api", &[]);
+    let gw = Gateway::start(&sampled);
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let ok = client
+            .get(gw.url(&format!("/api/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    for i in 0..3 {
+        let missing = client
+            .get(gw.url(&format!("/nowhere/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+    }
+    let lines = log_lines(&gw.dir.path().join("access.log"), 3).await;
+    // Lines for the 200s would have been written before the 404s'.
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for l in &lines {
+        assert_eq!(l["status"], 404);
+        assert_eq!(l["error"], "no_route");
+        assert!(l.get("route").is_none(), "{l}");
+    }
+}

@@ -181,7 +181,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => serve(&config, cli.log_format),
         Command::CheckConfig { file } => check_config(&file),
         Command::DemoUpstream {
             listen,
@@ -260,9 +260,16 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(file: &std::path::Path) -> anyhow::Result<()> {
+fn serve(file: &std::path::Path, format: LogFormat) -> anyhow::Result<()> {
     let config = edgegate_config::load(file)?;
-    let gateway = Gateway::new(config).with_context(|| format!("{}", file.display()))?;
+    let options = edgegate_gateway::GatewayOptions {
+        log_format: match format {
+            LogFormat::Text => edgegate_config::LineFormat::Text,
+            LogFormat::Json => edgegate_config::LineFormat::Json,
+        },
+    };
+    let gateway =
+        Gateway::with_options(config, options).with_context(|| format!("{}", file.display()))?;
     let handle = gateway.start().context("binding listeners")?;
     // Tests and scripts read this line to learn the ports.
     let tls = handle
@@ -320,7 +327,8 @@ fn coordinator(file: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads the config file meanwhile.
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the config file meanwhile,
+/// and SIGUSR1 opens the access log files again (after a rotation).
 fn wait_for_signals(handle: &edgegate_gateway::GatewayHandle) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -331,10 +339,12 @@ fn wait_for_signals(handle: &edgegate_gateway::GatewayHandle) -> anyhow::Result<
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = usr1.recv() => control.reopen_logs(),
                 _ = hup.recv() => match control.reload().await {
                     Ok(_) => tracing::info!("SIGHUP: config reloaded"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; still serving the previous config"),

@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// This edge node's identity and its coordinator (health graph sync).
     #[serde(default)]
     pub node: Option<NodeConfig>,
+    /// One line per request: where it goes, its format and sampling.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
     /// Folder of the config file; relative paths resolve against it (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -99,6 +102,75 @@ pub struct ServerConfig {
     /// A TLS listener beside the cleartext one; absent: cleartext only.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
+    /// Whose `x-request-id` a request carries upstream, into the access log
+    /// and into error bodies.
+    #[serde(default)]
+    pub request_id: RequestIdMode,
+}
+
+/// `server.request_id`: where a request's id comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestIdMode {
+    /// Keep a client's `x-request-id` when it is 1 to 128 characters of
+    /// `[A-Za-z0-9._:-]`; otherwise make one.
+    #[default]
+    Accept,
+    /// Always make one; a client's `x-request-id` is replaced.
+    Generate,
+}
+
+/// `[access_log]`: one line per request, written by a thread of its own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Off: no line is made at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `"stdout"`, or a file (relative to the config file) opened for
+    /// appending and opened again on SIGUSR1, after a log rotation.
+    #[serde(default = "default_access_log_target")]
+    pub target: String,
+    /// `text` (key=value pairs) or `json` (one object per line); absent:
+    /// what `--log-format` says.
+    #[serde(default)]
+    pub format: Option<LineFormat>,
+    /// Share of requests answered below 400 that are logged, from 0 to 1.
+    #[serde(default = "default_sample")]
+    pub sample: f64,
+    /// Share of requests answered 400 or above that are logged, from 0 to 1.
+    #[serde(default = "default_sample")]
+    pub sample_errors: f64,
+}
+
+/// How an access log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    /// `key=value` pairs, values quoted when they need it (logfmt).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_access_log_target() -> String {
+    "stdout".into()
+}
+
+fn default_sample() -> f64 {
+    1.0
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            target: default_access_log_target(),
+            format: None,
+            sample: 1.0,
+            sample_errors: 1.0,
+        }
+    }
 }
 
 /// `[server.tls]`: the TLS listener, its certificates and client certificates.
@@ -265,6 +337,7 @@ impl Default for ServerConfig {
             escaped_slashes: EscapedSlashes::Reject,
             redirect_to_https: false,
             tls: None,
+            request_id: RequestIdMode::Accept,
         }
     }
 }

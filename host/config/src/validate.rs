@@ -89,6 +89,11 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
             resolve(&mut ca.ca_file);
         }
     }
+    if config.access_log.target != "stdout" {
+        let mut p = std::path::PathBuf::from(&config.access_log.target);
+        resolve(&mut p);
+        config.access_log.target = p.to_string_lossy().into_owned();
+    }
     for u in config.upstreams.values_mut() {
         let t = &mut u.tls;
         for p in [&mut t.ca_file, &mut t.client_cert, &mut t.client_key]
@@ -146,6 +151,25 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 None,
             ));
         }
+    }
+    for (key, share) in [
+        ("access_log.sample", c.access_log.sample),
+        ("access_log.sample_errors", c.access_log.sample_errors),
+    ] {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(err(
+                key.into(),
+                format!("must be between 0 and 1, not {share}"),
+                None,
+            ));
+        }
+    }
+    if c.access_log.target.is_empty() {
+        return Err(err(
+            "access_log.target".into(),
+            "must be \"stdout\" or a file path".into(),
+            None,
+        ));
     }
     if c.server.max_header_bytes < 1024 {
         return Err(err(
@@ -576,6 +600,36 @@ policies = ["h"]
             c.policies["h"].component.get_ref(),
             Path::new("/etc/edgegate/h.wasm")
         );
+    }
+
+    #[test]
+    fn access_log_target_resolves_and_shares_are_checked() {
+        let text = format!("{GOOD}[access_log]\ntarget = \"logs/access.log\"\nformat = \"json\"\n");
+        let c = parse(Path::new("/etc/edgegate/gateway.toml"), &text).unwrap();
+        assert_eq!(c.access_log.target, "/etc/edgegate/logs/access.log");
+        assert_eq!(c.access_log.format, Some(crate::LineFormat::Json));
+        let stdout = parse(Path::new("/etc/edgegate/gateway.toml"), GOOD).unwrap();
+        assert_eq!(stdout.access_log.target, "stdout");
+        assert!(stdout.access_log.enabled);
+        let e = parse(
+            Path::new("g.toml"),
+            &format!("{GOOD}[access_log]\nsample_errors = 1.5\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "access_log.sample_errors", "{e}");
+        assert!(
+            e.to_string().contains("must be between 0 and 1, not 1.5"),
+            "{e}"
+        );
+        let e = parse(
+            Path::new("g.toml"),
+            &GOOD.replace(
+                "version = 1",
+                "version = 1\nserver.request_id = \"sometimes\"",
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("server.request_id"), "{e}");
     }
 
     #[test]

@@ -59,20 +59,20 @@ pub enum ClientBodyError {
     Idle(u128),
 }
 
-impl ClientBodyError {
-    /// The client body error somewhere in `e`'s chain of causes, if any.
-    pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientBodyError> {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        // Bounded: error chains are short, but a cycle must not loop forever.
-        for _ in 0..16 {
-            let err = cur?;
-            if let Some(found) = err.downcast_ref::<ClientBodyError>() {
-                return Some(found);
-            }
-            cur = err.source();
+/// The first error of type `T` in `e`'s chain of causes, if any.
+pub fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Bounded: error chains are short, but a cycle must not loop forever.
+    for _ in 0..16 {
+        let err = cur?;
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
         }
-        None
+        cur = err.source();
     }
+    None
 }
 
 /// An upstream's answer stopped arriving mid-body.

@@ -85,6 +85,7 @@ pub struct Control {
     runtime: Arc<Runtime>,
     kv: Arc<KvStore>,
     metrics: Arc<Metrics>,
+    logs: Arc<crate::access_log::Sinks>,
     workers: usize,
 }
 
@@ -95,6 +96,7 @@ impl Control {
         runtime: Arc<Runtime>,
         kv: Arc<KvStore>,
         metrics: Arc<Metrics>,
+        logs: Arc<crate::access_log::Sinks>,
         workers: usize,
     ) -> Self {
         Self {
@@ -106,8 +108,14 @@ impl Control {
             runtime,
             kv,
             metrics,
+            logs,
             workers,
         }
+    }
+
+    /// SIGUSR1: the access log files are opened again (after a rotation).
+    pub fn reopen_logs(&self) {
+        self.logs.reopen();
     }
 
     /// The admin token, if configured.
@@ -382,11 +390,12 @@ impl Control {
             ControlError::Refused(format!("config refused, nothing changed: {e}"))
         })?;
         let pushed = load_pushed(&config);
-        let built = GatewayState::build_with(
+        let built = GatewayState::build(
             &config,
             &self.runtime,
             &self.kv,
             &self.metrics,
+            &self.logs,
             self.workers,
             &pushed,
         )

@@ -1,6 +1,7 @@
 //! The edgegate proxy: listeners, route table, policy phases, upstream pools,
 //! the admin listener and metrics.
 
+mod access_log;
 mod admin;
 mod body;
 mod control;
@@ -29,5 +30,5 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub use control::{Control, ControlError, PushMode};
 pub use edgegate_runtime as runtime;
 pub use metrics::Metrics;
-pub use server::{Gateway, GatewayHandle};
+pub use server::{Gateway, GatewayHandle, GatewayOptions};
 pub use state::{AdmitTimes, BuildError, GatewayState};

@@ -286,6 +286,8 @@ pub struct Metrics {
     pub(crate) upstreams: UpstreamMetrics,
     in_flight: Gauge,
     config_reloads: Counter,
+    /// Access log lines dropped because the writer fell behind.
+    pub(crate) access_log_dropped: Counter,
     swap_steps: Family<SwapStep, Counter>,
     events: std::sync::Arc<PolicyEvents>,
     /// The TLS listener's certificates (name, `notAfter` as Unix seconds):
@@ -384,6 +386,12 @@ impl Metrics {
             "Route tables built from config",
             config_reloads.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind (a full pipe or a slow disk)",
+            access_log_dropped.clone(),
+        );
         let events = std::sync::Arc::new(PolicyEvents {
             family: Family::default(),
             series: Default::default(),
@@ -410,6 +418,7 @@ impl Metrics {
             },
             in_flight,
             config_reloads,
+            access_log_dropped,
             swap_steps,
             tls_certs: std::sync::Mutex::new(Vec::new()),
         }
@@ -559,6 +568,16 @@ impl RouteMetrics {
 pub(crate) enum Phase {
     Request = 0,
     Response = 1,
+}
+
+impl Phase {
+    /// Its name in logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Response => "response",
+        }
+    }
 }
 
 /// Pre-resolved handles of one policy version.

@@ -2,8 +2,9 @@
 //! limits → route match → request phase → upstream → response phase.
 
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use edgegate_config::{BodyMode, OnError};
@@ -17,7 +18,8 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::body::{self, BufferError, ClientBodyError, ProxyBody, WatchedBody};
+use crate::access_log::{self, Counted, Entry, Logged, Trail, Verdict, X_REQUEST_ID};
+use crate::body::{self, find_cause, BufferError, ClientBodyError, ProxyBody, WatchedBody};
 use crate::forwarding;
 use crate::metrics::Phase;
 use crate::models::MODEL_CONTEXT_KEY;
@@ -74,16 +76,50 @@ pub(crate) struct Peer {
     pub(crate) worker: usize,
 }
 
+/// What the gateway said in an error answer it made, kept beside the body:
+/// on the request path the body is made again with the request's id in it,
+/// and the code goes to the access log.
+#[derive(Clone)]
+pub(crate) struct GatewayError {
+    code: Box<str>,
+    message: Box<str>,
+}
+
+/// `{"error": code, "message": ..., "request_id": ...}`.
+fn error_body(code: &str, message: &str, request_id: Option<&str>) -> String {
+    let mut body = serde_json::json!({ "error": code, "message": message });
+    if let Some(id) = request_id {
+        body["request_id"] = id.into();
+    }
+    body.to_string()
+}
+
 /// A JSON error response: `{"error": code, "message": ...}`.
 pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let mut resp = Response::new(body::full(body));
+    let mut resp = Response::new(body::full(error_body(code, message, None)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp.extensions_mut().insert(GatewayError {
+        code: code.into(),
+        message: message.into(),
+    });
     resp
+}
+
+/// One request as it goes through the phases: what they all read, the
+/// context its policies share, and what it leaves for the access log.
+struct Exchange<'s> {
+    state: &'s GatewayState,
+    route: &'s Route,
+    peer: Peer,
+    roll: Roll,
+    /// The request's host (and port), as policies see it.
+    authority: String,
+    ctx: ContextBag,
+    trail: Trail,
 }
 
 /// Counts a request in flight for as long as it is alive (also when the client goes away).
@@ -95,14 +131,60 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Entry point of the request path.
+/// Entry point of the request path: the request gets its id, is served,
+/// and its answer carries the id (in the error body too, when the gateway
+/// made the answer) and is logged when its body ends.
 pub(crate) async fn handle(
     state: Arc<GatewayState>,
     peer: Peer,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    if let Some(resp) = check_limits(&state, &req) {
+    let id = access_log::request_id(state.request_id, req.headers());
+    let mut entry = state.access_log.as_ref().map(|_| Entry {
+        time: SystemTime::now(),
+        started,
+        request_id: id.clone(),
+        route: None,
+        method: req.method().clone(),
+        path: Entry::path_of(req.uri()),
+        status: 0,
+        error: None,
+        trail: Trail::new(true),
+        model: None,
+        principal: None,
+        tenant: None,
+    });
+    let mut resp = serve(&state, peer, &id, req, started, entry.as_mut()).await;
+    if let Some(e) = resp.extensions_mut().remove::<GatewayError>() {
+        *resp.body_mut() = body::full(error_body(&e.code, &e.message, id.to_str().ok()));
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+        if let Some(entry) = entry.as_mut() {
+            entry.error = Some(e.code.into());
+        }
+    }
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    let (Some(log), Some(mut entry)) = (&state.access_log, entry) else {
+        return resp;
+    };
+    entry.status = resp.status().as_u16();
+    if !log.samples(entry.status) {
+        return resp;
+    }
+    let log = Arc::clone(log);
+    resp.map(|b| Logged::wrap(b, log, entry))
+}
+
+/// The request path proper: limits → route match → [`proxy`].
+async fn serve(
+    state: &GatewayState,
+    peer: Peer,
+    id: &HeaderValue,
+    mut req: Request<Incoming>,
+    started: Instant,
+    entry: Option<&mut Entry>,
+) -> Response<ProxyBody> {
+    if let Some(resp) = check_limits(state, &req) {
         return resp;
     }
     let host = match canonicalize(&state.limits, &mut req) {
@@ -130,7 +212,8 @@ pub(crate) async fn handle(
         // served only where a route lists it.
         return method_refused("TRACE is not allowed on this route");
     }
-    let authority = host.as_ref().map(Host::authority).unwrap_or_default();
+    // Policies read it, and the upstream gets it.
+    req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
     route.metrics.in_flight.inc();
     let _guard = InFlight(route);
     let roll = if route.has_canary {
@@ -141,7 +224,16 @@ pub(crate) async fn handle(
     } else {
         Roll::default()
     };
-    let mut resp = proxy(&state, route, peer, roll, authority, req).await;
+    let mut x = Exchange {
+        state,
+        route,
+        peer,
+        roll,
+        authority: host.as_ref().map(Host::authority).unwrap_or_default(),
+        ctx: ContextBag::default(),
+        trail: Trail::new(entry.is_some()),
+    };
+    let mut resp = proxy(&mut x, req).await;
     resp.headers_mut().append(header::VIA, state.via.clone());
     let status = resp.status().as_u16();
     if route.has_canary {
@@ -154,6 +246,14 @@ pub(crate) async fn handle(
     route
         .metrics
         .record(status, started.elapsed().as_secs_f64());
+    if let Some(entry) = entry {
+        let fact = |key: &str| x.ctx.get(key).map(str::to_string);
+        entry.route = Some(route.name.clone());
+        entry.model = fact(MODEL_CONTEXT_KEY);
+        entry.principal = fact("principal");
+        entry.tenant = fact("tenant");
+        entry.trail = x.trail;
+    }
     resp
 }
 
@@ -404,18 +504,17 @@ impl Target<'_> {
     }
 }
 
-async fn proxy(
-    state: &GatewayState,
-    route: &Route,
-    peer: Peer,
-    roll: Roll,
-    authority: String,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+async fn proxy(x: &mut Exchange<'_>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let (state, route, peer) = (x.state, x.route, x.peer);
     let (mut parts, incoming) = req.into_parts();
-    let incoming = WatchedBody::client(incoming, state.limits.body_idle_timeout);
+    let mut incoming = WatchedBody::client(incoming, state.limits.body_idle_timeout).boxed();
+    if x.trail.on {
+        let read = Arc::new(AtomicU64::new(0));
+        x.trail.bytes_in = Some(Arc::clone(&read));
+        incoming = Counted::wrap(incoming, read);
+    }
     let mut body = match route.buffer_request {
-        None => RequestBody::Stream(incoming.boxed()),
+        None => RequestBody::Stream(incoming),
         Some(limit) => {
             match buffer_request(&parts, incoming, limit, state.limits.body_timeout).await {
                 Ok(b) => RequestBody::Buffered(b),
@@ -424,9 +523,8 @@ async fn proxy(
         }
     };
 
-    let mut ctx = ContextBag::default();
     if let Some(session) = parts.extensions.get::<Arc<TlsSession>>() {
-        seed_tls_context(&mut ctx, session);
+        seed_tls_context(&mut x.ctx, session);
     }
     let mut target = Target {
         clusters: vec![&route.cluster],
@@ -437,33 +535,10 @@ async fn proxy(
     let ran = if route.chain.is_empty() {
         0
     } else {
-        match request_phase(
-            state,
-            route,
-            peer,
-            roll,
-            &authority,
-            &mut parts,
-            &mut body,
-            &mut ctx,
-            &mut target,
-            &mut stages,
-        )
-        .await
-        {
+        match request_phase(x, &mut parts, &mut body, &mut target, &mut stages).await {
             RequestOutcome::Forward(ran) => ran,
             RequestOutcome::Respond(resp, ran) => {
-                return response_phase(
-                    route,
-                    roll,
-                    &RequestLine::of(&parts),
-                    &authority,
-                    "",
-                    ran,
-                    resp,
-                    &mut ctx,
-                )
-                .await;
+                return response_phase(x, &RequestLine::of(&parts), "", ran, resp).await;
             }
         }
     };
@@ -481,8 +556,8 @@ async fn proxy(
     // Only what the response phase needs is kept; the parts move to the upstream.
     let line = (ran > 0).then(|| RequestLine::of(&parts));
     let sent = Instant::now();
-    let forwarded = forward(peer, &target, parts, body).await;
-    if let Some(model) = ctx.get(MODEL_CONTEXT_KEY) {
+    let forwarded = forward(peer, &target, parts, body, &mut x.trail).await;
+    if let Some(model) = x.ctx.get(MODEL_CONTEXT_KEY) {
         let failed = match &forwarded {
             Ok((resp, _)) => provider_failed(resp.status()),
             Err(_) => true,
@@ -504,17 +579,7 @@ async fn proxy(
     let Some(line) = line else {
         return resp;
     };
-    response_phase(
-        route,
-        roll,
-        &line,
-        &authority,
-        &cluster.name,
-        ran,
-        resp,
-        &mut ctx,
-    )
-    .await
+    response_phase(x, &line, &cluster.name, ran, resp).await
 }
 
 /// Whether an upstream answer counts as the provider failing: a 5xx, or a
@@ -526,7 +591,7 @@ fn provider_failed(status: StatusCode) -> bool {
 
 async fn buffer_request(
     parts: &Parts,
-    incoming: WatchedBody,
+    incoming: ProxyBody,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, Response<ProxyBody>> {
@@ -545,7 +610,7 @@ async fn buffer_request(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(timeout, body::buffer(incoming.boxed(), limit)).await {
+    match tokio::time::timeout(timeout, body::buffer(incoming, limit)).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(BufferError::TooLarge)) => Err(too_large()),
         Ok(Err(BufferError::Read(e))) => Err(client_body_failed(&*e)),
@@ -563,7 +628,7 @@ async fn buffer_request(
 /// The answer to a request whose body the client broke: 408 when it stopped
 /// sending, 400 otherwise. Never the upstream's fault.
 fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
-    match ClientBodyError::find(e) {
+    match find_cause::<ClientBodyError>(e) {
         Some(ClientBodyError::Idle(_)) => {
             error_response(StatusCode::REQUEST_TIMEOUT, "body_timeout", &e.to_string())
         }
@@ -583,26 +648,21 @@ enum RequestOutcome {
 }
 
 /// Request phase: each policy's `on-request`, in config order.
-#[allow(clippy::too_many_arguments)]
-async fn request_phase<'a>(
-    state: &'a GatewayState,
-    route: &Route,
-    peer: Peer,
-    roll: Roll,
-    authority: &str,
+async fn request_phase<'s>(
+    x: &mut Exchange<'s>,
     parts: &mut Parts,
     body: &mut RequestBody,
-    ctx: &mut ContextBag,
-    target: &mut Target<'a>,
+    target: &mut Target<'s>,
     stages: &mut Vec<stream::Stage>,
 ) -> RequestOutcome {
+    let (state, route, peer, roll) = (x.state, x.route, x.peer, x.roll);
     let mut wit = types::Request {
         method: parts.method.as_str().to_string(),
         path: parts
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-        authority: authority.to_string(),
+        authority: x.authority.clone(),
         body: None,
         client_ip: peer.ip.to_string(),
         route: route.name.clone(),
@@ -617,7 +677,7 @@ async fn request_phase<'a>(
         let version = entry.pick(roll);
         let started = Instant::now();
         let instance = Arc::clone(&version.instance);
-        let mut call_ctx = std::mem::take(ctx);
+        let mut call_ctx = std::mem::take(&mut x.ctx);
         // The headers move into the call, where the policy reads what it asks for.
         let mut headers = std::mem::take(&mut parts.headers);
         let streams = entry.request_body == BodyMode::Stream;
@@ -636,16 +696,27 @@ async fn request_phase<'a>(
             }
         };
         let Some((result, lease, back, back_headers, back_ctx)) = slow_lane::run(call).await else {
+            x.trail.mark(
+                &entry.name,
+                "request",
+                Verdict::FailedDeny,
+                started.elapsed(),
+            );
             return RequestOutcome::Respond(lost_call(entry), ran);
         };
         wit = back;
         parts.headers = back_headers;
-        *ctx = back_ctx;
+        x.ctx = back_ctx;
         let took = started.elapsed();
         version
             .metrics
             .record_call(Phase::Request, took.as_secs_f64());
         version.stats.record_call(took, result.is_err());
+        let verdict = match &result {
+            Ok(types::RequestVerdict::Route(_)) => Verdict::Route,
+            Ok(types::RequestVerdict::Respond(_)) => Verdict::Respond,
+            _ => Verdict::Continue,
+        };
         let result = result.and_then(|verdict| match verdict {
             types::RequestVerdict::Continue(m) => {
                 apply_request_mutations(&m, entry, rules, &mut wit, parts, body).map(|()| None)
@@ -672,8 +743,19 @@ async fn request_phase<'a>(
             }
             types::RequestVerdict::Respond(r) => build_response(r, entry.body_limit).map(Some),
         });
+        let failed = |failure: &PolicyFailure, trail: &mut Trail| {
+            let resp = policy_failed(entry, version, Phase::Request, failure);
+            let v = if resp.is_some() {
+                Verdict::FailedDeny
+            } else {
+                Verdict::FailedAllow
+            };
+            trail.mark(&entry.name, "request", v, took);
+            resp
+        };
         match result {
             Ok(None) => {
+                x.trail.mark(&entry.name, "request", verdict, took);
                 ran += 1;
                 if let Some(lease) = lease {
                     stages.push(stream::Stage {
@@ -686,9 +768,12 @@ async fn request_phase<'a>(
                     });
                 }
             }
-            Ok(Some(resp)) => return RequestOutcome::Respond(resp, ran),
+            Ok(Some(resp)) => {
+                x.trail.mark(&entry.name, "request", verdict, took);
+                return RequestOutcome::Respond(resp, ran);
+            }
             Err(failure) => {
-                if let Some(resp) = policy_failed(entry, version, Phase::Request, &failure) {
+                if let Some(resp) = failed(&failure, &mut x.trail) {
                     return RequestOutcome::Respond(resp, ran);
                 }
             }
@@ -717,10 +802,7 @@ fn policy_failed(
 ) -> Option<Response<ProxyBody>> {
     version.metrics.record_failure(failure.kind());
     let policy = entry.name.as_str();
-    let phase_name = match phase {
-        Phase::Request => "request",
-        Phase::Response => "response",
-    };
+    let phase_name = phase.as_str();
     match entry.on_error {
         OnError::Deny => {
             tracing::warn!(policy, phase = phase_name, %failure, "policy failed; denying (on_error = deny)");
@@ -945,6 +1027,7 @@ async fn forward<'a>(
     target: &Target<'a>,
     parts: Parts,
     body: RequestBody,
+    trail: &mut Trail,
 ) -> Result<(Response<Incoming>, &'a Arc<Cluster>), Response<ProxyBody>> {
     let replay = body.replayable();
     let mut body = Some(body);
@@ -1014,6 +1097,11 @@ async fn forward<'a>(
                 ));
             }
         }
+        trail.attempts += 1;
+        if trail.on {
+            trail.upstream = Some(cluster.name.clone());
+            trail.endpoint = Some(endpoint.address.clone());
+        }
         let started = Instant::now();
         endpoint
             .in_flight
@@ -1041,15 +1129,15 @@ async fn forward<'a>(
                     &format!("upstream `{}` answered {}", cluster.name, resp.status()),
                 ));
             }
-            Ok(Err(e)) if stream::BodyRefused::find(&e).is_some() => {
+            Ok(Err(e)) if find_cause::<stream::BodyRefused>(&e).is_some() => {
                 // A streaming policy ended the request body: its answer.
-                let refused = stream::BodyRefused::find(&e);
+                let refused = find_cause::<stream::BodyRefused>(&e);
                 let (code, message) = refused.map_or(("policy_blocked", ""), |r| {
                     (r.code.as_str(), r.message.as_str())
                 });
                 return Err(error_response(StatusCode::FORBIDDEN, code, message));
             }
-            Ok(Err(e)) if ClientBodyError::find(&e).is_some() => {
+            Ok(Err(e)) if find_cause::<ClientBodyError>(&e).is_some() => {
                 // The client broke its own body: its answer, and no mark
                 // against the upstream's health.
                 return Err(client_body_failed(&e));
@@ -1144,7 +1232,7 @@ fn response_buffer_failed(e: BufferError, limit: usize) -> Response<ProxyBody> {
             "response_too_large",
             &format!("upstream response body exceeds the {limit}-byte buffering limit"),
         ),
-        BufferError::Read(e) => match stream::BodyRefused::find(&*e) {
+        BufferError::Read(e) => match find_cause::<stream::BodyRefused>(&*e) {
             Some(refused) => {
                 error_response(StatusCode::BAD_GATEWAY, &refused.code, &refused.message)
             }
@@ -1161,17 +1249,14 @@ fn response_buffer_failed(e: BufferError, limit: usize) -> Response<ProxyBody> {
 /// A policy that buffers sees the body as the policies before it left it
 /// (they run to the body's end first); one that streams gets its head call
 /// now and the body's chunks or events as they pass.
-#[allow(clippy::too_many_arguments)]
 async fn response_phase(
-    route: &Route,
-    roll: Roll,
+    x: &mut Exchange<'_>,
     line: &RequestLine,
-    authority: &str,
     upstream: &str,
     ran: usize,
     resp: Response<ProxyBody>,
-    ctx: &mut ContextBag,
 ) -> Response<ProxyBody> {
+    let (route, roll) = (x.route, x.roll);
     let chain = &route.chain[..ran];
     if !chain
         .iter()
@@ -1192,7 +1277,7 @@ async fn response_phase(
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string(),
-        authority: authority.to_string(),
+        authority: x.authority.clone(),
         route: route.name.clone(),
         upstream: upstream.to_string(),
     };
@@ -1232,7 +1317,7 @@ async fn response_phase(
         };
         let started = Instant::now();
         let instance = Arc::clone(&version.instance);
-        let mut call_ctx = std::mem::take(ctx);
+        let mut call_ctx = std::mem::take(&mut x.ctx);
         let mut headers = std::mem::take(&mut rparts.headers);
         let call = async move {
             if kind.is_none() {
@@ -1254,12 +1339,18 @@ async fn response_phase(
         let Some((result, lease, back_summary, back, back_headers, back_ctx)) =
             slow_lane::run(call).await
         else {
+            x.trail.mark(
+                &entry.name,
+                "response",
+                Verdict::FailedDeny,
+                started.elapsed(),
+            );
             return lost_call(entry);
         };
         summary = back_summary;
         head = back;
         rparts.headers = back_headers;
-        *ctx = back_ctx;
+        x.ctx = back_ctx;
         let took = started.elapsed();
         version
             .metrics
@@ -1312,17 +1403,28 @@ async fn response_phase(
         });
         match applied {
             Err(failure) => {
-                if let Some(resp) = policy_failed(entry, version, Phase::Response, &failure) {
+                let resp = policy_failed(entry, version, Phase::Response, &failure);
+                let v = if resp.is_some() {
+                    Verdict::FailedDeny
+                } else {
+                    Verdict::FailedAllow
+                };
+                x.trail.mark(&entry.name, "response", v, took);
+                if let Some(resp) = resp {
                     return resp;
                 }
             }
             Ok(()) if replaced => {
+                x.trail
+                    .mark(&entry.name, "response", Verdict::Replace, took);
                 // The policy's own answer replaces the upstream's: the body
                 // so far, and the streaming policies on it, are dropped.
                 body.stream = None;
                 body.stages.clear();
             }
             Ok(()) => {
+                x.trail
+                    .mark(&entry.name, "response", Verdict::Continue, took);
                 if let (Some(kind), Some(lease)) = (kind, lease) {
                     if let Some(whole) = head.body.take() {
                         body.stream = Some(body::full(whole));

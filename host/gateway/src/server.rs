@@ -41,15 +41,42 @@ pub struct Gateway {
     workers: usize,
 }
 
+/// How the process around a gateway runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayOptions {
+    /// `--log-format`: the access log's format when the config names none.
+    pub log_format: edgegate_config::LineFormat,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            log_format: edgegate_config::LineFormat::Text,
+        }
+    }
+}
+
 impl Gateway {
     /// Compile and admit every policy of the config; nothing listens yet.
     pub fn new(config: GatewayConfig) -> Result<Self, BuildError> {
+        Self::with_options(config, GatewayOptions::default())
+    }
+
+    /// [`Gateway::new`], run as `options` say.
+    pub fn with_options(
+        config: GatewayConfig,
+        options: GatewayOptions,
+    ) -> Result<Self, BuildError> {
         let runtime = Arc::new(
             Runtime::new(&RuntimeConfig::default())
                 .map_err(|e| BuildError::Invalid(e.to_string()))?,
         );
         let kv = Arc::new(KvStore::default());
         let metrics = Arc::new(Metrics::new());
+        let logs = Arc::new(crate::access_log::Sinks::new(
+            options.log_format,
+            metrics.access_log_dropped.clone(),
+        ));
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -60,8 +87,8 @@ impl Gateway {
             .map_err(|e| BuildError::Invalid(format!("starting a runtime: {e}")))?;
         // Pushed versions kept in the state folder serve again (verified anew).
         let pushed = control::load_pushed(&config);
-        let (state, skipped) = rt.block_on(GatewayState::build_with(
-            &config, &runtime, &kv, &metrics, workers, &pushed,
+        let (state, skipped) = rt.block_on(GatewayState::build(
+            &config, &runtime, &kv, &metrics, &logs, workers, &pushed,
         ))?;
         for s in &skipped {
             tracing::error!("{s}");
@@ -78,6 +105,7 @@ impl Gateway {
             runtime.clone(),
             kv.clone(),
             metrics.clone(),
+            logs,
             workers,
         ));
         Ok(Self {

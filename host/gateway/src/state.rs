@@ -393,31 +393,24 @@ pub struct GatewayState {
     pub(crate) tls: Option<Arc<ListenerTls>>,
     /// `server.redirect_to_https`: cleartext requests get a 308 to the TLS listener.
     pub(crate) redirect_to_https: bool,
+    /// `server.request_id`: whose `x-request-id` a request carries.
+    pub(crate) request_id: edgegate_config::RequestIdMode,
+    /// `[access_log]`, when it is on.
+    pub(crate) access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl GatewayState {
-    /// Verify, compile and admit every policy of `config` and build its route table.
-    pub async fn build(
-        config: &GatewayConfig,
-        runtime: &Arc<Runtime>,
-        kv: &KvStore,
-        metrics: &Metrics,
-        workers: usize,
-    ) -> Result<Self, BuildError> {
-        Self::build_with(config, runtime, kv, metrics, workers, &BTreeMap::new())
-            .await
-            .map(|(state, _)| state)
-    }
-
-    /// Like [`GatewayState::build`], with pushed versions (from the state
-    /// folder) in place of the config's component files. A pushed version the
+    /// Verify, compile and admit every policy of `config` and build its
+    /// route table, with pushed versions (from the state folder) in place of
+    /// the config's component files. A pushed version the
     /// config no longer admits is skipped for the config's file; the returned
     /// list says which and why.
-    pub(crate) async fn build_with(
+    pub(crate) async fn build(
         config: &GatewayConfig,
         runtime: &Arc<Runtime>,
         kv: &KvStore,
         metrics: &Metrics,
+        logs: &crate::access_log::Sinks,
         workers: usize,
         pushed: &BTreeMap<String, Arc<Vec<u8>>>,
     ) -> Result<(Self, Vec<String>), BuildError> {
@@ -480,9 +473,15 @@ impl GatewayState {
             }
             None => None,
         };
+        let access_log = logs
+            .settings(&config.access_log)
+            .map_err(BuildError::Invalid)?
+            .map(Arc::new);
         let state = Self {
             tls,
             redirect_to_https: config.server.redirect_to_https && config.server.tls.is_some(),
+            request_id: config.server.request_id,
+            access_log,
             routes: RouteTable { routes: Vec::new() },
             upstreams,
             via,
@@ -574,6 +573,8 @@ impl GatewayState {
             trust: Arc::clone(&self.trust),
             tls: self.tls.clone(),
             redirect_to_https: self.redirect_to_https,
+            request_id: self.request_id,
+            access_log: self.access_log.clone(),
         })
     }
 }

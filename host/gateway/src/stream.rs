@@ -69,18 +69,31 @@ pub(crate) struct BodyRefused {
     pub(crate) message: String,
 }
 
-impl BodyRefused {
-    /// The refusal somewhere in `e`'s chain of causes.
-    pub(crate) fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyRefused> {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        for _ in 0..16 {
-            let err = cur?;
-            if let Some(found) = err.downcast_ref::<BodyRefused>() {
-                return Some(found);
+/// What one chunk or event call gave back, measured against its bound.
+enum Emitted {
+    /// Bytes for one chunk.
+    Bytes(usize),
+    /// Events from one event call.
+    Events(usize),
+}
+
+impl Emitted {
+    /// A policy failure naming the bound when this output, or a carry of
+    /// `carry` bytes, is over it.
+    fn check(self, carry: usize) -> Result<(), PolicyFailure> {
+        let why = match self {
+            Emitted::Bytes(n) if n > MAX_OUTPUT_PER_FRAME => {
+                format!("emitted {n} bytes for one chunk, over the limit of {MAX_OUTPUT_PER_FRAME}")
             }
-            cur = err.source();
-        }
-        None
+            Emitted::Events(n) if n > MAX_EVENTS_PER_CALL => {
+                format!("emitted {n} events in one call, over the limit of {MAX_EVENTS_PER_CALL}")
+            }
+            _ if carry > MAX_CARRY_BYTES => {
+                format!("held back {carry} bytes, over the carry limit of {MAX_CARRY_BYTES}")
+            }
+            _ => return Ok(()),
+        };
+        Err(PolicyFailure::Guest(why))
     }
 }
 
@@ -335,19 +348,9 @@ impl Running {
         match verdict {
             ChunkVerdict::Pass => Ok(chunk.data.into()),
             ChunkVerdict::Emit(out) => {
-                if out.data.len() > MAX_OUTPUT_PER_FRAME {
-                    let why = format!(
-                        "emitted {} bytes for one chunk, over the limit of {MAX_OUTPUT_PER_FRAME}",
-                        out.data.len()
-                    );
-                    return self.failed(&PolicyFailure::Guest(why), chunk.data.into());
-                }
-                if out.carry.len() > MAX_CARRY_BYTES {
-                    let why = format!(
-                        "held back {} bytes, over the carry limit of {MAX_CARRY_BYTES}",
-                        out.carry.len()
-                    );
-                    return self.failed(&PolicyFailure::Guest(why), chunk.data.into());
+                let bound = Emitted::Bytes(out.data.len());
+                if let Err(failure) = bound.check(out.carry.len()) {
+                    return self.failed(&failure, chunk.data.into());
                 }
                 if end.is_none() {
                     self.carry = out.carry;
@@ -418,21 +421,9 @@ impl Running {
                 Ok(())
             }
             EventVerdict::Emit(emitted) => {
-                if emitted.events.len() > MAX_EVENTS_PER_CALL {
-                    let why = format!(
-                        "emitted {} events in one call, over the limit of {MAX_EVENTS_PER_CALL}",
-                        emitted.events.len()
-                    );
-                    self.failed(&PolicyFailure::Guest(why), Bytes::new())?;
-                    pass(&event, out);
-                    return Ok(());
-                }
-                if emitted.carry.len() > MAX_CARRY_BYTES {
-                    let why = format!(
-                        "held back {} bytes, over the carry limit of {MAX_CARRY_BYTES}",
-                        emitted.carry.len()
-                    );
-                    self.failed(&PolicyFailure::Guest(why), Bytes::new())?;
+                let bound = Emitted::Events(emitted.events.len());
+                if let Err(failure) = bound.check(emitted.carry.len()) {
+                    self.failed(&failure, Bytes::new())?;
                     pass(&event, out);
                     return Ok(());
                 }

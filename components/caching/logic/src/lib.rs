@@ -156,7 +156,7 @@ impl PolicyLogic for Caching {
                 // A response a later policy made up is not the upstream's to keep.
                 if !info.upstream.is_empty() {
                     if info.streamed_body {
-                        self.will_store_stream(env, resp, &pending, now_of(env));
+                        self.will_store_stream(env, resp, &pending, env.now_millis());
                     } else {
                         self.store(env, resp, &pending)?;
                     }
@@ -250,10 +250,6 @@ fn write_event(e: &SseEvent, out: &mut Vec<u8>) {
         out.push(b'\n');
     }
     out.push(b'\n');
-}
-
-fn now_of(env: &dyn Env) -> u64 {
-    env.now_millis()
 }
 
 impl Caching {
