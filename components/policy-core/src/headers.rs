@@ -17,67 +17,86 @@ pub trait HeaderSource: Sync {
 }
 
 /// The headers of a request or response. A host hands them over as a lazy
-/// view ([`HeaderView::host`]): each look-up asks the host for one header,
-/// and nothing is copied for headers the policy never reads. Tests, and
-/// policies building a message, use an owned list (`From<Headers>`).
+/// view ([`HeaderView::host`]): nothing is copied for a policy that reads no
+/// header, the first look-up asks the host for that one header, and a second
+/// one copies them all once, so a policy that reads many (caching reads six
+/// or more) pays for two host calls, not one per header. Tests, and policies
+/// building a message, use an owned list (`From<Headers>`).
 ///
 /// A host view reads the message the current head call is about: kept for a
-/// later chunk or event call, it finds nothing. Take what you need with
-/// [`HeaderView::get`] or [`HeaderView::to_vec`] during the head call.
+/// later chunk or event call, it finds what it copied, or nothing. Take what
+/// you need with [`HeaderView::get`] or [`HeaderView::to_vec`] during the
+/// head call.
 #[derive(Clone, Default)]
 pub struct HeaderView {
     /// Set while the fields are the host's, read on demand; `list` is then empty.
     host: Option<&'static dyn HeaderSource>,
     list: Headers,
+    /// A host view's fields, copied at its second look-up.
+    fetched: std::cell::OnceCell<Headers>,
+    /// Whether a host view answered one look-up already.
+    asked: std::cell::Cell<bool>,
 }
 
 impl HeaderView {
-    /// A view that reads from the host on each look-up.
+    /// A view that reads from the host on demand.
     pub fn host(source: &'static dyn HeaderSource) -> Self {
         HeaderView {
             host: Some(source),
-            list: Vec::new(),
+            ..HeaderView::default()
         }
+    }
+
+    /// The fields to look in: the owned list, or a host view's copy once it
+    /// is worth making; `None` for a host view's first look-up.
+    fn local(&self) -> Option<&Headers> {
+        let Some(h) = self.host else {
+            return Some(&self.list);
+        };
+        if let Some(fields) = self.fetched.get() {
+            return Some(fields);
+        }
+        if !self.asked.replace(true) {
+            return None;
+        }
+        Some(self.fetched.get_or_init(|| h.entries()))
     }
 
     /// The first value of header `name`.
     pub fn get(&self, name: &str) -> Option<String> {
-        match self.host {
-            Some(h) => h.get(name),
-            None => header(&self.list, name).map(str::to_string),
+        match (self.local(), self.host) {
+            (Some(fields), _) => header(fields, name).map(str::to_string),
+            (None, Some(h)) => h.get(name),
+            (None, None) => None,
         }
     }
 
     /// Every value of header `name`, in order.
     pub fn values(&self, name: &str) -> Vec<String> {
-        match self.host {
-            Some(h) => h.values(name),
-            None => header_values(&self.list, name)
-                .map(str::to_string)
-                .collect(),
+        match (self.local(), self.host) {
+            (Some(fields), _) => header_values(fields, name).map(str::to_string).collect(),
+            (None, Some(h)) => h.values(name),
+            (None, None) => Vec::new(),
         }
     }
 
     /// Every field, in order (one copy of them all, from a host view).
     pub fn to_vec(&self) -> Headers {
         match self.host {
-            Some(h) => h.entries(),
+            Some(h) => self.fetched.get_or_init(|| h.entries()).clone(),
             None => self.list.clone(),
         }
     }
 
     /// Every field, in order, as an owned list.
-    pub fn into_vec(self) -> Headers {
-        match self.host {
-            Some(h) => h.entries(),
-            None => self.list,
-        }
+    pub fn into_vec(mut self) -> Headers {
+        std::mem::take(self.list_mut())
     }
 
     /// The fields as an owned list to change; a host view is copied first.
     pub fn list_mut(&mut self) -> &mut Headers {
         if let Some(h) = self.host.take() {
-            self.list = h.entries();
+            self.list = self.fetched.take().unwrap_or_else(|| h.entries());
         }
         &mut self.list
     }
@@ -91,7 +110,10 @@ impl HeaderView {
 
 impl From<Headers> for HeaderView {
     fn from(list: Headers) -> Self {
-        HeaderView { host: None, list }
+        HeaderView {
+            list,
+            ..HeaderView::default()
+        }
     }
 }
 
@@ -170,6 +192,43 @@ mod tests {
         fn entries(&self) -> Headers {
             headers()
         }
+    }
+
+    /// A host that counts the calls made to it.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl HeaderSource for Counting {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Host.get(name)
+        }
+        fn values(&self, name: &str) -> Vec<String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Host.values(name)
+        }
+        fn entries(&self) -> Headers {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Host.entries()
+        }
+    }
+
+    #[test]
+    fn a_host_view_asks_once_for_one_header_and_copies_all_at_the_second() {
+        use std::sync::atomic::Ordering::Relaxed;
+        static HOST: Counting = Counting(std::sync::atomic::AtomicUsize::new(0));
+        let untouched = HeaderView::host(&HOST);
+        drop(untouched);
+        assert_eq!(HOST.0.load(Relaxed), 0, "nothing read, nothing asked");
+        let view = HeaderView::host(&HOST);
+        assert_eq!(view.get("x-api-key").as_deref(), Some("k"));
+        assert_eq!(HOST.0.load(Relaxed), 1);
+        assert_eq!(view.values("accept"), ["a", "b"]);
+        assert_eq!(view.get("missing"), None);
+        assert_eq!(view.get("ACCEPT").as_deref(), Some("a"));
+        assert_eq!(view.to_vec().len(), 3);
+        assert_eq!(HOST.0.load(Relaxed), 2, "one look-up, then one copy");
+        assert_eq!(view.into_vec().len(), 3);
+        assert_eq!(HOST.0.load(Relaxed), 2);
     }
 
     #[test]

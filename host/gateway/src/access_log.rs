@@ -54,8 +54,14 @@ pub(crate) fn request_id(mode: RequestIdMode, headers: &HeaderMap) -> HeaderValu
             return v.clone();
         }
     }
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let mut bits = fastrand::u128(..);
+    for b in id.iter_mut().rev() {
+        *b = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The writers, one per target, shared by every config generation that
@@ -133,30 +139,39 @@ impl Sinks {
 
 /// Where one writer writes.
 enum Output {
-    Stdout,
+    Stdout(io::BufWriter<io::Stdout>),
     File(PathBuf, io::BufWriter<File>),
 }
+
+/// The writer's buffer: a batch goes out in a few large writes.
+const WRITE_BUFFER: usize = 64 << 10;
 
 impl Output {
     fn open(target: &str) -> io::Result<Self> {
         if target == "stdout" {
-            return Ok(Self::Stdout);
+            return Ok(Self::Stdout(io::BufWriter::with_capacity(
+                WRITE_BUFFER,
+                io::stdout(),
+            )));
         }
         let path = PathBuf::from(target);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self::File(path, io::BufWriter::new(file)))
+        Ok(Self::File(
+            path,
+            io::BufWriter::with_capacity(WRITE_BUFFER, file),
+        ))
     }
 
     fn write(&mut self, line: &[u8]) -> io::Result<()> {
         match self {
-            Self::Stdout => io::stdout().lock().write_all(line),
+            Self::Stdout(out) => out.write_all(line),
             Self::File(_, f) => f.write_all(line),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Self::Stdout => io::stdout().lock().flush(),
+            Self::Stdout(out) => out.flush(),
             Self::File(_, f) => f.flush(),
         }
     }
@@ -166,7 +181,7 @@ impl Output {
         let _ = f.flush();
         match OpenOptions::new().create(true).append(true).open(&*path) {
             Ok(file) => {
-                *f = io::BufWriter::new(file);
+                *f = io::BufWriter::with_capacity(WRITE_BUFFER, file);
                 tracing::info!(file = %path.display(), "access log opened again");
             }
             Err(e) => {
@@ -201,11 +216,21 @@ impl Sink {
     }
 }
 
-/// The writer thread: lines as they come, flushed whenever the queue is
-/// empty; it ends when every sender is gone.
+/// How long the writer waits after a line for the lines that follow it, so
+/// that under load it wakes, writes and flushes once per batch instead of
+/// once per line (a line reaches the file at most this late).
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The writer thread: it sleeps until a line comes, lets a batch gather,
+/// then writes and flushes it; it ends when every sender is gone, after
+/// the lines still queued.
 fn write_lines(rx: &Receiver<Msg>, mut out: Output, reopen: &AtomicBool) {
     let mut failing = false;
     while let Ok(first) = rx.recv() {
+        if matches!(first, Msg::Line(_)) {
+            // While it sleeps, senders queue without waking it.
+            std::thread::sleep(BATCH_WAIT);
+        }
         let mut next = Some(first);
         while let Some(msg) = next {
             if reopen.swap(false, Ordering::AcqRel) {
@@ -492,11 +517,11 @@ pub(crate) struct Logged {
 
 impl Logged {
     /// `body`, logged as `entry` when it ends.
-    pub(crate) fn wrap(body: ProxyBody, log: Arc<AccessLog>, entry: Entry) -> ProxyBody {
+    pub(crate) fn wrap(body: ProxyBody, log: Arc<AccessLog>, entry: Box<Entry>) -> ProxyBody {
         http_body_util::BodyExt::boxed_unsync(Self {
             inner: body,
             log,
-            entry: Some(Box::new(entry)),
+            entry: Some(entry),
             bytes_out: 0,
         })
     }

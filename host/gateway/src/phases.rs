@@ -141,21 +141,24 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let id = access_log::request_id(state.request_id, req.headers());
-    let mut entry = state.access_log.as_ref().map(|_| Entry {
-        time: SystemTime::now(),
-        started,
-        request_id: id.clone(),
-        route: None,
-        method: req.method().clone(),
-        path: Entry::path_of(req.uri()),
-        status: 0,
-        error: None,
-        trail: Trail::new(true),
-        model: None,
-        principal: None,
-        tenant: None,
+    // Boxed: the request's future stays small when the log is off.
+    let mut entry = state.access_log.as_ref().map(|_| {
+        Box::new(Entry {
+            time: SystemTime::now(),
+            started,
+            request_id: id.clone(),
+            route: None,
+            method: req.method().clone(),
+            path: Entry::path_of(req.uri()),
+            status: 0,
+            error: None,
+            trail: Trail::new(true),
+            model: None,
+            principal: None,
+            tenant: None,
+        })
     });
-    let mut resp = serve(&state, peer, &id, req, started, entry.as_mut()).await;
+    let mut resp = serve(&state, peer, &id, req, started, entry.as_deref_mut()).await;
     if let Some(e) = resp.extensions_mut().remove::<GatewayError>() {
         *resp.body_mut() = body::full(error_body(&e.code, &e.message, id.to_str().ok()));
         resp.headers_mut().remove(header::CONTENT_LENGTH);
