@@ -175,10 +175,14 @@ pub enum HostMatch {
 }
 
 impl HostMatch {
+    /// A pattern [`host_problem`] accepted, in the canonical form of hosts:
+    /// lower case, no trailing dot.
     fn parse(pattern: &str) -> Self {
-        match pattern.strip_prefix('*') {
-            Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
-            None => HostMatch::Exact(pattern.to_ascii_lowercase()),
+        let p = pattern.to_ascii_lowercase();
+        let p = p.strip_suffix('.').map(str::to_string).unwrap_or(p);
+        match p.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
+            _ => HostMatch::Exact(p),
         }
     }
 
@@ -370,6 +374,12 @@ impl Config {
         for (i, r) in raw.routes.into_iter().enumerate() {
             let at = format!("routes[{i}]");
             check_keys(&at, &r.other, &[], &mut ignored)?;
+            if let Some(why) = r.host.as_deref().and_then(host_problem) {
+                return Err(ConfigError::new(
+                    format!("{at}.host"),
+                    format!("`{}`: {why}", r.host.as_deref().unwrap_or_default()),
+                ));
+            }
             if !upstreams.contains_key(&r.upstream) {
                 return Err(ConfigError::new(
                     format!("{at}.upstream"),
@@ -455,6 +465,28 @@ fn base_url(endpoint: &str) -> Result<String, String> {
         ));
     }
     Ok(format!("{scheme}://{authority}"))
+}
+
+/// What is wrong with a route's `host` pattern, if anything: a host name,
+/// or `*.` and one. The host's rule (`edgegate_config::route_host_problem`)
+/// written again until both read one crate (issue 16); the case table in
+/// tests/fixtures/routes.toml keeps the two the same.
+fn host_problem(pattern: &str) -> Option<&'static str> {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.split('.').all(label_ok) {
+        return None;
+    }
+    Some(if pattern.contains('*') {
+        "a wildcard is `*.` and a domain (`*.example.com`, any subdomain of it)"
+    } else {
+        "must be a host name (letters, digits, `-` and `_` between dots)"
+    })
 }
 
 /// `/api` matches `/api`, `/api/x` and `/api?q`, but not `/apix` (as the host does).
@@ -556,6 +588,57 @@ mod tests {
         name = "all"
         upstream = "app"
     "#;
+
+    /// tests/fixtures/routes.toml, the case table the edgegate host is
+    /// tested against too, through this component's own config parser.
+    #[test]
+    fn the_shared_route_table_matches_and_refuses_as_written() {
+        #[derive(serde::Deserialize)]
+        struct Table {
+            refused_hosts: Vec<String>,
+            case: Vec<Case>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Case {
+            route: RouteSpec,
+            #[serde(rename = "match")]
+            hits: Vec<(String, String, String)>,
+            miss: Vec<(String, String, String)>,
+        }
+        #[derive(serde::Deserialize)]
+        struct RouteSpec {
+            host: Option<String>,
+            path_prefix: Option<String>,
+            #[serde(default)]
+            methods: Vec<String>,
+        }
+        let text = include_str!("../../../tests/fixtures/routes.toml");
+        let table: Table = toml::from_str(text).unwrap();
+        let with_route = |route: &str| {
+            format!("[upstreams.app]\nendpoints = [\"127.0.0.1:9000\"]\n[[routes]]\nname = \"r\"\nupstream = \"app\"\n{route}")
+        };
+        for pattern in &table.refused_hosts {
+            let e = refused(&with_route(&format!("host = {pattern:?}\n")));
+            assert!(e.contains("routes[0].host"), "`{pattern}`: {e}");
+        }
+        for case in &table.case {
+            let r = &case.route;
+            let mut route = format!("methods = {:?}\n", r.methods);
+            if let Some(h) = &r.host {
+                route += &format!("host = {h:?}\n");
+            }
+            if let Some(p) = &r.path_prefix {
+                route += &format!("path_prefix = {p:?}\n");
+            }
+            let config = Config::parse(&with_route(&route)).unwrap();
+            for (want, requests) in [(true, &case.hits), (false, &case.miss)] {
+                for (host, path, method) in requests {
+                    let got = config.find_route(host, path, method).is_some();
+                    assert_eq!(got, want, "{host} {method} {path} against {route}");
+                }
+            }
+        }
+    }
 
     fn refused(text: &str) -> String {
         match Config::parse(text) {

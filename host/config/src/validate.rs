@@ -398,6 +398,13 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 None,
             ));
         }
+        if let Some(why) = r.host.as_deref().and_then(route_host_problem) {
+            return Err(err(
+                format!("routes[{i}].host"),
+                format!("`{}`: {why}", r.host.as_deref().unwrap_or_default()),
+                None,
+            ));
+        }
         if !r.path_prefix.starts_with('/') {
             return Err(err(
                 format!("routes[{i}].path_prefix"),
@@ -572,6 +579,28 @@ fn validate_upstream_health(u: &UpstreamConfig) -> Result<(), (String, &'static 
     Ok(())
 }
 
+/// What is wrong with a route's `host` pattern, if anything: it must be a
+/// host name, or `*.` and one (any subdomain of it). A `*` anywhere else
+/// would match what nobody meant (`*example.com` would take
+/// `badexample.com`), so it is refused.
+pub fn route_host_problem(pattern: &str) -> Option<&'static str> {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.split('.').all(label_ok) {
+        return None;
+    }
+    Some(if pattern.contains('*') {
+        "a wildcard is `*.` and a domain (`*.example.com`, any subdomain of it)"
+    } else {
+        "must be a host name (letters, digits, `-` and `_` between dots)"
+    })
+}
+
 fn http_method_ok(m: &str) -> Option<()> {
     (!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())).then_some(())
 }
@@ -630,6 +659,21 @@ policies = ["h"]
         )
         .unwrap_err();
         assert!(e.to_string().contains("server.request_id"), "{e}");
+    }
+
+    #[test]
+    fn a_route_host_wildcard_is_a_whole_leftmost_label() {
+        let e = parse(
+            Path::new("g.toml"),
+            &GOOD.replace("name = \"api\"", "name = \"api\"\nhost = \"*example.com\""),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "g.toml: key `routes[0].host`: `*example.com`: a wildcard is `*.` and a domain (`*.example.com`, any subdomain of it)"
+        );
+        let ok = GOOD.replace("name = \"api\"", "name = \"api\"\nhost = \"*.example.com\"");
+        assert!(parse(Path::new("g.toml"), &ok).is_ok());
     }
 
     #[test]

@@ -78,16 +78,26 @@ pub(crate) struct Route {
 
 impl Route {
     fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
-        if let Some(h) = &self.host {
-            if !h.matches(host) {
-                return false;
-            }
-        }
-        if !self.methods.is_empty() && !self.methods.contains(method) {
-            return false;
-        }
-        prefix_matches(&self.path_prefix, path)
+        request_matches(
+            self.host.as_ref(),
+            &self.path_prefix,
+            &self.methods,
+            (host, path, method),
+        )
     }
+}
+
+/// Whether a request (host, path, method) fits a route's host pattern, path
+/// prefix and methods (none: any method).
+fn request_matches(
+    host: Option<&HostMatch>,
+    prefix: &str,
+    methods: &[Method],
+    (req_host, path, method): (&str, &str, &Method),
+) -> bool {
+    host.is_none_or(|h| h.matches(req_host))
+        && (methods.is_empty() || methods.contains(method))
+        && prefix_matches(prefix, path)
 }
 
 /// `/api` matches `/api`, `/api/x` and `/api?q`, but not `/apix`.
@@ -126,6 +136,59 @@ mod tests {
         assert!(!prefix_matches("/api", "/apix"));
         assert!(prefix_matches("/", "/anything"));
         assert!(prefix_matches("/api/", "/api/x"));
+    }
+
+    /// tests/fixtures/routes.toml: the case table the Spin component is
+    /// tested against too.
+    #[test]
+    fn the_shared_route_table_matches_and_refuses_as_written() {
+        #[derive(serde::Deserialize)]
+        struct Table {
+            refused_hosts: Vec<String>,
+            case: Vec<Case>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Case {
+            route: RouteSpec,
+            #[serde(rename = "match")]
+            hits: Vec<(String, String, String)>,
+            miss: Vec<(String, String, String)>,
+        }
+        #[derive(serde::Deserialize)]
+        struct RouteSpec {
+            host: Option<String>,
+            path_prefix: Option<String>,
+            #[serde(default)]
+            methods: Vec<String>,
+        }
+        let text = include_str!("../../../tests/fixtures/routes.toml");
+        let table: Table = toml::from_str(text).unwrap();
+        for pattern in &table.refused_hosts {
+            assert!(
+                edgegate_config::route_host_problem(pattern).is_some(),
+                "`{pattern}` was accepted"
+            );
+        }
+        for case in &table.case {
+            let r = &case.route;
+            if let Some(h) = &r.host {
+                assert_eq!(edgegate_config::route_host_problem(h), None, "{h}");
+            }
+            let host = r.host.as_deref().map(HostMatch::parse);
+            let prefix = r.path_prefix.as_deref().unwrap_or("/");
+            let methods: Vec<Method> = r
+                .methods
+                .iter()
+                .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                .collect();
+            for (want, requests) in [(true, &case.hits), (false, &case.miss)] {
+                for (h, path, m) in requests {
+                    let m = Method::from_bytes(m.as_bytes()).unwrap();
+                    let got = request_matches(host.as_ref(), prefix, &methods, (h, path, &m));
+                    assert_eq!(got, want, "{h} {m} {path} against {:?}", r.host);
+                }
+            }
+        }
     }
 
     #[test]
