@@ -1377,6 +1377,8 @@ async fn response_phase(
                         ));
                     }
                     rparts.headers.remove(header::CONTENT_LENGTH);
+                    // Not the gateway's error body any more: it stays as the policy left it.
+                    rparts.extensions.remove::<GatewayError>();
                     head.body = Some(b);
                 }
                 Ok(())
