@@ -1,4 +1,4 @@
-//! Health graph end to end (issue 7): a coordinator and two edge processes in
+//! Health graph end to end: a coordinator and two edge processes in
 //! different sites on loopback, with real upstreams. An upstream both sites
 //! use dies: the edge that sees it fail reports it, it turns red at the
 //! coordinator, and the routing hint reaches the other site. The coordinator

@@ -1,4 +1,4 @@
-//! The Spin gateway component (`components/spin-gateway`, issue 8) run the
+//! The Spin gateway component (`components/spin-gateway`) run the
 //! way Spin runs it, and `spin.toml` read the way Spin reads it.
 //!
 //! Spin's CLI is not installable on these machines, so this file carries a

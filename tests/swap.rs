@@ -1,4 +1,4 @@
-//! Hot swap (issue 6): versions pushed through the admin API under live
+//! Hot swap: versions pushed through the admin API under live
 //! traffic, canaries rolled back on their own, refused uploads, the state
 //! folder across restarts, config reload, the admin token, and memory over
 //! many swaps. Everything through the real binary on loopback.

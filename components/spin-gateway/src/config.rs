@@ -469,7 +469,7 @@ fn base_url(endpoint: &str) -> Result<String, String> {
 
 /// What is wrong with a route's `host` pattern, if anything: a host name,
 /// or `*.` and one. The host's rule (`edgegate_config::route_host_problem`)
-/// written again until both read one crate (issue 16); the case table in
+/// written again until both read one crate; the case table in
 /// tests/fixtures/routes.toml keeps the two the same.
 fn host_problem(pattern: &str) -> Option<&'static str> {
     let name = pattern.strip_prefix("*.").unwrap_or(pattern);

@@ -1,4 +1,4 @@
-//! The coordinator (issue 7): edges report their health graphs here; it keeps
+//! The coordinator: edges report their health graphs here; it keeps
 //! the latest report of each in a [`store::HealthStore`], merges them into the
 //! meta-graph, analyses it (health colours, single points of failure, blast
 //! radius, healthy paths, centrality) and answers each report with routing

@@ -1,4 +1,4 @@
-//! The edge node's health graph (issue 7): built from the counters the
+//! The edge node's health graph: built from the counters the
 //! request path already keeps (atomics, no lock on the hot path), sampled
 //! every report interval, sent to the coordinator, and the coordinator's
 //! routing hints applied to the endpoints.

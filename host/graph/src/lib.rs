@@ -1,4 +1,4 @@
-//! The health graph (issue 7).
+//! The health graph.
 //!
 //! - [`model`]: what an edge node observes and reports (its local graph).
 //! - [`merge`]: the coordinator's meta-graph of all sites.

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 //! What one policy call costs: a fresh instance from the pool, `init`, `on-request`.
-//! Goal (issue 3): ≤ 10 µs median for the no-op policy.
+//! Goal: ≤ 10 µs median for the no-op policy.
 
 use std::path::Path;
 use std::process::Command;

@@ -1,5 +1,5 @@
 //! Verification time of a signed component: one SHA-256 pass over the bytes and one
-//! Ed25519 check. Goal (issue 5): ≤ 1 ms for a 2 MB component.
+//! Ed25519 check. Goal: ≤ 1 ms for a 2 MB component.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
