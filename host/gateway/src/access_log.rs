@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -25,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 use crate::body::{BoxError, ProxyBody};
+use crate::metrics::Phase;
 
 /// Lines waiting for the writer; past it, new lines are dropped.
 const QUEUE_LINES: usize = 8192;
@@ -155,33 +156,29 @@ impl Output {
             )));
         }
         let path = PathBuf::from(target);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self::File(
-            path,
-            io::BufWriter::with_capacity(WRITE_BUFFER, file),
-        ))
+        let file = Self::append_to(&path)?;
+        Ok(Self::File(path, file))
     }
 
-    fn write(&mut self, line: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Stdout(out) => out.write_all(line),
-            Self::File(_, f) => f.write_all(line),
-        }
+    /// `path` opened for appending (made when missing), buffered.
+    fn append_to(path: &std::path::Path) -> io::Result<io::BufWriter<File>> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(io::BufWriter::with_capacity(WRITE_BUFFER, file))
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn writer(&mut self) -> &mut dyn Write {
         match self {
-            Self::Stdout(out) => out.flush(),
-            Self::File(_, f) => f.flush(),
+            Self::Stdout(out) => out,
+            Self::File(_, f) => f,
         }
     }
 
     fn reopen(&mut self) {
         let Self::File(path, f) = self else { return };
         let _ = f.flush();
-        match OpenOptions::new().create(true).append(true).open(&*path) {
+        match Self::append_to(path) {
             Ok(file) => {
-                *f = io::BufWriter::with_capacity(WRITE_BUFFER, file);
+                *f = file;
                 tracing::info!(file = %path.display(), "access log opened again");
             }
             Err(e) => {
@@ -207,11 +204,9 @@ pub(crate) struct Sink {
 
 impl Sink {
     fn send(&self, line: Vec<u8>) {
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-            }
+        // Full or gone: the line is dropped, never waited for.
+        if self.tx.try_send(Msg::Line(line)).is_err() {
+            self.dropped.inc();
         }
     }
 }
@@ -237,7 +232,7 @@ fn write_lines(rx: &Receiver<Msg>, mut out: Output, reopen: &AtomicBool) {
                 out.reopen();
             }
             if let Msg::Line(line) = msg {
-                match out.write(&line) {
+                match out.writer().write_all(&line) {
                     Ok(()) => failing = false,
                     Err(e) if !failing => {
                         // Said once per run of failures, not once per line.
@@ -249,9 +244,9 @@ fn write_lines(rx: &Receiver<Msg>, mut out: Output, reopen: &AtomicBool) {
             }
             next = rx.try_recv().ok();
         }
-        let _ = out.flush();
+        let _ = out.writer().flush();
     }
-    let _ = out.flush();
+    let _ = out.writer().flush();
 }
 
 /// What one config generation logs with.
@@ -343,14 +338,14 @@ impl Trail {
     pub(crate) fn mark(
         &mut self,
         policy: &str,
-        phase: &'static str,
+        phase: Phase,
         verdict: Verdict,
         took: std::time::Duration,
     ) {
         if self.on && self.policies.len() < MAX_MARKS {
             self.policies.push(Mark {
                 policy: policy.to_string(),
-                phase,
+                phase: phase.as_str(),
                 verdict,
                 us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             });
@@ -397,6 +392,16 @@ enum BodyEnd {
     Broken,
     /// The client went away first.
     ClientGone,
+}
+
+impl BodyEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Broken => "broken",
+            Self::ClientGone => "client_gone",
+        }
+    }
 }
 
 /// The line as JSON writes it.
@@ -477,14 +482,7 @@ impl Line<'_> {
         put("attempts", &self.attempts.to_string());
         put("bytes_in", &self.bytes_in.to_string());
         put("bytes_out", &self.bytes_out.to_string());
-        put(
-            "body",
-            match self.body {
-                BodyEnd::Complete => "complete",
-                BodyEnd::Broken => "broken",
-                BodyEnd::ClientGone => "client_gone",
-            },
-        );
+        put("body", self.body.as_str());
         let marks: Vec<String> = self
             .policies
             .iter()

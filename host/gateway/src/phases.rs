@@ -701,7 +701,7 @@ async fn request_phase<'s>(
         let Some((result, lease, back, back_headers, back_ctx)) = slow_lane::run(call).await else {
             x.trail.mark(
                 &entry.name,
-                "request",
+                Phase::Request,
                 Verdict::FailedDeny,
                 started.elapsed(),
             );
@@ -746,19 +746,9 @@ async fn request_phase<'s>(
             }
             types::RequestVerdict::Respond(r) => build_response(r, entry.body_limit).map(Some),
         });
-        let failed = |failure: &PolicyFailure, trail: &mut Trail| {
-            let resp = policy_failed(entry, version, Phase::Request, failure);
-            let v = if resp.is_some() {
-                Verdict::FailedDeny
-            } else {
-                Verdict::FailedAllow
-            };
-            trail.mark(&entry.name, "request", v, took);
-            resp
-        };
         match result {
             Ok(None) => {
-                x.trail.mark(&entry.name, "request", verdict, took);
+                x.trail.mark(&entry.name, Phase::Request, verdict, took);
                 ran += 1;
                 if let Some(lease) = lease {
                     stages.push(stream::Stage {
@@ -772,11 +762,12 @@ async fn request_phase<'s>(
                 }
             }
             Ok(Some(resp)) => {
-                x.trail.mark(&entry.name, "request", verdict, took);
+                x.trail.mark(&entry.name, Phase::Request, verdict, took);
                 return RequestOutcome::Respond(resp, ran);
             }
             Err(failure) => {
-                if let Some(resp) = failed(&failure, &mut x.trail) {
+                let failed = policy_failed(entry, version, Phase::Request, &failure);
+                if let Some(resp) = failed.answer(&mut x.trail, took) {
                     return RequestOutcome::Respond(resp, ran);
                 }
             }
@@ -796,17 +787,38 @@ fn lost_call(entry: &ChainEntry) -> Response<ProxyBody> {
     )
 }
 
-/// Apply `on_error`: `Some(503)` for deny, `None` (skip) for allow.
-fn policy_failed(
-    entry: &ChainEntry,
+/// What `on_error` made of a policy's failure.
+struct Failed<'e> {
+    entry: &'e ChainEntry,
+    phase: Phase,
+    /// `Some(503)` for deny, `None` (skip the policy) for allow.
+    answer: Option<Response<ProxyBody>>,
+}
+
+impl Failed<'_> {
+    /// The answer, with the call marked in the trail as denied or allowed.
+    fn answer(self, trail: &mut Trail, took: std::time::Duration) -> Option<Response<ProxyBody>> {
+        let verdict = if self.answer.is_some() {
+            Verdict::FailedDeny
+        } else {
+            Verdict::FailedAllow
+        };
+        trail.mark(&self.entry.name, self.phase, verdict, took);
+        self.answer
+    }
+}
+
+/// Apply `on_error`: a 503 for deny, nothing (skip) for allow.
+fn policy_failed<'e>(
+    entry: &'e ChainEntry,
     version: &PolicyVersion,
     phase: Phase,
     failure: &PolicyFailure,
-) -> Option<Response<ProxyBody>> {
+) -> Failed<'e> {
     version.metrics.record_failure(failure.kind());
     let policy = entry.name.as_str();
     let phase_name = phase.as_str();
-    match entry.on_error {
+    let answer = match entry.on_error {
         OnError::Deny => {
             tracing::warn!(policy, phase = phase_name, %failure, "policy failed; denying (on_error = deny)");
             Some(error_response(
@@ -819,6 +831,11 @@ fn policy_failed(
             tracing::warn!(policy, phase = phase_name, %failure, "policy failed; skipping it (on_error = allow)");
             None
         }
+    };
+    Failed {
+        entry,
+        phase,
+        answer,
     }
 }
 
@@ -1344,7 +1361,7 @@ async fn response_phase(
         else {
             x.trail.mark(
                 &entry.name,
-                "response",
+                Phase::Response,
                 Verdict::FailedDeny,
                 started.elapsed(),
             );
@@ -1408,20 +1425,14 @@ async fn response_phase(
         });
         match applied {
             Err(failure) => {
-                let resp = policy_failed(entry, version, Phase::Response, &failure);
-                let v = if resp.is_some() {
-                    Verdict::FailedDeny
-                } else {
-                    Verdict::FailedAllow
-                };
-                x.trail.mark(&entry.name, "response", v, took);
-                if let Some(resp) = resp {
+                let failed = policy_failed(entry, version, Phase::Response, &failure);
+                if let Some(resp) = failed.answer(&mut x.trail, took) {
                     return resp;
                 }
             }
             Ok(()) if replaced => {
                 x.trail
-                    .mark(&entry.name, "response", Verdict::Replace, took);
+                    .mark(&entry.name, Phase::Response, Verdict::Replace, took);
                 // The policy's own answer replaces the upstream's: the body
                 // so far, and the streaming policies on it, are dropped.
                 body.stream = None;
@@ -1429,7 +1440,7 @@ async fn response_phase(
             }
             Ok(()) => {
                 x.trail
-                    .mark(&entry.name, "response", Verdict::Continue, took);
+                    .mark(&entry.name, Phase::Response, Verdict::Continue, took);
                 if let (Some(kind), Some(lease)) = (kind, lease) {
                     if let Some(whole) = head.body.take() {
                         body.stream = Some(body::full(whole));
