@@ -549,3 +549,151 @@ async fn self_tests_gate_admission() {
     let (code, body) = push(&gw, &component("headers"), "").await;
     assert_eq!(code, 201, "{body}");
 }
+
+/// A version that traps on every call is quarantined after `failures` traps:
+/// its `on_error` answers without running it, `edgegate status` and the
+/// coordinator's graph show it (a red policy node), and a push lifts it.
+/// The other route keeps serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_version_is_quarantined_shown_and_lifted_by_a_push() {
+    use support::coordinator::{colour, free_port, wait_for, CoordinatorProcess};
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = CoordinatorProcess::start(dir.path(), free_port());
+    let config = base_config(upstream.addr)
+        + "[quarantine]\nfailures = 3\nwindow_ms = 60000\ncool_down_ms = 600000\n"
+        + "[access_log]\ntarget = \"access.log\"\nformat = \"json\"\n"
+        + &format!(
+            "[node]\nid = \"edge-q\"\nsite = \"eu\"\ncoordinator = \"http://{}\"\nreport_interval_ms = 200\n",
+            coordinator.addr
+        )
+        + &support::policy("p", "trap", "on_error = \"deny\"")
+        + &support::policy(
+            "other",
+            "headers",
+            "config = { response_set = { \"x-version\" = \"headers\" } }",
+        )
+        + &route("trapping", "/t", &["p"])
+        + &route("all", "/", &["other"]);
+    let gw = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let other_serves = || async {
+        let (code, v) = version_seen(&client, &gw).await;
+        assert_eq!(
+            (code, v.as_deref()),
+            (200, Some("headers")),
+            "the other route"
+        );
+    };
+    let trapped = |m: &str| {
+        support::metric(
+            m,
+            "edgegate_policy_failures_total",
+            &[("policy", "p"), ("kind", "trap")],
+        )
+    };
+
+    for _ in 0..3 {
+        let resp = client.get(gw.url("/t")).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        other_serves().await;
+    }
+    let m = gw.metrics().await;
+    assert_eq!(trapped(&m), Some(3));
+    let labels = [("policy", "p")];
+    assert_eq!(
+        support::metric(&m, "edgegate_policy_quarantined", &labels),
+        Some(1)
+    );
+    assert_eq!(
+        support::metric(&m, "edgegate_policy_quarantines_total", &labels),
+        Some(1)
+    );
+
+    // Held: answered by on_error = deny without running the guest.
+    for _ in 0..10 {
+        let resp = client.get(gw.url("/t")).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.text().await.unwrap().contains("policy `p` failed"));
+        other_serves().await;
+    }
+    let m = gw.metrics().await;
+    assert_eq!(trapped(&m), Some(3), "a quarantined version is not run");
+    assert_eq!(
+        support::metric(&m, "edgegate_policy_quarantine_skips_total", &labels),
+        Some(10)
+    );
+    let held = &status(&gw).await["serving"]["quarantine"];
+    let reason = held["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("3 sandbox failures within 60000 ms, the last: trapped"),
+        "{reason}"
+    );
+    assert!(held["lifts_in_ms"].as_u64().unwrap() > 500_000, "{held}");
+    let out = edgegate(&["status", "--admin", &format!("http://{}", gw.admin)]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("QUARANTINED"), "{text}");
+    assert!(text.contains("3 sandbox failures"), "{text}");
+    let log = gw.dir.path().join("access.log");
+    let verdicts = support::eventually(
+        Duration::from_secs(10),
+        "13 access log lines of /t",
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let verdicts: Vec<String> = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|l| l["route"] == "trapping")
+                .map(|l| l["policies"][0]["verdict"].as_str().unwrap().to_string())
+                .collect();
+            (verdicts.len() >= 13).then_some(verdicts)
+        },
+    )
+    .await;
+    assert_eq!(verdicts[..3], ["failed_deny"; 3], "{verdicts:?}");
+    assert_eq!(verdicts[3..], ["quarantined_deny"; 10], "{verdicts:?}");
+
+    // The coordinator's meta-graph: the policy node is red, the route that uses it is not green.
+    let graph_url = coordinator.url("/v1/graph");
+    wait_for("the quarantined policy to show red", 20, || async {
+        let g: Value = reqwest::get(&graph_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        colour(&g, "policy:edge-q/p").as_deref() == Some("red")
+            && colour(&g, "policy:edge-q/other").as_deref() == Some("green")
+            && colour(&g, "route:edge-q/trapping").as_deref() == Some("yellow")
+    })
+    .await;
+
+    // A push of a working version lifts it.
+    let (code, body) = push_bytes(&gw, std::fs::read(component("headers")).unwrap(), "").await;
+    assert_eq!(code, 201, "{body}");
+    let resp = client.get(gw.url("/t")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the pushed version runs");
+    assert!(status(&gw).await["serving"]["quarantine"].is_null());
+    let m = gw.metrics().await;
+    let digest = body["digest"].as_str().unwrap();
+    assert_eq!(
+        support::metric(
+            &m,
+            "edgegate_policy_quarantined",
+            &[("policy", "p"), ("digest", digest)]
+        ),
+        Some(0)
+    );
+    wait_for("the pushed version to show green", 20, || async {
+        let g: Value = reqwest::get(&graph_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        colour(&g, "policy:edge-q/p").as_deref() == Some("green")
+    })
+    .await;
+    other_serves().await;
+}

@@ -118,6 +118,14 @@ impl Admin<'_> {
                     ver["signers"].as_array().map(|s| s.iter().filter_map(|k| k.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
                     c["calls"], c["failures"], c["server_errors"], c["p99_us"],
                 );
+                let q = &ver["quarantine"];
+                if !q.is_null() {
+                    println!(
+                        "            QUARANTINED (on_error answers for it; lifts in {} s, or at a push or rollback): {}",
+                        q["lifts_in_ms"].as_u64().unwrap_or(0).div_ceil(1000),
+                        q["reason"].as_str().unwrap_or("?")
+                    );
+                }
             }
             for r in p["refused"].as_array().into_iter().flatten() {
                 println!(

@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     /// One line per request: where it goes, its format and sampling.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// When a policy version whose sandbox keeps failing stops being run.
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
     /// Folder of the config file; relative paths resolve against it (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -438,6 +441,52 @@ fn default_rate_margin() -> f64 {
 }
 fn default_p99_ratio() -> f64 {
     2.0
+}
+
+/// `[quarantine]`: a policy version that traps, times out or runs out of
+/// memory or stack `failures` times within `window_ms` is not run for
+/// `cool_down_ms`; its `on_error` answers for it. A push, a rollback or a
+/// reload lifts it sooner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineConfig {
+    /// Off: a failing version keeps being run (each call still fails alone).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Sandbox failures within the window that quarantine a version (1..=1000).
+    #[serde(default = "default_quarantine_failures")]
+    pub failures: u32,
+    /// The window the failures are counted in.
+    #[serde(default = "default_quarantine_window_ms")]
+    pub window_ms: u64,
+    /// How long a quarantine lasts; then the version runs again, and a new
+    /// run of failures quarantines it again.
+    #[serde(default = "default_quarantine_cool_down_ms")]
+    pub cool_down_ms: u64,
+}
+
+/// Most failures `[quarantine] failures` may ask for (the window keeps that many instants).
+pub const MAX_QUARANTINE_FAILURES: u32 = 1000;
+
+fn default_quarantine_failures() -> u32 {
+    5
+}
+fn default_quarantine_window_ms() -> u64 {
+    10_000
+}
+fn default_quarantine_cool_down_ms() -> u64 {
+    60_000
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failures: default_quarantine_failures(),
+            window_ms: default_quarantine_window_ms(),
+            cool_down_ms: default_quarantine_cool_down_ms(),
+        }
+    }
 }
 
 impl Default for CanaryConfig {

@@ -256,6 +256,23 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             None,
         ));
     }
+    let q = &c.quarantine;
+    if q.failures == 0 || q.failures > crate::MAX_QUARANTINE_FAILURES {
+        return Err(err(
+            "quarantine.failures".into(),
+            format!("must be between 1 and {}", crate::MAX_QUARANTINE_FAILURES),
+            None,
+        ));
+    }
+    for (key, value) in [("window_ms", q.window_ms), ("cool_down_ms", q.cool_down_ms)] {
+        if value == 0 {
+            return Err(err(
+                format!("quarantine.{key}"),
+                "must be above 0".into(),
+                None,
+            ));
+        }
+    }
     if c.server.listen == c.admin.listen && c.server.listen.port() != 0 {
         return Err(err(
             "admin.listen".into(),
@@ -659,6 +676,46 @@ policies = ["h"]
         )
         .unwrap_err();
         assert!(e.to_string().contains("server.request_id"), "{e}");
+    }
+
+    #[test]
+    fn quarantine_rules_have_defaults_and_bounds() {
+        let c = parse(Path::new("g.toml"), GOOD).unwrap();
+        assert!(c.quarantine.enabled);
+        assert_eq!(
+            (
+                c.quarantine.failures,
+                c.quarantine.window_ms,
+                c.quarantine.cool_down_ms
+            ),
+            (5, 10_000, 60_000)
+        );
+        for (line, key, why) in [
+            (
+                "failures = 0",
+                "quarantine.failures",
+                "must be between 1 and 1000",
+            ),
+            (
+                "failures = 1001",
+                "quarantine.failures",
+                "must be between 1 and 1000",
+            ),
+            ("window_ms = 0", "quarantine.window_ms", "must be above 0"),
+            (
+                "cool_down_ms = 0",
+                "quarantine.cool_down_ms",
+                "must be above 0",
+            ),
+        ] {
+            let e = parse(
+                Path::new("g.toml"),
+                &format!("{GOOD}[quarantine]\n{line}\n"),
+            )
+            .unwrap_err();
+            assert_eq!(e.key, key, "{line}: {e}");
+            assert!(e.to_string().contains(why), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -285,6 +285,10 @@ pub(crate) enum Verdict {
     FailedDeny,
     /// It failed, and `on_error = "allow"` went on without it.
     FailedAllow,
+    /// It is quarantined, and `on_error = "deny"` answered 503 without running it.
+    QuarantinedDeny,
+    /// It is quarantined, and `on_error = "allow"` went on without running it.
+    QuarantinedAllow,
 }
 
 impl Verdict {
@@ -296,6 +300,8 @@ impl Verdict {
             Self::Replace => "replace",
             Self::FailedDeny => "failed_deny",
             Self::FailedAllow => "failed_allow",
+            Self::QuarantinedDeny => "quarantined_deny",
+            Self::QuarantinedAllow => "quarantined_allow",
         }
     }
 }

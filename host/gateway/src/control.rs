@@ -308,6 +308,7 @@ impl Control {
             .with_policies(&inner.config, policies, &self.metrics)
             .map_err(|e| ControlError::Refused(e.to_string()))?;
         self.state.store(Arc::new(next));
+        serving.quarantine.lift(policy, reason);
         persist(&inner.config, policy, &serving);
         self.metrics.count_swap_step(policy, step);
         tracing::warn!(policy, dropped = %dropped.digest, serving = %serving.digest, reason, "rolled back");
@@ -487,6 +488,12 @@ fn describe(v: &Version, state: &str) -> Value {
         "size": v.size,
         "source": v.source.as_str(),
         "admitted_at": unix(v.admitted_at),
+        "quarantine": v.quarantine.held().map(|h| json!({
+            "since": unix(h.since),
+            "lifts_in_ms": ms(h.lifts_in),
+            "reason": h.reason,
+            "times": h.times,
+        })),
         "counters": {
             "calls": s.calls,
             "failures": s.failures,

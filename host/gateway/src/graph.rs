@@ -167,6 +167,33 @@ impl HealthGraph {
                 },
             });
         }
+        // Policies: calls and failures of every version; a quarantined one is down.
+        for (name, set) in &state.policies {
+            let policy_id = format!("policy:{}/{name}", node.id);
+            let versions =
+                std::iter::once(&set.serving).chain(set.canary.iter().map(|c| &c.version));
+            let (mut calls, mut failures, mut held) = (0, 0, false);
+            for v in versions {
+                let s = v.stats.snapshot();
+                calls += s.calls;
+                failures += s.failures;
+                held |= v.quarantine.is_held();
+            }
+            let (rps, error_rate) = rate(&policy_id, calls, failures);
+            nodes.push(GraphNode {
+                id: policy_id,
+                kind: NodeKind::Policy,
+                label: name.clone(),
+                site: Some(node.site.clone()),
+                stats: Stats {
+                    requests_per_s: rps,
+                    error_rate,
+                    circuit: if held { Circuit::Open } else { Circuit::Closed },
+                    up: !held,
+                    ..Stats::default()
+                },
+            });
+        }
         // model id → (name, requests/s, Σ error rate × rps, Σ latency × rps, highest latency).
         type ModelAcc = (String, f64, f64, f64, f64);
         let mut models: BTreeMap<String, ModelAcc> = BTreeMap::new();
@@ -197,6 +224,13 @@ impl HealthGraph {
                 to: format!("upstream:{}/{}", node.id, route.cluster.name),
                 stats,
             });
+            for entry in &route.chain {
+                links.push(GraphLink {
+                    from: route_id.clone(),
+                    to: format!("policy:{}/{}", node.id, entry.name),
+                    stats,
+                });
+            }
             // LLM routes: the models their requests went to (route → model).
             for m in route.models.all().iter() {
                 let model_id = format!("model:{}", m.name);

@@ -12,6 +12,7 @@ mod health_check;
 mod metrics;
 mod models;
 mod phases;
+mod quarantine;
 mod routes;
 mod server;
 mod slow_lane;

@@ -34,6 +34,12 @@ struct PolicyFailure {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyVersion {
+    policy: String,
+    digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyEvent {
     policy: String,
     event: String,
@@ -281,6 +287,9 @@ pub struct Metrics {
     policy_calls: Family<PolicyPhase, Counter>,
     policy_failures: Family<PolicyFailure, Counter>,
     policy_duration: HistogramFamily<PolicyPhase>,
+    policy_quarantines: Family<PolicyVersion, Counter>,
+    policy_quarantined: Family<PolicyVersion, Gauge>,
+    policy_quarantine_skips: Family<PolicyVersion, Counter>,
     /// The per-endpoint families; clusters keep a clone to label the
     /// endpoints that DNS refreshes add.
     pub(crate) upstreams: UpstreamMetrics,
@@ -336,6 +345,24 @@ impl Metrics {
             "policy_duration_seconds",
             "Time of one policy call including instantiation",
             policy_duration.clone(),
+        );
+        let policy_quarantines = Family::<PolicyVersion, Counter>::default();
+        registry.register(
+            "policy_quarantines",
+            "Times a policy version was quarantined after repeated sandbox failures",
+            policy_quarantines.clone(),
+        );
+        let policy_quarantined = Family::<PolicyVersion, Gauge>::default();
+        registry.register(
+            "policy_quarantined",
+            "1 while a policy version is quarantined (its on_error answers for it)",
+            policy_quarantined.clone(),
+        );
+        let policy_quarantine_skips = Family::<PolicyVersion, Counter>::default();
+        registry.register(
+            "policy_quarantine_skips",
+            "Calls of a quarantined policy version answered by its on_error without running it",
+            policy_quarantine_skips.clone(),
         );
         let upstream_requests = Family::<UpstreamOutcome, Counter>::default();
         registry.register(
@@ -409,6 +436,9 @@ impl Metrics {
             policy_calls,
             policy_failures,
             policy_duration,
+            policy_quarantines,
+            policy_quarantined,
+            policy_quarantine_skips,
             upstreams: UpstreamMetrics {
                 requests: upstream_requests,
                 duration: upstream_duration,
@@ -516,6 +546,23 @@ impl Metrics {
             failures: self.policy_failures.clone(),
             policy: policy.into(),
             digest: digest.into(),
+        }
+    }
+
+    /// The quarantine handles of one policy version.
+    pub(crate) fn quarantine(
+        &self,
+        policy: &str,
+        digest: &str,
+    ) -> crate::quarantine::QuarantineMetrics {
+        let labels = PolicyVersion {
+            policy: policy.into(),
+            digest: digest.into(),
+        };
+        crate::quarantine::QuarantineMetrics {
+            entered: handle(&self.policy_quarantines, &labels),
+            held: handle(&self.policy_quarantined, &labels),
+            skipped: handle(&self.policy_quarantine_skips, &labels),
         }
     }
 

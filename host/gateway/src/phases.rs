@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use edgegate_config::{BodyMode, OnError};
@@ -678,6 +678,15 @@ async fn request_phase<'s>(
             _ => None,
         };
         let version = entry.pick(roll);
+        if version.quarantine.holds(&entry.name) {
+            version.stats.record_skip();
+            if let Some(resp) =
+                quarantined(entry, Phase::Request).answer(&mut x.trail, Duration::ZERO)
+            {
+                return RequestOutcome::Respond(resp, ran);
+            }
+            continue;
+        }
         let started = Instant::now();
         let instance = Arc::clone(&version.instance);
         let mut call_ctx = std::mem::take(&mut x.ctx);
@@ -780,17 +789,15 @@ async fn request_phase<'s>(
 /// the `on_error`, since the request's state went with the call.
 fn lost_call(entry: &ChainEntry) -> Response<ProxyBody> {
     tracing::error!(policy = %entry.name, "a policy call was lost on the slow lane; answering 503");
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "policy_failed",
-        &format!("policy `{}` failed", entry.name),
-    )
+    policy_failed_response(&entry.name)
 }
 
-/// What `on_error` made of a policy's failure.
+/// What `on_error` made of a policy's failure, or of its quarantine.
 struct Failed<'e> {
     entry: &'e ChainEntry,
     phase: Phase,
+    /// Not run: the version is quarantined.
+    quarantined: bool,
     /// `Some(503)` for deny, `None` (skip the policy) for allow.
     answer: Option<Response<ProxyBody>>,
 }
@@ -798,17 +805,19 @@ struct Failed<'e> {
 impl Failed<'_> {
     /// The answer, with the call marked in the trail as denied or allowed.
     fn answer(self, trail: &mut Trail, took: std::time::Duration) -> Option<Response<ProxyBody>> {
-        let verdict = if self.answer.is_some() {
-            Verdict::FailedDeny
-        } else {
-            Verdict::FailedAllow
+        let verdict = match (self.quarantined, self.answer.is_some()) {
+            (false, true) => Verdict::FailedDeny,
+            (false, false) => Verdict::FailedAllow,
+            (true, true) => Verdict::QuarantinedDeny,
+            (true, false) => Verdict::QuarantinedAllow,
         };
         trail.mark(&self.entry.name, self.phase, verdict, took);
         self.answer
     }
 }
 
-/// Apply `on_error`: a 503 for deny, nothing (skip) for allow.
+/// Apply `on_error`: a 503 for deny, nothing (skip) for allow. A sandbox
+/// failure also counts towards the version's quarantine.
 fn policy_failed<'e>(
     entry: &'e ChainEntry,
     version: &PolicyVersion,
@@ -816,16 +825,13 @@ fn policy_failed<'e>(
     failure: &PolicyFailure,
 ) -> Failed<'e> {
     version.metrics.record_failure(failure.kind());
+    version.quarantine.record(&entry.name, failure);
     let policy = entry.name.as_str();
     let phase_name = phase.as_str();
     let answer = match entry.on_error {
         OnError::Deny => {
             tracing::warn!(policy, phase = phase_name, %failure, "policy failed; denying (on_error = deny)");
-            Some(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "policy_failed",
-                &format!("policy `{policy}` failed"),
-            ))
+            Some(policy_failed_response(policy))
         }
         OnError::Allow => {
             tracing::warn!(policy, phase = phase_name, %failure, "policy failed; skipping it (on_error = allow)");
@@ -835,8 +841,33 @@ fn policy_failed<'e>(
     Failed {
         entry,
         phase,
+        quarantined: false,
         answer,
     }
+}
+
+/// Apply `on_error` for a quarantined version, which is not run. Not logged
+/// per request: the quarantine was logged once, and metrics count the skips.
+fn quarantined(entry: &ChainEntry, phase: Phase) -> Failed<'_> {
+    let answer = match entry.on_error {
+        OnError::Deny => Some(policy_failed_response(&entry.name)),
+        OnError::Allow => None,
+    };
+    Failed {
+        entry,
+        phase,
+        quarantined: true,
+        answer,
+    }
+}
+
+/// The 503 of a policy that failed (or is quarantined) under `on_error = "deny"`.
+fn policy_failed_response(policy: &str) -> Response<ProxyBody> {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "policy_failed",
+        &format!("policy `{policy}` failed"),
+    )
 }
 
 fn header_name(name: &str) -> Result<HeaderName, PolicyFailure> {
@@ -1320,6 +1351,15 @@ async fn response_phase(
             BodyMode::None | BodyMode::Buffer => None,
         };
         if mode == BodyMode::None && !version.instance.wants_response() {
+            continue;
+        }
+        if version.quarantine.holds(&entry.name) {
+            version.stats.record_skip();
+            if let Some(resp) =
+                quarantined(entry, Phase::Response).answer(&mut x.trail, Duration::ZERO)
+            {
+                return resp;
+            }
             continue;
         }
         if mode == BodyMode::Buffer && head.body.is_none() {

@@ -279,6 +279,10 @@ pub(crate) async fn admit(
         metrics: cx.metrics.policy(name, &digest),
         instance: Arc::new(instance),
         stats: VersionStats::default(),
+        quarantine: crate::quarantine::Quarantine::new(
+            cx.config.quarantine.clone(),
+            cx.metrics.quarantine(name, &digest),
+        ),
         digest,
         signers,
         size: bytes.len(),

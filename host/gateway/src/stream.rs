@@ -487,6 +487,7 @@ impl Running {
             return Err(self.fail_with("policy_failed", "the policy instance is gone"));
         };
         stage.version.metrics.record_failure(failure.kind());
+        stage.version.quarantine.record(&self.name, failure);
         match stage.on_error {
             OnError::Deny => {
                 tracing::warn!(policy = %self.name, %failure, "streaming policy failed; ending the body (on_error = deny)");

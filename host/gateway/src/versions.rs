@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use edgegate_runtime::PolicyInstance;
 
 use crate::metrics::PolicyMetrics;
+use crate::quarantine::Quarantine;
 
 /// Where a version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub(crate) struct Version {
     pub(crate) instance: Arc<PolicyInstance>,
     pub(crate) metrics: PolicyMetrics,
     pub(crate) stats: VersionStats,
+    /// Held after repeated sandbox failures: its `on_error` answers for it.
+    pub(crate) quarantine: Quarantine,
     /// Content digest (`edgegate_trust::content_digest`): hex sha256 of the
     /// component without its signature sections, as revocations, pins and the
     /// fleet name it.
@@ -134,6 +137,13 @@ impl VersionStats {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
         let bucket = (64 - (us - 1).leading_zeros() as usize).min(BUCKETS - 1);
         self.durations[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call the version's quarantine answered without running it: a
+    /// failure, so a quarantined canary is judged by it and rolled back.
+    pub(crate) fn record_skip(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The final status of a request this version took part in.

@@ -9,9 +9,11 @@
 //! | upstream cluster | `upstream:{node}/{name}` | no |
 //! | endpoint | `endpoint:{host:port}` | yes: sites that call the same address meet here |
 //! | model (LLM) | `model:{name}` | yes |
+//! | policy | `policy:{node}/{name}` | no |
 //!
 //! Links point from a dependent to what it depends on: edge → route →
-//! upstream → endpoint, route → model.
+//! upstream → endpoint, route → model, route → policy. A quarantined policy
+//! is reported with an open circuit and down, so it shows red.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,8 @@ pub enum NodeKind {
     Endpoint,
     /// An LLM model name.
     Model,
+    /// A policy of an edge node's chains.
+    Policy,
 }
 
 /// Circuit breaker state, as the edge saw it.
@@ -166,6 +170,7 @@ impl EdgeReport {
         let edge = format!("edge:{}", self.node);
         let route = format!("route:{}/", self.node);
         let upstream = format!("upstream:{}/", self.node);
+        let policy = format!("policy:{}/", self.node);
         let mut ids = std::collections::HashSet::with_capacity(self.graph.nodes.len());
         for n in &self.graph.nodes {
             let own = match n.kind {
@@ -176,6 +181,7 @@ impl EdgeReport {
                     n.id.len() > "endpoint:".len() && n.id.starts_with("endpoint:")
                 }
                 NodeKind::Model => n.id.len() > "model:".len() && n.id.starts_with("model:"),
+                NodeKind::Policy => n.id.len() > policy.len() && n.id.starts_with(&policy),
                 NodeKind::Site => false,
             };
             if !own || n.id.len() > 512 {
@@ -309,6 +315,7 @@ mod tests {
                     node("upstream:a/u", NodeKind::Upstream),
                     node("endpoint:10.0.0.1:80", NodeKind::Endpoint),
                     node("model:gpt-4o", NodeKind::Model),
+                    node("policy:a/auth", NodeKind::Policy),
                 ],
                 links: vec![GraphLink {
                     from: "route:a/r".into(),
@@ -327,6 +334,12 @@ mod tests {
             refused(&other),
             "graph: node `route:b/r` (Route) is not one edge `a` may report"
         );
+        let mut policy = r.clone();
+        policy
+            .graph
+            .nodes
+            .push(node("policy:b/auth", NodeKind::Policy));
+        assert!(refused(&policy).contains("`policy:b/auth` (Policy)"));
         let mut site = r.clone();
         site.graph.nodes.push(node("site:s", NodeKind::Site));
         assert!(refused(&site).contains("`site:s` (Site)"));
