@@ -697,3 +697,149 @@ async fn a_trapping_version_is_quarantined_shown_and_lifted_by_a_push() {
     .await;
     other_serves().await;
 }
+
+/// The compile cache at the runtime: a second engine with the same settings
+/// loads what the first compiled, a changed engine setting misses, and an
+/// entry that is corrupted, truncated or writable by others is refused and
+/// compiled again; whatever was loaded runs.
+#[tokio::test]
+async fn compiled_components_are_kept_and_only_a_matching_private_entry_is_loaded() {
+    use edgegate_runtime::{
+        CacheOutcome, Capabilities, HostServices, PolicyInstance, PolicySettings, Runtime,
+        RuntimeConfig,
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let cfg = RuntimeConfig {
+        compile_cache: Some(cache.clone()),
+        ..RuntimeConfig::default()
+    };
+    let bytes = std::fs::read(component("noop")).unwrap();
+    let entries = || {
+        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    // One engine at a time: each reserves its instance pool's address space.
+    let compile = |cfg: &RuntimeConfig| {
+        let runtime = Runtime::new(cfg).unwrap();
+        let compiled = runtime.compile("noop", "d".into(), &bytes).unwrap();
+        (compiled.cache_outcome(), runtime, compiled)
+    };
+    let runs = |compiled| async {
+        let instance = PolicyInstance::new(
+            compiled,
+            PolicySettings {
+                name: "noop".into(),
+                config_json: "{}".into(),
+                capabilities: Capabilities::NONE,
+                memory_limit_bytes: 16 << 20,
+                timeout: Duration::from_millis(1000),
+                reuse_instances: false,
+            },
+            None,
+            HostServices::none(),
+        );
+        instance.check_init().await.unwrap();
+    };
+
+    let (outcome, _, compiled) = compile(&cfg);
+    assert_eq!(outcome, CacheOutcome::Miss);
+    runs(compiled).await;
+    let first = entries();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache folder is private");
+
+    let (outcome, _, compiled) = compile(&cfg);
+    assert_eq!(outcome, CacheOutcome::Hit, "a restart loads it");
+    runs(compiled).await;
+
+    let changed = RuntimeConfig {
+        max_wasm_stack: 256 << 10,
+        ..cfg.clone()
+    };
+    let (outcome, _, compiled) = compile(&changed);
+    assert_eq!(
+        outcome,
+        CacheOutcome::Miss,
+        "another engine setting, another entry"
+    );
+    runs(compiled).await;
+    assert_eq!(entries().len(), 2);
+
+    let entry = &first[0];
+    let mut data = std::fs::read(entry).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(entry, &data).unwrap();
+    let (outcome, _, compiled) = compile(&cfg);
+    assert_eq!(
+        outcome,
+        CacheOutcome::Miss,
+        "a corrupted entry is compiled again"
+    );
+    runs(compiled).await;
+    assert_eq!(compile(&cfg).0, CacheOutcome::Hit, "and replaced");
+
+    std::fs::write(entry, &data[..100]).unwrap();
+    assert_eq!(compile(&cfg).0, CacheOutcome::Miss, "a truncated entry");
+
+    std::fs::set_permissions(entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(
+        compile(&cfg).0,
+        CacheOutcome::Miss,
+        "an entry others may write"
+    );
+    assert_eq!(
+        std::fs::metadata(entry).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "replaced by a private one"
+    );
+    assert_eq!(compile(&cfg).0, CacheOutcome::Hit);
+}
+
+/// The compile cache in the gateway: the first start compiles its policies
+/// and keeps them, a restart loads them all, and a push of a digest seen
+/// before loads it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_and_a_known_push_load_compiled_components() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(&config_with(upstream.addr, "headers", ""));
+    let compiles = |m: &str, outcome: &str| {
+        support::metric(
+            m,
+            "edgegate_component_compiles_total",
+            &[("outcome", outcome)],
+        )
+    };
+    let m = gw.metrics().await;
+    assert_eq!(compiles(&m, "miss"), Some(1), "{m}");
+    assert_eq!(compiles(&m, "hit"), None);
+    let (code, body) = push(&gw, &component("noop"), "").await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["timings_ms"]["compile_cache"], "miss", "{body}");
+
+    let gw = gw.restart();
+    let m = gw.metrics().await;
+    assert_eq!(
+        compiles(&m, "hit"),
+        Some(1),
+        "the pushed version it serves again: {m}"
+    );
+    assert_eq!(compiles(&m, "miss"), None);
+    let client = reqwest::Client::new();
+    assert_eq!(version_seen(&client, &gw).await, (200, None), "noop serves");
+    // The config's component, compiled at the first start only.
+    let (code, body) = push(&gw, &component("headers"), "").await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["timings_ms"]["compile_cache"], "hit", "{body}");
+    assert_eq!(
+        version_seen(&client, &gw).await,
+        (200, Some("headers".into()))
+    );
+}

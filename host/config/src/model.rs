@@ -361,6 +361,11 @@ pub struct AdminConfig {
     /// promoted ones; relative to the config file. Default `.edgegate-state`.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Keep compiled components in `state_dir/compiled`, so a restart or a
+    /// push of a digest seen before loads them instead of compiling again
+    /// (docs/operations.md, "Compile cache"). A change needs a restart.
+    #[serde(default = "default_true")]
+    pub compile_cache: bool,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -373,6 +378,7 @@ impl Default for AdminConfig {
             listen: default_admin_listen(),
             token: None,
             state_dir: None,
+            compile_cache: true,
         }
     }
 }

@@ -537,7 +537,12 @@ fn unix(t: SystemTime) -> u64 {
 
 fn timings(t: AdmitTimes) -> Value {
     let f = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
-    json!({ "verify": f(t.verify), "compile": f(t.compile), "admission": f(t.admission) })
+    json!({
+        "verify": f(t.verify),
+        "compile": f(t.compile),
+        "compile_cache": t.compile_cache.as_str(),
+        "admission": f(t.admission),
+    })
 }
 
 /// Config keys a reload cannot apply to a running process.
@@ -551,6 +556,11 @@ fn restart_keys(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static str> {
     }
     if old.admin.listen != new.admin.listen {
         keys.push("admin.listen");
+    }
+    if old.admin.compile_cache != new.admin.compile_cache
+        || old.admin.state_dir != new.admin.state_dir
+    {
+        keys.push("admin.compile_cache");
     }
     keys
 }

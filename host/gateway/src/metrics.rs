@@ -40,6 +40,11 @@ struct PolicyVersion {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyEvent {
     policy: String,
     event: String,
@@ -290,6 +295,7 @@ pub struct Metrics {
     policy_quarantines: Family<PolicyVersion, Counter>,
     policy_quarantined: Family<PolicyVersion, Gauge>,
     policy_quarantine_skips: Family<PolicyVersion, Counter>,
+    compiles: Family<Outcome, Counter>,
     /// The per-endpoint families; clusters keep a clone to label the
     /// endpoints that DNS refreshes add.
     pub(crate) upstreams: UpstreamMetrics,
@@ -363,6 +369,12 @@ impl Metrics {
             "policy_quarantine_skips",
             "Calls of a quarantined policy version answered by its on_error without running it",
             policy_quarantine_skips.clone(),
+        );
+        let compiles = Family::<Outcome, Counter>::default();
+        registry.register(
+            "component_compiles",
+            "Components made ready to run, by compile-cache outcome (hit: loaded, miss: compiled and kept, off: no cache)",
+            compiles.clone(),
         );
         let upstream_requests = Family::<UpstreamOutcome, Counter>::default();
         registry.register(
@@ -439,6 +451,7 @@ impl Metrics {
             policy_quarantines,
             policy_quarantined,
             policy_quarantine_skips,
+            compiles,
             upstreams: UpstreamMetrics {
                 requests: upstream_requests,
                 duration: upstream_duration,
@@ -547,6 +560,17 @@ impl Metrics {
             policy: policy.into(),
             digest: digest.into(),
         }
+    }
+
+    /// One component compiled or loaded (`edgegate_component_compiles_total`).
+    pub(crate) fn count_compile(&self, outcome: edgegate_runtime::CacheOutcome) {
+        handle(
+            &self.compiles,
+            &Outcome {
+                outcome: outcome.as_str().into(),
+            },
+        )
+        .inc();
     }
 
     /// The quarantine handles of one policy version.

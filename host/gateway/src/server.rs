@@ -67,9 +67,17 @@ impl Gateway {
         config: GatewayConfig,
         options: GatewayOptions,
     ) -> Result<Self, BuildError> {
+        let compile_cache = config
+            .admin
+            .compile_cache
+            .then(|| config.admin.state_dir.as_ref().map(|d| d.join("compiled")))
+            .flatten();
         let runtime = Arc::new(
-            Runtime::new(&RuntimeConfig::default())
-                .map_err(|e| BuildError::Invalid(e.to_string()))?,
+            Runtime::new(&RuntimeConfig {
+                compile_cache,
+                ..RuntimeConfig::default()
+            })
+            .map_err(|e| BuildError::Invalid(e.to_string()))?,
         );
         let kv = Arc::new(KvStore::default());
         let metrics = Arc::new(Metrics::new());

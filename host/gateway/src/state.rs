@@ -145,8 +145,10 @@ impl Trust {
 pub struct AdmitTimes {
     /// Signature verification.
     pub verify: Duration,
-    /// Compiling to machine code.
+    /// Compiling to machine code (or loading it from the compile cache).
     pub compile: Duration,
+    /// Whether the compile cache had it.
+    pub compile_cache: edgegate_runtime::CacheOutcome,
     /// Instantiation, `init` and the self-tests.
     pub admission: Duration,
 }
@@ -229,6 +231,9 @@ pub(crate) async fn admit(
         source,
     })?;
     times.compile = started.elapsed();
+    times.compile_cache = compiled.cache_outcome();
+    cx.metrics.count_compile(times.compile_cache);
+    tracing::info!(policy = %name, ms = times.compile.as_millis() as u64, cache = times.compile_cache.as_str(), "component compiled");
 
     let started = Instant::now();
     let caps: Capabilities = p

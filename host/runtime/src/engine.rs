@@ -9,6 +9,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::Policy;
+use crate::compile_cache::{CacheOutcome, CompileCache};
 use crate::error::RuntimeError;
 use crate::host::HostState;
 use crate::policy::CompiledComponent;
@@ -24,6 +25,9 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: usize,
     /// Epoch tick: the resolution of policy time budgets.
     pub epoch_tick: Duration,
+    /// Folder of compiled components kept across restarts (`None`: compile
+    /// every time). See [`crate::compile_cache`].
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -34,6 +38,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 64 << 20,
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(1),
+            compile_cache: None,
         }
     }
 }
@@ -43,6 +48,7 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     ticker: Option<EpochTicker>,
+    cache: Option<CompileCache>,
 }
 
 impl Runtime {
@@ -83,7 +89,8 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // `EDGEGATE_PERF_MAP=1` writes /tmp/perf-PID.map so `perf report`
         // names the functions of compiled guests (profiling only).
-        if std::env::var_os("EDGEGATE_PERF_MAP").is_some_and(|v| v == "1") {
+        let perf_map = std::env::var_os("EDGEGATE_PERF_MAP").is_some_and(|v| v == "1");
+        if perf_map {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         low_priority_compile_threads();
@@ -93,11 +100,26 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let cache = cfg.compile_cache.as_deref().and_then(|dir| {
+            // Our settings that shape the engine, beside wasmtime's own hash.
+            let settings = format!(
+                "{CONTRACT} instances={} memory={} stack={} tick={:?} perf_map={perf_map}",
+                cfg.max_instances, cfg.max_memory_bytes, cfg.max_wasm_stack, cfg.epoch_tick
+            );
+            match CompileCache::open(dir, &engine, &settings) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "compile cache unusable; every component is compiled at start");
+                    None
+                }
+            }
+        });
         let ticker = EpochTicker::start(engine.clone(), cfg.epoch_tick);
         Ok(Self {
             engine,
             linker,
             ticker: Some(ticker),
+            cache,
         })
     }
 
@@ -109,10 +131,28 @@ impl Runtime {
         digest: String,
         bytes: &[u8],
     ) -> Result<Arc<CompiledComponent>, RuntimeError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
-            name: name.to_string(),
-            reason: format!("{e:#}"),
-        })?;
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, bytes));
+        let outcome = match (&self.cache, &cached) {
+            (None, _) => CacheOutcome::Off,
+            (Some(_), Some(_)) => CacheOutcome::Hit,
+            (Some(_), None) => CacheOutcome::Miss,
+        };
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
+                    name: name.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&c, bytes);
+                }
+                c
+            }
+        };
         if let Some(old) = older_contract(&self.engine, &component) {
             return Err(RuntimeError::Link {
                 name: name.to_string(),
@@ -138,7 +178,13 @@ impl Runtime {
             bytes,
             pre,
             self.engine.clone(),
+            outcome,
         )))
+    }
+
+    /// Compile-cache (hits, misses) since start; `None` without a cache.
+    pub fn compile_cache_counts(&self) -> Option<(u64, u64)> {
+        self.cache.as_ref().map(CompileCache::counts)
     }
 
     /// The underlying engine (for benchmarks and tools).

@@ -20,6 +20,7 @@ pub struct CompiledComponent {
     size: usize,
     pre: PolicyPre<HostState>,
     engine: Engine,
+    cache: crate::CacheOutcome,
 }
 
 impl CompiledComponent {
@@ -29,6 +30,7 @@ impl CompiledComponent {
         bytes: &[u8],
         pre: PolicyPre<HostState>,
         engine: Engine,
+        cache: crate::CacheOutcome,
     ) -> Self {
         Self {
             name: name.to_string(),
@@ -36,7 +38,14 @@ impl CompiledComponent {
             size: bytes.len(),
             pre,
             engine,
+            cache,
         }
+    }
+
+    /// Whether it was loaded from the compile cache, compiled and stored, or
+    /// compiled without a cache.
+    pub fn cache_outcome(&self) -> crate::CacheOutcome {
+        self.cache
     }
 
     /// The name it was compiled under.
