@@ -22,7 +22,15 @@ const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 
 /// Top-level keys only the edgegate host reads.
-const HOST_ONLY_TOP: &[&str] = &["server", "admin", "trust", "canary", "node", "access_log", "quarantine"];
+const HOST_ONLY_TOP: &[&str] = &[
+    "server",
+    "admin",
+    "trust",
+    "canary",
+    "node",
+    "access_log",
+    "quarantine",
+];
 /// `[upstreams.NAME]` keys only the edgegate host reads.
 const HOST_ONLY_UPSTREAM: &[&str] = &[
     "balance",
