@@ -10,6 +10,7 @@ mod config;
 mod env;
 mod headers;
 mod http;
+pub mod keys;
 pub mod sse;
 mod stream;
 #[cfg(feature = "testing")]

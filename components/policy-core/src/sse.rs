@@ -3,7 +3,7 @@
 //! ends a line or an event cannot grow memory past [`MAX_EVENT_BYTES`].
 //!
 //! Host-neutral: the Spin gateway streams with it. (The edgegate host has
-//! the same rules over its WIT types in `host/gateway/src/sse.rs`.)
+//! the same rules over its WIT types in `host/gateway/src/request_path/sse.rs`.)
 
 use std::collections::VecDeque;
 

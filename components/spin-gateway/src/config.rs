@@ -183,7 +183,7 @@ pub enum HostMatch {
 }
 
 impl HostMatch {
-    /// A pattern [`host_problem`] accepted, in the canonical form of hosts:
+    /// A pattern `edgegate_config::route_host_problem` accepted, in the canonical form of hosts:
     /// lower case, no trailing dot.
     fn parse(pattern: &str) -> Self {
         let p = pattern.to_ascii_lowercase();
@@ -382,11 +382,23 @@ impl Config {
         for (i, r) in raw.routes.into_iter().enumerate() {
             let at = format!("routes[{i}]");
             check_keys(&at, &r.other, &[], &mut ignored)?;
-            if let Some(why) = r.host.as_deref().and_then(host_problem) {
+            if let Some(why) = r
+                .host
+                .as_deref()
+                .and_then(edgegate_config::route_host_problem)
+            {
                 return Err(ConfigError::new(
                     format!("{at}.host"),
                     format!("`{}`: {why}", r.host.as_deref().unwrap_or_default()),
                 ));
+            }
+            for (j, m) in r.methods.iter().enumerate() {
+                if let Some(why) = edgegate_config::route_method_problem(m) {
+                    return Err(ConfigError::new(
+                        format!("{at}.methods[{j}]"),
+                        format!("`{m}` {why}"),
+                    ));
+                }
             }
             if !upstreams.contains_key(&r.upstream) {
                 return Err(ConfigError::new(
@@ -417,7 +429,7 @@ impl Config {
                 name: r.name.unwrap_or_else(|| format!("route-{i}")),
                 host: r.host.as_deref().map(HostMatch::parse),
                 path_prefix: r.path_prefix,
-                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                methods: r.methods,
                 upstream: r.upstream,
                 chain,
             });
@@ -473,28 +485,6 @@ fn base_url(endpoint: &str) -> Result<String, String> {
         ));
     }
     Ok(format!("{scheme}://{authority}"))
-}
-
-/// What is wrong with a route's `host` pattern, if anything: a host name,
-/// or `*.` and one. The host's rule (`edgegate_config::route_host_problem`)
-/// written again until both read one crate; the case table in
-/// tests/fixtures/routes.toml keeps the two the same.
-fn host_problem(pattern: &str) -> Option<&'static str> {
-    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if name.split('.').all(label_ok) {
-        return None;
-    }
-    Some(if pattern.contains('*') {
-        "a wildcard is `*.` and a domain (`*.example.com`, any subdomain of it)"
-    } else {
-        "must be a host name (letters, digits, `-` and `_` between dots)"
-    })
 }
 
 /// `/api` matches `/api`, `/api/x` and `/api?q`, but not `/apix` (as the host does).
@@ -604,6 +594,7 @@ mod tests {
         #[derive(serde::Deserialize)]
         struct Table {
             refused_hosts: Vec<String>,
+            refused_methods: Vec<String>,
             case: Vec<Case>,
         }
         #[derive(serde::Deserialize)]
@@ -628,6 +619,10 @@ mod tests {
         for pattern in &table.refused_hosts {
             let e = refused(&with_route(&format!("host = {pattern:?}\n")));
             assert!(e.contains("routes[0].host"), "`{pattern}`: {e}");
+        }
+        for m in &table.refused_methods {
+            let e = refused(&with_route(&format!("methods = [{m:?}]\n")));
+            assert!(e.contains("routes[0].methods[0]"), "`{m}`: {e}");
         }
         for case in &table.case {
             let r = &case.route;
@@ -678,7 +673,7 @@ mod tests {
     #[test]
     fn routes_match_host_prefix_and_method() {
         let config = Config::parse(&format!(
-            "{MINIMAL}\n[[routes]]\nname = \"api\"\nhost = \"*.example.com\"\npath_prefix = \"/api\"\nmethods = [\"post\"]\nupstream = \"app\"\n"
+            "{MINIMAL}\n[[routes]]\nname = \"api\"\nhost = \"*.example.com\"\npath_prefix = \"/api\"\nmethods = [\"POST\"]\nupstream = \"app\"\n"
         ))
         .expect("config");
         // The first route takes everything; reorder by checking the second directly.

@@ -437,10 +437,10 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             ));
         }
         for (j, m) in r.methods.iter().enumerate() {
-            if http_method_ok(m.get_ref()).is_none() {
+            if let Some(why) = route_method_problem(m.get_ref()) {
                 return Err(err(
                     format!("routes[{i}].methods[{j}]"),
-                    format!("`{}` is not an HTTP method", m.get_ref()),
+                    format!("`{}` {why}", m.get_ref()),
                     Some(m.span().start),
                 ));
             }
@@ -618,8 +618,15 @@ pub fn route_host_problem(pattern: &str) -> Option<&'static str> {
     })
 }
 
-fn http_method_ok(m: &str) -> Option<()> {
-    (!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())).then_some(())
+/// What is wrong with a route's method, if anything. Methods are
+/// case-sensitive (RFC 9110 §9.1): `post` is not `POST`, and a route that
+/// named it would match no request, so it is refused rather than upper-cased.
+pub fn route_method_problem(m: &str) -> Option<&'static str> {
+    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+        Some("is not an HTTP method (methods are upper-case: `GET`, `POST`)")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgegate_graph::analysis::{self, Analysis, Colour, Thresholds};
@@ -31,12 +31,6 @@ const RECOMPUTE_EVERY: Duration = Duration::from_millis(500);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
 
 type Body = Full<Bytes>;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// The merged view at one moment.
 pub struct View {
@@ -130,7 +124,7 @@ impl<S: HealthStore> Coordinator<S> {
         self.store
             .put(StoredReport {
                 report,
-                received_at_ms: now_ms(),
+                received_at_ms: edgegate_graph::unix_ms(),
             })
             .await
             .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
@@ -176,7 +170,7 @@ impl<S: HealthStore> Coordinator<S> {
     /// Removes edges silent for longer than `remove_after_ms`, writes the snapshot.
     pub async fn housekeeping(&self) {
         if let Ok(all) = self.store.all().await {
-            let now = now_ms();
+            let now = edgegate_graph::unix_ms();
             for r in all {
                 if now.saturating_sub(r.received_at_ms) > self.config.remove_after_ms {
                     tracing::info!(node = %r.report.node, "edge silent too long; removed from the graph");
@@ -362,7 +356,7 @@ fn compute_view(
     thresholds: &Thresholds,
     fleet: &DesiredState,
 ) -> View {
-    let now = now_ms();
+    let now = edgegate_graph::unix_ms();
     let mut edges = BTreeMap::new();
     let mut input = Vec::with_capacity(reports.len());
     for r in reports {

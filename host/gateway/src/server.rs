@@ -19,15 +19,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::admin;
-use crate::body::ProxyBody;
-use crate::control::{self, Control};
-use crate::graph::HealthGraph;
-use crate::health_check;
-use crate::metrics::Metrics;
-use crate::phases::{self, Peer};
-use crate::state::{BuildError, GatewayState};
+use crate::control::admin;
+use crate::control::plane::{self as control, Control};
+use crate::control::state::{BuildError, GatewayState};
+use crate::observability::graph::HealthGraph;
+use crate::observability::metrics::Metrics;
+use crate::request_path::body::ProxyBody;
+use crate::request_path::phases::{self, Peer};
 use crate::tls::{self, TlsSession};
+use crate::upstreams::health_check;
 use http::Response;
 
 /// A gateway built from a config, ready to start.
@@ -81,7 +81,7 @@ impl Gateway {
         );
         let kv = Arc::new(KvStore::default());
         let metrics = Arc::new(Metrics::new());
-        let logs = Arc::new(crate::access_log::Sinks::new(
+        let logs = Arc::new(crate::observability::access_log::Sinks::new(
             options.log_format,
             metrics.access_log_dropped.clone(),
         ));
@@ -102,7 +102,9 @@ impl Gateway {
             tracing::error!("{s}");
         }
         for (name, set) in &state.policies {
-            if pushed.contains_key(name) && set.serving.source == crate::versions::Source::Push {
+            if pushed.contains_key(name)
+                && set.serving.source == crate::control::versions::Source::Push
+            {
                 tracing::info!(policy = %name, digest = %set.serving.digest, "serving the version pushed before the restart");
             }
         }
@@ -209,15 +211,7 @@ impl Gateway {
                 std::thread::Builder::new()
                     .name("edgegate-graph".into())
                     .spawn(move || {
-                        match tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                        {
-                            Ok(rt) => rt.block_on(graph.run(rx)),
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot start the graph reporter")
-                            }
-                        }
+                        crate::run_on_this_thread("graph reporter", graph.run(rx));
                     })?,
             );
         }
@@ -381,17 +375,8 @@ impl Worker {
         tls_listener: Option<StdListener>,
         shutdown: watch::Receiver<bool>,
     ) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(worker = self.id, error = %e, "cannot start worker runtime");
-                return;
-            }
-        };
-        rt.block_on(async move {
+        let what = format!("worker {}", self.id);
+        crate::run_on_this_thread(&what, async move {
             let register = |l: StdListener| match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => Some(l),
                 Err(e) => {
@@ -423,7 +408,13 @@ impl Worker {
             let plain = self.accept_loop(&listener, None, &builder, &graceful, shutdown.clone());
             match &tls_listener {
                 Some(tls) => {
-                    let secure = self.accept_loop(tls, self.tls.clone(), &builder, &graceful, shutdown.clone());
+                    let secure = self.accept_loop(
+                        tls,
+                        self.tls.clone(),
+                        &builder,
+                        &graceful,
+                        shutdown.clone(),
+                    );
                     tokio::join!(plain, secure);
                 }
                 None => plain.await,
@@ -590,17 +581,7 @@ fn watch_certificates(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the certificate watcher");
-            return;
-        }
-    };
-    rt.block_on(async move {
+    crate::run_on_this_thread("certificate watcher", async move {
         let files = |s: &GatewayState| s.tls.as_ref().map(|t| t.files.clone()).unwrap_or_default();
         let mut watched = files(&state.load());
         let mut stamps = tls::file_stamps(&watched);
@@ -633,7 +614,9 @@ fn watch_certificates(
             stamps = tls::file_stamps(&watched);
             match control.reload().await {
                 Ok(_) => tracing::info!("TLS files changed: config reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS files changed but the reload was refused; still serving the previous certificates"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS files changed but the reload was refused; still serving the previous certificates")
+                }
             }
         }
     });

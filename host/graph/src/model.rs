@@ -286,6 +286,15 @@ impl Graph {
     }
 }
 
+/// Milliseconds since the Unix epoch: the clock of `sent_at_ms` and of
+/// every time edges and the coordinator exchange (wall time, so it means the
+/// same on both sides; durations inside one process use `Instant`).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

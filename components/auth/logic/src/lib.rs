@@ -23,12 +23,7 @@ use crate::limits::Decision;
 
 /// Context keys this policy sets for the policies after it.
 pub mod ctx {
-    /// The authenticated principal (key id, token subject or user name).
-    pub const PRINCIPAL: &str = "principal";
-    /// The principal's tenant, when known.
-    pub const TENANT: &str = "tenant";
-    /// Comma-separated roles.
-    pub const ROLES: &str = "roles";
+    pub use edgegate_policy_core::keys::{PRINCIPAL, ROLES, TENANT};
     /// `api_key`, `jwt`, `basic`, `mtls` or `anonymous`.
     pub const METHOD: &str = "auth.method";
     /// Set when the token quota applies: the request's estimated tokens.
@@ -37,12 +32,11 @@ pub mod ctx {
     pub const PROMPT_ESTIMATE: &str = "auth.prompt_estimate";
     /// Set in the response call when the answer streams: charge at its end.
     pub const STREAM_CHARGE: &str = "auth.stream_charge";
-    /// Set by the gateway (read-only): the verified client certificate's subject DN.
-    pub const TLS_CLIENT_SUBJECT: &str = "tls.client.subject";
-    /// Set by the gateway: its DNS names, comma-separated.
-    pub const TLS_CLIENT_DNS: &str = "tls.client.dns";
-    /// Set by the gateway: its SPIFFE id.
-    pub const TLS_CLIENT_SPIFFE: &str = "tls.client.spiffe";
+    /// Set by the gateway (read-only): the verified client certificate.
+    pub use edgegate_policy_core::keys::tls::{
+        CLIENT_DNS as TLS_CLIENT_DNS, CLIENT_SPIFFE as TLS_CLIENT_SPIFFE,
+        CLIENT_SUBJECT as TLS_CLIENT_SUBJECT,
+    };
 }
 
 /// Response header with the tokens left in the principal's quota window.

@@ -38,7 +38,7 @@ use store::Refusal;
 /// Context keys this policy reads and sets.
 pub mod ctx {
     /// The authenticated principal, set by the auth policy (read).
-    pub const PRINCIPAL: &str = "principal";
+    pub use edgegate_policy_core::keys::PRINCIPAL;
     /// What the request phase decided, for the response phase (set).
     pub const REQUEST: &str = "cache.request";
     /// Set in the response call of a streamed answer that may be stored:

@@ -26,10 +26,7 @@ const MAX_CANDIDATES: usize = 5;
 
 /// Context keys this policy sets.
 pub mod ctx {
-    /// The cluster chosen first.
-    pub const UPSTREAM: &str = "route.upstream";
-    /// The `model` of an LLM request.
-    pub const MODEL: &str = "route.model";
+    pub use edgegate_policy_core::keys::{ROUTE_MODEL as MODEL, ROUTE_UPSTREAM as UPSTREAM};
 }
 
 /// The routing policy.
@@ -226,7 +223,7 @@ fn hash_key(env: &dyn Env, on: &HashOn, req: &HttpRequest) -> Option<String> {
     match on {
         HashOn::Header(name) => req.header(name),
         HashOn::Cookie(name) => cookie(req, name),
-        HashOn::Principal => env.ctx_get("principal"),
+        HashOn::Principal => env.ctx_get(edgegate_policy_core::keys::PRINCIPAL),
         HashOn::ClientIp => Some(req.client_ip.clone()),
     }
 }

@@ -9,27 +9,9 @@ pub const MAX_CONTEXT_ENTRIES: usize = 64;
 pub const MAX_CONTEXT_BYTES: usize = 16 << 10;
 
 /// Context keys the gateway sets from a TLS connection before the first
-/// policy runs. They are the host's word: a policy's `set` of `tls` or of a
-/// key under `tls.` is dropped (and logged once per call).
-pub mod tls_keys {
-    /// `1` when the request came over the TLS listener.
-    pub const TLS: &str = "tls";
-    /// The server name (SNI) the client asked for.
-    pub const SNI: &str = "tls.sni";
-    /// Subject DN of the verified client certificate (`CN=alice,O=Example`).
-    pub const CLIENT_SUBJECT: &str = "tls.client.subject";
-    /// Its DNS subject alternative names, comma-separated.
-    pub const CLIENT_DNS: &str = "tls.client.dns";
-    /// Its URI subject alternative names, comma-separated.
-    pub const CLIENT_URI: &str = "tls.client.uri";
-    /// Its first `spiffe://` URI name.
-    pub const CLIENT_SPIFFE: &str = "tls.client.spiffe";
-
-    /// Whether `key` is one only the host may set.
-    pub fn reserved(key: &str) -> bool {
-        key == TLS || key.starts_with("tls.")
-    }
-}
+/// policy runs (the policies' own definition): a policy's `set` of `tls` or
+/// of a key under `tls.` is dropped (and logged once per call).
+pub use edgegate_policy_core::keys::tls as tls_keys;
 
 /// Facts policies pass along one request; bounded in entries and bytes.
 ///

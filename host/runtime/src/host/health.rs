@@ -2,6 +2,7 @@
 
 use crate::bindings::health::{CircuitState, EndpointHealth as WitEndpoint, Host};
 use crate::host::{Capability, HostState};
+pub use edgegate_policy_core::Circuit;
 
 /// Health of one endpoint as the gateway sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,8 +11,8 @@ pub struct EndpointHealth {
     pub address: String,
     /// Whether the gateway would send traffic to it now.
     pub healthy: bool,
-    /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
-    pub circuit: u8,
+    /// Circuit breaker state (the one type the host and the policies share).
+    pub circuit: Circuit,
     /// Requests in flight.
     pub in_flight: u32,
     /// EWMA latency in microseconds.
@@ -52,9 +53,9 @@ impl Host for HostState {
                 address: e.address,
                 healthy: e.healthy,
                 circuit: match e.circuit {
-                    1 => CircuitState::Open,
-                    2 => CircuitState::HalfOpen,
-                    _ => CircuitState::Closed,
+                    Circuit::Open => CircuitState::Open,
+                    Circuit::HalfOpen => CircuitState::HalfOpen,
+                    Circuit::Closed => CircuitState::Closed,
                 },
                 in_flight: e.in_flight,
                 ewma_latency_us: e.ewma_latency_us,

@@ -1,5 +1,7 @@
 //! The request path, one function per phase (see docs/phases.md):
-//! limits → route match → request phase → upstream → response phase.
+//! limits → route match → request phase → upstream → response phase. The
+//! WIT side of each policy call is in `wit`, the upstream attempts in
+//! `attempts`.
 
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
@@ -12,37 +14,35 @@ use edgegate_runtime::bindings::types;
 use edgegate_runtime::{ContextBag, PolicyFailure};
 
 use crate::tls::TlsSession;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::access_log::{self, Counted, Entry, Logged, Trail, Verdict, X_REQUEST_ID};
-use crate::body::{self, find_cause, BufferError, ClientBodyError, ProxyBody, WatchedBody};
-use crate::forwarding;
-use crate::metrics::Phase;
-use crate::models::MODEL_CONTEXT_KEY;
-use crate::routes::{ChainEntry, Route};
-use crate::slow_lane;
-use crate::state::GatewayState;
-use crate::upstream::Cluster;
-use crate::versions::{Roll, Version as PolicyVersion};
-use crate::{sse, stream};
+use crate::control::state::GatewayState;
+use crate::control::versions::{Roll, Version as PolicyVersion};
+use crate::observability::access_log::{
+    self, Counted, Entry, Logged, Trail, Verdict, X_REQUEST_ID,
+};
+use crate::observability::metrics::Phase;
+use crate::observability::models::MODEL_CONTEXT_KEY;
+use crate::request_path::body::{
+    self, find_cause, BufferError, ClientBodyError, ProxyBody, WatchedBody,
+};
+use crate::request_path::forwarding;
+use crate::request_path::routes::{ChainEntry, Route};
+use crate::request_path::slow_lane;
+use crate::request_path::{sse, stream};
+use edgegate_policy_core::keys;
 use edgegate_request::canonical::{self, Host, Malformed, PathRules};
 
-/// Most attempts per cluster a routing decision may ask for.
-const MAX_RETRIES: u32 = 3;
-/// Most fallback clusters a routing decision may name.
-const MAX_FALLBACKS: usize = 4;
-/// Longest delay before one retry, however large the decision's backoff base.
-const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
-/// Most header operations one policy verdict may carry.
-pub(crate) const MAX_HEADER_OPS: usize = 256;
-/// Most header fields a request or response may have after a policy changed them.
-pub(crate) const MAX_POLICY_HEADER_FIELDS: usize = 256;
-/// Largest total size (names + values) of headers a policy leaves behind.
-pub(crate) const MAX_POLICY_HEADER_BYTES: usize = 64 << 10;
+use super::attempts::{
+    forward, prepare_upstream_request, provider_failed, Target, MAX_FALLBACKS, MAX_RETRIES,
+};
+use super::wit::{
+    apply_header_ops, apply_request_mutations, build_response, check_body, policy_status,
+};
 
 /// Limits on what a client sends, and how its request is put in canonical form.
 #[derive(Debug, Clone, Copy)]
@@ -253,8 +253,8 @@ async fn serve(
         let fact = |key: &str| x.ctx.get(key).map(str::to_string);
         entry.route = Some(route.name.clone());
         entry.model = fact(MODEL_CONTEXT_KEY);
-        entry.principal = fact("principal");
-        entry.tenant = fact("tenant");
+        entry.principal = fact(keys::PRINCIPAL);
+        entry.tenant = fact(keys::TENANT);
         entry.trail = x.trail;
     }
     resp
@@ -455,13 +455,13 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<Host>, Malformed> {
 }
 
 /// The request body as it travels: untouched stream, or buffered for policies.
-enum RequestBody {
+pub(super) enum RequestBody {
     Stream(ProxyBody),
     Buffered(Bytes),
 }
 
 impl RequestBody {
-    fn replayable(&self) -> Option<Bytes> {
+    pub(super) fn replayable(&self) -> Option<Bytes> {
         match self {
             RequestBody::Buffered(b) => Some(b.clone()),
             RequestBody::Stream(_) => None,
@@ -481,29 +481,6 @@ impl RequestLine {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
         }
-    }
-}
-
-/// Where the request phase sends the request.
-struct Target<'a> {
-    clusters: Vec<&'a Arc<Cluster>>,
-    retries: u32,
-    /// Base of the exponential backoff between retries on one cluster.
-    backoff: std::time::Duration,
-}
-
-impl Target<'_> {
-    /// Delay before retry number `retry` (1-based) on the same cluster: full
-    /// jitter over an exponentially growing, capped window.
-    fn backoff_before(&self, retry: u32) -> std::time::Duration {
-        if self.backoff.is_zero() {
-            return self.backoff;
-        }
-        let window = self
-            .backoff
-            .saturating_mul(1 << retry.saturating_sub(1).min(16))
-            .min(MAX_BACKOFF);
-        window.mul_f64(fastrand::f64())
     }
 }
 
@@ -585,13 +562,6 @@ async fn proxy(x: &mut Exchange<'_>, req: Request<Incoming>) -> Response<ProxyBo
     response_phase(x, &line, &cluster.name, ran, resp).await
 }
 
-/// Whether an upstream answer counts as the provider failing: a 5xx, or a
-/// 429 (a provider that is rate limiting us is worth a fallback, but does
-/// not break the circuit).
-fn provider_failed(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
-}
-
 async fn buffer_request(
     parts: &Parts,
     incoming: ProxyBody,
@@ -630,7 +600,7 @@ async fn buffer_request(
 
 /// The answer to a request whose body the client broke: 408 when it stopped
 /// sending, 400 otherwise. Never the upstream's fault.
-fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
+pub(super) fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
     match find_cause::<ClientBodyError>(e) {
         Some(ClientBodyError::Idle(_)) => {
             error_response(StatusCode::REQUEST_TIMEOUT, "body_timeout", &e.to_string())
@@ -868,390 +838,6 @@ fn policy_failed_response(policy: &str) -> Response<ProxyBody> {
         "policy_failed",
         &format!("policy `{policy}` failed"),
     )
-}
-
-fn header_name(name: &str) -> Result<HeaderName, PolicyFailure> {
-    HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| PolicyFailure::Guest(format!("invalid header name `{name}`")))
-}
-
-fn header_value(name: &str, value: &str) -> Result<HeaderValue, PolicyFailure> {
-    HeaderValue::from_str(value)
-        .map_err(|_| PolicyFailure::Guest(format!("invalid value for header `{name}`")))
-}
-
-/// Headers that frame the message or the connection: the host owns them, so
-/// a policy's value for one is dropped (the host computes its own).
-fn is_framing(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH
-        || name == header::TRANSFER_ENCODING
-        || name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// Apply a policy's header operations to a header map. Bounded and linear:
-/// at most [`MAX_HEADER_OPS`] operations, and the result must keep within
-/// [`MAX_POLICY_HEADER_FIELDS`] and [`MAX_POLICY_HEADER_BYTES`]; framing
-/// headers are ignored.
-fn apply_header_ops(ops: &[types::HeaderOp], map: &mut HeaderMap) -> Result<(), PolicyFailure> {
-    if ops.is_empty() {
-        return Ok(());
-    }
-    if ops.len() > MAX_HEADER_OPS {
-        return Err(PolicyFailure::Guest(format!(
-            "{} header operations, over the limit of {MAX_HEADER_OPS}",
-            ops.len()
-        )));
-    }
-    let full = || {
-        PolicyFailure::Guest(format!(
-            "header operations leave more than {MAX_POLICY_HEADER_FIELDS} header fields"
-        ))
-    };
-    for op in ops {
-        match op {
-            types::HeaderOp::Set((n, v)) => {
-                let name = header_name(n)?;
-                if !is_framing(&name) {
-                    map.try_insert(name, header_value(n, v)?)
-                        .map_err(|_| full())?;
-                }
-            }
-            types::HeaderOp::Append((n, v)) => {
-                let name = header_name(n)?;
-                if !is_framing(&name) {
-                    map.try_append(name, header_value(n, v)?)
-                        .map_err(|_| full())?;
-                }
-            }
-            types::HeaderOp::Remove(n) => {
-                let name = header_name(n)?;
-                if !is_framing(&name) {
-                    map.remove(&name);
-                }
-            }
-        }
-        if map.len() > MAX_POLICY_HEADER_FIELDS {
-            return Err(full());
-        }
-    }
-    check_header_bytes(map)?;
-    Ok(())
-}
-
-/// Refuse a header map from a policy that is larger than [`MAX_POLICY_HEADER_BYTES`].
-fn check_header_bytes(map: &HeaderMap) -> Result<(), PolicyFailure> {
-    let bytes: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
-    if bytes > MAX_POLICY_HEADER_BYTES {
-        return Err(PolicyFailure::Guest(format!(
-            "headers of {bytes} bytes, over the limit of {MAX_POLICY_HEADER_BYTES}"
-        )));
-    }
-    Ok(())
-}
-
-/// A status a policy may answer with: a final status, 200–599 (a 1xx or
-/// 101 is the host's to send, never a policy's).
-fn policy_status(code: u16) -> Result<StatusCode, PolicyFailure> {
-    match code {
-        200..=599 => StatusCode::from_u16(code)
-            .map_err(|_| PolicyFailure::Guest(format!("invalid status {code}"))),
-        _ => Err(PolicyFailure::Guest(format!(
-            "status {code} is not a final status (200-599)"
-        ))),
-    }
-}
-
-/// Refuse a body from a policy larger than the policy's `body_limit_bytes`.
-fn check_body(len: usize, limit: usize) -> Result<(), PolicyFailure> {
-    if len > limit {
-        return Err(PolicyFailure::Guest(format!(
-            "a body of {len} bytes, over the policy's body_limit_bytes ({limit})"
-        )));
-    }
-    Ok(())
-}
-
-fn apply_request_mutations(
-    m: &types::RequestMutations,
-    entry: &ChainEntry,
-    rules: PathRules,
-    wit: &mut types::Request,
-    parts: &mut Parts,
-    body: &mut RequestBody,
-) -> Result<(), PolicyFailure> {
-    apply_header_ops(&m.headers, &mut parts.headers)?;
-    if let Some(path) = &m.path {
-        // A policy's path gets the client's treatment: the upstream never
-        // sees a form the route table would not have matched as it is.
-        let path = canonical::normalize_path(path, rules)
-            .map_err(|e| PolicyFailure::Guest(format!("invalid path from the policy: {e}")))?
-            .into_owned();
-        let pq: PathAndQuery = path
-            .parse()
-            .map_err(|_| PolicyFailure::Guest("invalid path from the policy".into()))?;
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.path_and_query = Some(pq);
-        parts.uri =
-            Uri::from_parts(uri).map_err(|e| PolicyFailure::Guest(format!("invalid path: {e}")))?;
-        wit.path = path;
-    }
-    if let Some(new_body) = &m.body {
-        check_body(new_body.len(), entry.body_limit)?;
-        match body {
-            RequestBody::Buffered(b) => {
-                *b = Bytes::from(new_body.clone());
-                parts.headers.remove(header::CONTENT_LENGTH);
-            }
-            RequestBody::Stream(_) => {
-                return Err(PolicyFailure::Guest(
-                    "policy replaced the request body, but its config does not buffer it (request_body = \"buffer\")".into(),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A policy's own answer as a response: final status only, bounded headers
-/// without framing ones (the body's length is the host's to state), bounded body.
-fn build_response(
-    r: types::Response,
-    body_limit: usize,
-) -> Result<Response<ProxyBody>, PolicyFailure> {
-    let status = policy_status(r.status)?;
-    if r.headers.len() > MAX_POLICY_HEADER_FIELDS {
-        return Err(PolicyFailure::Guest(format!(
-            "{} response headers, over the limit of {MAX_POLICY_HEADER_FIELDS}",
-            r.headers.len()
-        )));
-    }
-    let body = r.body.unwrap_or_default();
-    check_body(body.len(), body_limit)?;
-    let mut resp = Response::new(body::full(body));
-    *resp.status_mut() = status;
-    for (n, v) in &r.headers {
-        let name = header_name(n)?;
-        if !is_framing(&name) {
-            resp.headers_mut().append(name, header_value(n, v)?);
-        }
-    }
-    check_header_bytes(resp.headers())?;
-    Ok(resp)
-}
-
-/// Set what the upstream sees: the forwarding headers. The client's hop-by-hop
-/// headers went before the chain (so a client's `Connection: x-foo` cannot
-/// remove an `x-foo` a policy set), and policies cannot set framing headers;
-/// `Host` is the canonical one unless a policy set its own.
-fn prepare_upstream_request(state: &GatewayState, peer: Peer, parts: &mut Parts) {
-    forwarding::append_forwarded_for(&mut parts.headers, peer.ip);
-    forwarding::append_via(&mut parts.headers, &state.via);
-    parts.version = Version::HTTP_11;
-}
-
-/// The host an upstream request is for: `host_rewrite`, else the client's
-/// `Host` (or `:authority`), else the endpoint.
-fn upstream_authority(
-    cluster: &Cluster,
-    headers: &HeaderMap,
-    client_authority: Option<http::uri::Authority>,
-    endpoint: &http::uri::Authority,
-) -> http::uri::Authority {
-    let named = cluster
-        .host_rewrite
-        .as_ref()
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
-    named
-        .or(client_authority)
-        .unwrap_or_else(|| endpoint.clone())
-}
-
-/// Upstream phase: pick an endpoint, send, retry or fall back when the body allows it.
-async fn forward<'a>(
-    peer: Peer,
-    target: &Target<'a>,
-    parts: Parts,
-    body: RequestBody,
-    trail: &mut Trail,
-) -> Result<(Response<Incoming>, &'a Arc<Cluster>), Response<ProxyBody>> {
-    let replay = body.replayable();
-    let mut body = Some(body);
-    let mut parts = Some(parts);
-    let mut last_error = None;
-    let attempts_per_cluster = 1 + target.retries as usize;
-    let total = target.clusters.len() * attempts_per_cluster;
-    for attempt in 0..total {
-        let cluster = target.clusters[attempt / attempts_per_cluster];
-        let last = attempt + 1 == total;
-        let retry = (attempt % attempts_per_cluster) as u32;
-        if retry > 0 {
-            tokio::time::sleep(target.backoff_before(retry)).await;
-        }
-        let Some(endpoint) = cluster.pick() else {
-            // Every endpoint is a name that has not resolved yet.
-            last_error = Some(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_endpoint",
-                &format!(
-                    "upstream `{}` has no address: its endpoint names have not resolved",
-                    cluster.name
-                ),
-            ));
-            continue;
-        };
-        let attempt_body = match (body.take(), &replay) {
-            (_, Some(bytes)) => body::full(bytes.clone()),
-            (Some(RequestBody::Stream(s)), None) => s,
-            (Some(RequestBody::Buffered(b)), None) => body::full(b),
-            (None, None) => break, // a streamed body cannot be sent twice
-        };
-        let attempt_parts = if last || replay.is_none() {
-            match parts.take() {
-                Some(p) => p,
-                None => break,
-            }
-        } else {
-            match &parts {
-                Some(p) => p.clone(),
-                None => break,
-            }
-        };
-        let mut uri = attempt_parts.uri.clone().into_parts();
-        uri.scheme = Some(cluster.scheme.clone());
-        // The URI names the host the request is for (hyper writes it as
-        // `Host`, or HTTP/2's `:authority`, which must agree with `Host`);
-        // the endpoint's connector decides where it goes.
-        uri.authority = Some(upstream_authority(
-            cluster,
-            &attempt_parts.headers,
-            uri.authority.take(),
-            &endpoint.authority,
-        ));
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
-        let mut req = Request::from_parts(attempt_parts, attempt_body);
-        req.headers_mut().remove(header::HOST);
-        match Uri::from_parts(uri) {
-            Ok(u) => *req.uri_mut() = u,
-            Err(e) => {
-                return Err(error_response(
-                    StatusCode::BAD_REQUEST,
-                    "bad_uri",
-                    &e.to_string(),
-                ));
-            }
-        }
-        trail.attempts += 1;
-        if trail.on {
-            trail.upstream = Some(cluster.name.clone());
-            trail.endpoint = Some(endpoint.address.clone());
-        }
-        let started = Instant::now();
-        endpoint
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = tokio::time::timeout(
-            cluster.timeout,
-            cluster.client(&endpoint, peer.worker).request(req),
-        )
-        .await;
-        endpoint
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let elapsed = started.elapsed();
-        endpoint.metrics.duration.observe(elapsed.as_secs_f64());
-        match sent {
-            Ok(Ok(resp)) => {
-                cluster.observe(&endpoint, elapsed, resp.status().is_server_error());
-                endpoint.metrics.ok.inc();
-                if !provider_failed(resp.status()) || last || replay.is_none() {
-                    return Ok((resp, cluster));
-                }
-                last_error = Some(error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    &format!("upstream `{}` answered {}", cluster.name, resp.status()),
-                ));
-            }
-            Ok(Err(e)) if find_cause::<stream::BodyRefused>(&e).is_some() => {
-                // A streaming policy ended the request body: its answer.
-                let refused = find_cause::<stream::BodyRefused>(&e);
-                let (code, message) = refused.map_or(("policy_blocked", ""), |r| {
-                    (r.code.as_str(), r.message.as_str())
-                });
-                return Err(error_response(StatusCode::FORBIDDEN, code, message));
-            }
-            Ok(Err(e)) if find_cause::<ClientBodyError>(&e).is_some() => {
-                // The client broke its own body: its answer, and no mark
-                // against the upstream's health.
-                return Err(client_body_failed(&e));
-            }
-            Ok(Err(e)) => {
-                cluster.observe(&endpoint, elapsed, true);
-                let resp = if let Some(reason) = crate::tls::upstream_failure(&e) {
-                    let counter = if reason == "tls_verify" {
-                        &endpoint.metrics.tls_verify
-                    } else {
-                        &endpoint.metrics.tls_handshake
-                    };
-                    counter.inc();
-                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, reason, error = %crate::tls::describe(&e), "TLS to the upstream failed");
-                    error_response(
-                        StatusCode::BAD_GATEWAY,
-                        reason,
-                        &format!("TLS to upstream `{}` failed", cluster.name),
-                    )
-                } else if e.is_connect() {
-                    endpoint.metrics.connect_error.inc();
-                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %crate::tls::describe(&e), "upstream unreachable");
-                    error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        &format!("upstream `{}` is unreachable", cluster.name),
-                    )
-                } else {
-                    endpoint.metrics.error.inc();
-                    tracing::warn!(upstream = %cluster.name, endpoint = %endpoint.address, error = %crate::tls::describe(&e), "upstream request failed");
-                    error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        &format!("upstream `{}` failed", cluster.name),
-                    )
-                };
-                last_error = Some(resp);
-            }
-            Err(_) => {
-                cluster.observe(&endpoint, elapsed, true);
-                endpoint.metrics.timeout.inc();
-                last_error = Some(error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    &format!(
-                        "upstream `{}` did not answer within {} ms",
-                        cluster.name,
-                        cluster.timeout.as_millis()
-                    ),
-                ));
-            }
-        }
-        if replay.is_none() {
-            break;
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        error_response(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "no upstream attempt was possible",
-        )
-    }))
 }
 
 /// The body while the response phase works on it: streaming (the upstream's,

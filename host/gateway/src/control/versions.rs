@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use edgegate_runtime::PolicyInstance;
 
-use crate::metrics::PolicyMetrics;
-use crate::quarantine::Quarantine;
+use crate::control::quarantine::Quarantine;
+use crate::observability::metrics::PolicyMetrics;
 
 /// Where a version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,16 +11,19 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use edgegate_config::GatewayConfig;
 use edgegate_runtime::{KvStore, Runtime};
-use serde_json::{json, Value};
 
-use crate::metrics::Metrics;
-use crate::state::{admit, AdmitContext, AdmitTimes, BuildError, GatewayState};
-use crate::versions::{Canary, Source, StatsSnapshot, Version};
+use crate::control::answers::{
+    ms, unix, PolicyStatus, Promoted, Pushed, RefusedView, Reloaded, RolledBack, Status,
+    VersionState, VersionView,
+};
+use crate::control::state::{admit, AdmitContext, BuildError, GatewayState};
+use crate::control::versions::{Canary, PolicySet, Source, StatsSnapshot, Version};
+use crate::observability::metrics::Metrics;
 
 /// Largest component accepted by a push.
 pub(crate) const MAX_PUSH_BYTES: usize = 64 << 20;
@@ -85,7 +88,7 @@ pub struct Control {
     runtime: Arc<Runtime>,
     kv: Arc<KvStore>,
     metrics: Arc<Metrics>,
-    logs: Arc<crate::access_log::Sinks>,
+    logs: Arc<crate::observability::access_log::Sinks>,
     workers: usize,
 }
 
@@ -96,7 +99,7 @@ impl Control {
         runtime: Arc<Runtime>,
         kv: Arc<KvStore>,
         metrics: Arc<Metrics>,
-        logs: Arc<crate::access_log::Sinks>,
+        logs: Arc<crate::observability::access_log::Sinks>,
         workers: usize,
     ) -> Self {
         Self {
@@ -130,7 +133,7 @@ impl Control {
         policy: &str,
         bytes: Vec<u8>,
         mode: PushMode,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<Pushed, ControlError> {
         if let Some(p) = mode.canary_percent {
             if !(1..=99).contains(&p) {
                 return Err(ControlError::BadRequest(format!(
@@ -167,70 +170,100 @@ impl Control {
             }
         };
         self.metrics.count_swap_step(policy, "admitted");
-        let mut policies = state.policies.clone();
-        let Some(set) = policies.get_mut(policy) else {
-            return Err(ControlError::NotFound(format!(
-                "policy `{policy}` serves on no route"
-            )));
-        };
-        let record = inner.records.entry(policy.to_string()).or_default();
-        let outcome = match mode.canary_percent {
-            Some(percent) => {
-                if let Some(old) = set.canary.take() {
-                    remember(
-                        record,
-                        &old.version.digest,
-                        "canary replaced by a newer push",
-                    );
+        let admitted = Arc::clone(&version);
+        let state = self.change(&mut inner, policy, move |set, record| {
+            Ok(match mode.canary_percent {
+                Some(percent) => {
+                    if let Some(old) = set.canary.take() {
+                        remember(
+                            record,
+                            &old.version.digest,
+                            "canary replaced by a newer push",
+                        );
+                    }
+                    set.canary = Some(Canary {
+                        version: admitted,
+                        percent,
+                        sticky: mode.sticky,
+                    });
+                    record.canary_started = Some(Instant::now());
+                    record.serving_base = set.serving.stats.snapshot();
+                    Changed {
+                        answer: VersionState::Canary,
+                        step: "canary",
+                        serving: None,
+                    }
                 }
-                set.canary = Some(Canary {
-                    version: Arc::clone(&version),
-                    percent,
-                    sticky: mode.sticky,
-                });
-                record.canary_started = Some(Instant::now());
-                record.serving_base = set.serving.stats.snapshot();
-                self.metrics.count_swap_step(policy, "canary");
-                "canary"
-            }
-            None => {
-                if let Some(old) = set.canary.take() {
-                    remember(record, &old.version.digest, "canary ended by a direct push");
+                None => {
+                    if let Some(old) = set.canary.take() {
+                        remember(record, &old.version.digest, "canary ended by a direct push");
+                    }
+                    record.previous =
+                        Some(std::mem::replace(&mut set.serving, Arc::clone(&admitted)));
+                    record.canary_started = None;
+                    Changed {
+                        answer: VersionState::Serving,
+                        step: "promoted",
+                        serving: Some(admitted),
+                    }
                 }
-                record.previous = Some(std::mem::replace(&mut set.serving, Arc::clone(&version)));
-                record.canary_started = None;
-                self.metrics.count_swap_step(policy, "promoted");
-                "serving"
-            }
-        };
-        let next = state
-            .with_policies(&inner.config, policies, &self.metrics)
-            .map_err(|e| ControlError::Refused(e.to_string()))?;
-        self.state.store(Arc::new(next));
-        if outcome == "serving" {
-            persist(&inner.config, policy, &version);
-        }
+            })
+        })?;
         tracing::info!(
             policy,
             digest = %version.digest,
-            state = outcome,
+            state = ?state,
             verify_ms = ms(times.verify),
             compile_ms = ms(times.compile),
             admission_ms = ms(times.admission),
             "pushed version admitted"
         );
-        Ok(json!({
-            "policy": policy,
-            "digest": version.digest,
-            "signers": version.signers,
-            "state": outcome,
-            "canary_percent": mode.canary_percent,
-            "timings_ms": timings(times),
-        }))
+        Ok(Pushed {
+            policy: policy.to_string(),
+            digest: version.digest.clone(),
+            signers: version.signers.clone(),
+            state,
+            canary_percent: mode.canary_percent,
+            timings_ms: times.into(),
+        })
+    }
+
+    /// One change to a policy's versions, as every change goes: the policy
+    /// set is cloned, `edit` changes `policy`'s versions and record, and the
+    /// result is stored as the state new requests run on. Then the version
+    /// the change made serving (if any) is kept in the state folder, and the
+    /// step is counted. An error from `edit`, or a state that cannot be
+    /// built, stores nothing.
+    fn change<T>(
+        &self,
+        inner: &mut Inner,
+        policy: &str,
+        edit: impl FnOnce(&mut PolicySet, &mut Record) -> Result<Changed<T>, ControlError>,
+    ) -> Result<T, ControlError> {
+        let state = self.state.load_full();
+        let mut policies = state.policies.clone();
+        let set = policies
+            .get_mut(policy)
+            .ok_or_else(|| ControlError::NotFound(format!("no policy `{policy}` on any route")))?;
+        let record = inner.records.entry(policy.to_string()).or_default();
+        let Changed {
+            answer,
+            step,
+            serving,
+        } = edit(set, record)?;
+        let next = state
+            .with_policies(&inner.config, policies, &self.metrics)
+            .map_err(|e| ControlError::Refused(e.to_string()))?;
+        self.state.store(Arc::new(next));
+        if let Some(serving) = serving {
+            persist(&inner.config, policy, &serving);
+        }
+        self.metrics.count_swap_step(policy, step);
+        Ok(answer)
     }
 
     /// Serves the canary of `policy` to everyone.
-    pub async fn promote(&self, policy: &str) -> Result<Value, ControlError> {
+    pub async fn promote(&self, policy: &str) -> Result<Promoted, ControlError> {
         let mut inner = self.inner.lock().await;
         self.promote_locked(&mut inner, policy, "promoted")
     }
@@ -239,35 +272,33 @@ impl Control {
         &self,
         inner: &mut Inner,
         policy: &str,
-        step: &str,
-    ) -> Result<Value, ControlError> {
-        let state = self.state.load_full();
-        let mut policies = state.policies.clone();
-        let set = policies
-            .get_mut(policy)
-            .ok_or_else(|| ControlError::NotFound(format!("no policy `{policy}`")))?;
-        let canary = set
-            .canary
-            .take()
-            .ok_or_else(|| ControlError::Conflict(format!("policy `{policy}` has no canary")))?;
-        let record = inner.records.entry(policy.to_string()).or_default();
-        record.previous = Some(std::mem::replace(
-            &mut set.serving,
-            Arc::clone(&canary.version),
-        ));
-        record.canary_started = None;
-        let next = state
-            .with_policies(&inner.config, policies, &self.metrics)
-            .map_err(|e| ControlError::Refused(e.to_string()))?;
-        self.state.store(Arc::new(next));
-        persist(&inner.config, policy, &canary.version);
-        self.metrics.count_swap_step(policy, step);
-        tracing::info!(policy, digest = %canary.version.digest, step, "canary promoted");
-        Ok(json!({ "policy": policy, "digest": canary.version.digest, "state": "serving" }))
+        step: &'static str,
+    ) -> Result<Promoted, ControlError> {
+        let promoted = self.change(inner, policy, |set, record| {
+            let canary = set.canary.take().ok_or_else(|| {
+                ControlError::Conflict(format!("policy `{policy}` has no canary"))
+            })?;
+            record.previous = Some(std::mem::replace(
+                &mut set.serving,
+                Arc::clone(&canary.version),
+            ));
+            record.canary_started = None;
+            Ok(Changed {
+                answer: Arc::clone(&canary.version),
+                step,
+                serving: Some(canary.version),
+            })
+        })?;
+        tracing::info!(policy, digest = %promoted.digest, step, "canary promoted");
+        Ok(Promoted {
+            policy: policy.to_string(),
+            digest: promoted.digest.clone(),
+            state: VersionState::Serving,
+        })
     }
 
     /// Ends the canary of `policy`; without one, serves the previous version again.
-    pub async fn rollback(&self, policy: &str) -> Result<Value, ControlError> {
+    pub async fn rollback(&self, policy: &str) -> Result<RolledBack, ControlError> {
         let mut inner = self.inner.lock().await;
         self.rollback_locked(
             &mut inner,
@@ -282,42 +313,37 @@ impl Control {
         inner: &mut Inner,
         policy: &str,
         reason: &str,
-        step: &str,
-    ) -> Result<Value, ControlError> {
-        let state = self.state.load_full();
-        let mut policies = state.policies.clone();
-        let set = policies
-            .get_mut(policy)
-            .ok_or_else(|| ControlError::NotFound(format!("no policy `{policy}`")))?;
-        let record = inner.records.entry(policy.to_string()).or_default();
-        let (dropped, serving) = if let Some(canary) = set.canary.take() {
-            record.canary_started = None;
-            remember(record, &canary.version.digest, reason);
-            (canary.version, Arc::clone(&set.serving))
-        } else {
-            let previous = record.previous.take().ok_or_else(|| {
-                ControlError::Conflict(format!(
-                    "policy `{policy}` has no canary and no previous version to roll back to"
-                ))
-            })?;
-            let old = std::mem::replace(&mut set.serving, Arc::clone(&previous));
-            record.previous = Some(Arc::clone(&old));
-            (old, previous)
-        };
-        let next = state
-            .with_policies(&inner.config, policies, &self.metrics)
-            .map_err(|e| ControlError::Refused(e.to_string()))?;
-        self.state.store(Arc::new(next));
+        step: &'static str,
+    ) -> Result<RolledBack, ControlError> {
+        let (dropped, serving) = self.change(inner, policy, |set, record| {
+            let (dropped, serving) = if let Some(canary) = set.canary.take() {
+                record.canary_started = None;
+                remember(record, &canary.version.digest, reason);
+                (canary.version, Arc::clone(&set.serving))
+            } else {
+                let previous = record.previous.take().ok_or_else(|| {
+                    ControlError::Conflict(format!(
+                        "policy `{policy}` has no canary and no previous version to roll back to"
+                    ))
+                })?;
+                let old = std::mem::replace(&mut set.serving, Arc::clone(&previous));
+                record.previous = Some(Arc::clone(&old));
+                (old, previous)
+            };
+            Ok(Changed {
+                answer: (dropped, Arc::clone(&serving)),
+                step,
+                serving: Some(serving),
+            })
+        })?;
         serving.quarantine.lift(policy, reason);
-        persist(&inner.config, policy, &serving);
-        self.metrics.count_swap_step(policy, step);
         tracing::warn!(policy, dropped = %dropped.digest, serving = %serving.digest, reason, "rolled back");
-        Ok(json!({
-            "policy": policy,
-            "dropped": dropped.digest,
-            "serving": serving.digest,
-            "reason": reason,
-        }))
+        Ok(RolledBack {
+            policy: policy.to_string(),
+            dropped: dropped.digest.clone(),
+            serving: serving.digest.clone(),
+            reason: reason.to_string(),
+        })
     }
 
     /// Judges every running canary: rolls back one that does worse than the
@@ -383,7 +409,7 @@ impl Control {
 
     /// Reads the config file again; a valid one replaces the running one
     /// atomically, an invalid one is refused with the reason and changes nothing.
-    pub async fn reload(&self) -> Result<Value, ControlError> {
+    pub async fn reload(&self) -> Result<Reloaded, ControlError> {
         let mut inner = self.inner.lock().await;
         let source = inner.config.source.clone();
         let config = edgegate_config::load(&source).map_err(|e| {
@@ -423,18 +449,18 @@ impl Control {
         }
         self.metrics.count_swap_step("(config)", "reloaded");
         tracing::info!(file = %source.display(), "config reloaded");
-        Ok(json!({
-            "reloaded": source.display().to_string(),
-            "pushed_versions_skipped": skipped,
-            "needs_restart": restart_needed,
-        }))
+        Ok(Reloaded {
+            reloaded: source.display().to_string(),
+            pushed_versions_skipped: skipped,
+            needs_restart: restart_needed,
+        })
     }
 
     /// Every policy with its versions, states and counters.
-    pub async fn status(&self) -> Value {
+    pub async fn status(&self) -> Status {
         let inner = self.inner.lock().await;
         let state = self.state.load_full();
-        let mut out = Vec::new();
+        let mut policies = Vec::new();
         for (name, set) in &state.policies {
             let record = inner.records.get(name);
             let kind = inner
@@ -442,66 +468,48 @@ impl Control {
                 .policies
                 .get(name)
                 .map_or("custom", |p| p.kind.as_str());
-            let canary = set.canary.as_ref().map(|c| {
-                let mut v = describe(&c.version, "canary");
-                v["percent"] = json!(c.percent);
-                v["sticky"] = json!(c.sticky);
-                if let Some(started) = record.and_then(|r| r.canary_started) {
-                    v["running_ms"] = json!(ms(started.elapsed()));
-                }
-                v
+            let canary = set.canary.as_ref().map(|c| VersionView {
+                percent: Some(c.percent),
+                sticky: Some(c.sticky),
+                running_ms: record
+                    .and_then(|r| r.canary_started)
+                    .map(|started| ms(started.elapsed())),
+                ..VersionView::of(&c.version, VersionState::Canary)
             });
-            let refused: Vec<Value> = record
+            let refused = record
                 .map(|r| {
                     r.refused
                         .iter()
-                        .map(|f| {
-                            json!({
-                                "state": "refused",
-                                "digest": f.digest,
-                                "reason": f.reason,
-                                "at": unix(f.at),
-                            })
+                        .map(|f| RefusedView {
+                            state: VersionState::Refused,
+                            digest: f.digest.clone(),
+                            reason: f.reason.clone(),
+                            at: unix(f.at),
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push(json!({
-                "name": name,
-                "kind": kind,
-                "serving": describe(&set.serving, "serving"),
-                "canary": canary,
-                "previous": record.and_then(|r| r.previous.as_ref()).map(|v| describe(v, "previous")),
-                "refused": refused,
-            }));
+            policies.push(PolicyStatus {
+                name: name.clone(),
+                kind: kind.to_string(),
+                serving: VersionView::of(&set.serving, VersionState::Serving),
+                canary,
+                previous: record
+                    .and_then(|r| r.previous.as_ref())
+                    .map(|v| VersionView::of(v, VersionState::Previous)),
+                refused,
+            });
         }
-        json!({ "policies": out })
+        Status { policies }
     }
 }
 
-fn describe(v: &Version, state: &str) -> Value {
-    let s = v.stats.snapshot();
-    json!({
-        "state": state,
-        "digest": v.digest,
-        "signers": v.signers,
-        "size": v.size,
-        "source": v.source.as_str(),
-        "admitted_at": unix(v.admitted_at),
-        "quarantine": v.quarantine.held().map(|h| json!({
-            "since": unix(h.since),
-            "lifts_in_ms": ms(h.lifts_in),
-            "reason": h.reason,
-            "times": h.times,
-        })),
-        "counters": {
-            "calls": s.calls,
-            "failures": s.failures,
-            "requests": s.requests,
-            "server_errors": s.server_errors,
-            "p99_us": s.p99_us,
-        },
-    })
+/// What one change did: the answer, the step it counts
+/// (`edgegate_policy_swap_steps_total`) and the version it made serving.
+struct Changed<T> {
+    answer: T,
+    step: &'static str,
+    serving: Option<Arc<Version>>,
 }
 
 fn remember(record: &mut Record, digest: &str, reason: &str) {
@@ -525,24 +533,6 @@ fn since(now: StatsSnapshot, base: StatsSnapshot) -> StatsSnapshot {
         // The histogram is not diffed: p99 over the version's life.
         p99_us: now.p99_us,
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn timings(t: AdmitTimes) -> Value {
-    let f = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
-    json!({
-        "verify": f(t.verify),
-        "compile": f(t.compile),
-        "compile_cache": t.compile_cache.as_str(),
-        "admission": f(t.admission),
-    })
 }
 
 /// Config keys a reload cannot apply to a running process.

@@ -15,10 +15,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::body::{self, BufferError, ProxyBody};
-use crate::control::{Control, ControlError, PushMode, MAX_PUSH_BYTES};
-use crate::metrics::Metrics;
-use crate::phases::error_response;
+use crate::control::plane::{Control, ControlError, PushMode, MAX_PUSH_BYTES};
+use crate::observability::metrics::Metrics;
+use crate::request_path::body::{self, BufferError, ProxyBody};
+use crate::request_path::phases::error_response;
 
 /// How often running canaries are judged.
 const JUDGE_EVERY: Duration = Duration::from_millis(250);
@@ -33,23 +33,13 @@ pub(crate) struct Admin {
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) control: Arc<Control>,
     /// The health graph, when `[node]` is configured.
-    pub(crate) health: Option<Arc<crate::graph::HealthGraph>>,
+    pub(crate) health: Option<Arc<crate::observability::graph::HealthGraph>>,
 }
 
 impl Admin {
     pub(crate) fn run(self, listener: StdListener, mut shutdown: watch::Receiver<bool>) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start admin runtime");
-                return;
-            }
-        };
         let admin = Arc::new(self);
-        rt.block_on(async move {
+        crate::run_on_this_thread("admin listener", async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -154,7 +144,9 @@ impl Admin {
         let query = req.uri().query().unwrap_or("").to_string();
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let result = match (req.method(), segments.as_slice()) {
-            (&Method::GET, ["policies"]) => Ok((StatusCode::OK, self.control.status().await)),
+            (&Method::GET, ["policies"]) => {
+                Ok((StatusCode::OK, to_json(&self.control.status().await)))
+            }
             (&Method::GET, ["health"]) => match &self.health {
                 Some(h) => Ok((StatusCode::OK, h.view())),
                 None => Err(ControlError::NotFound(
@@ -171,7 +163,7 @@ impl Admin {
                             .control
                             .push(&name, bytes, mode)
                             .await
-                            .map(|v| (StatusCode::CREATED, v)),
+                            .map(|v| (StatusCode::CREATED, to_json(&v))),
                     },
                 }
             }
@@ -179,13 +171,17 @@ impl Admin {
                 .control
                 .promote(name)
                 .await
-                .map(|v| (StatusCode::OK, v)),
+                .map(|v| (StatusCode::OK, to_json(&v))),
             (&Method::POST, ["policies", name, "rollback"]) => self
                 .control
                 .rollback(name)
                 .await
-                .map(|v| (StatusCode::OK, v)),
-            (&Method::POST, ["reload"]) => self.control.reload().await.map(|v| (StatusCode::OK, v)),
+                .map(|v| (StatusCode::OK, to_json(&v))),
+            (&Method::POST, ["reload"]) => self
+                .control
+                .reload()
+                .await
+                .map(|v| (StatusCode::OK, to_json(&v))),
             _ => {
                 return error_response(
                     StatusCode::NOT_FOUND,
@@ -242,6 +238,12 @@ impl Admin {
             _ => error_response(StatusCode::NOT_FOUND, "not_found", "unknown admin path"),
         }
     }
+}
+
+/// An answer of the control plane as JSON (its types serialize infallibly:
+/// strings, numbers and options only).
+fn to_json<T: serde::Serialize>(answer: &T) -> Value {
+    serde_json::to_value(answer).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
@@ -307,7 +309,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Response<ProxyBody
     }
     let stream = req
         .into_body()
-        .map_err(|e| Box::new(e) as crate::body::BoxError)
+        .map_err(|e| Box::new(e) as crate::request_path::body::BoxError)
         .boxed_unsync();
     match body::buffer(stream, MAX_PUSH_BYTES).await {
         Ok(b) => Ok(b.to_vec()),

@@ -578,12 +578,12 @@ impl Metrics {
         &self,
         policy: &str,
         digest: &str,
-    ) -> crate::quarantine::QuarantineMetrics {
+    ) -> crate::control::quarantine::QuarantineMetrics {
         let labels = PolicyVersion {
             policy: policy.into(),
             digest: digest.into(),
         };
-        crate::quarantine::QuarantineMetrics {
+        crate::control::quarantine::QuarantineMetrics {
             entered: handle(&self.policy_quarantines, &labels),
             held: handle(&self.policy_quarantined, &labels),
             skipped: handle(&self.policy_quarantine_skips, &labels),

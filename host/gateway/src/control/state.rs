@@ -18,12 +18,12 @@ use edgegate_trust::{
 use http::header::HeaderValue;
 use http::Method;
 
-use crate::metrics::Metrics;
-use crate::models::ModelStats;
-use crate::routes::{ChainEntry, HostMatch, Route, RouteTable};
+use crate::control::versions::{PolicySet, Source, Version, VersionStats};
+use crate::observability::metrics::Metrics;
+use crate::observability::models::ModelStats;
+use crate::request_path::routes::{ChainEntry, HostMatch, Route, RouteTable};
 use crate::tls::ListenerTls;
-use crate::upstream::{Cluster, Upstreams};
-use crate::versions::{PolicySet, Source, Version, VersionStats};
+use crate::upstreams::cluster::{Cluster, Upstreams};
 
 /// Largest component file read.
 const MAX_COMPONENT_BYTES: u64 = 64 << 20;
@@ -284,7 +284,7 @@ pub(crate) async fn admit(
         metrics: cx.metrics.policy(name, &digest),
         instance: Arc::new(instance),
         stats: VersionStats::default(),
-        quarantine: crate::quarantine::Quarantine::new(
+        quarantine: crate::control::quarantine::Quarantine::new(
             cx.config.quarantine.clone(),
             cx.metrics.quarantine(name, &digest),
         ),
@@ -393,7 +393,7 @@ pub struct GatewayState {
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) via: HeaderValue,
     /// What clients may send, and the canonical form of their requests.
-    pub(crate) limits: crate::phases::ClientLimits,
+    pub(crate) limits: crate::request_path::phases::ClientLimits,
     /// Serving version (and canary) of every policy.
     pub(crate) policies: BTreeMap<String, PolicySet>,
     pub(crate) services: HostServices,
@@ -405,7 +405,7 @@ pub struct GatewayState {
     /// `server.request_id`: whose `x-request-id` a request carries.
     pub(crate) request_id: edgegate_config::RequestIdMode,
     /// `[access_log]`, when it is on.
-    pub(crate) access_log: Option<Arc<crate::access_log::AccessLog>>,
+    pub(crate) access_log: Option<Arc<crate::observability::access_log::AccessLog>>,
 }
 
 impl GatewayState {
@@ -419,7 +419,7 @@ impl GatewayState {
         runtime: &Arc<Runtime>,
         kv: &KvStore,
         metrics: &Metrics,
-        logs: &crate::access_log::Sinks,
+        logs: &crate::observability::access_log::Sinks,
         workers: usize,
         pushed: &BTreeMap<String, Arc<Vec<u8>>>,
     ) -> Result<(Self, Vec<String>), BuildError> {
@@ -494,7 +494,7 @@ impl GatewayState {
             routes: RouteTable { routes: Vec::new() },
             upstreams,
             via,
-            limits: crate::phases::ClientLimits::of(&config.server),
+            limits: crate::request_path::phases::ClientLimits::of(&config.server),
             policies: BTreeMap::new(),
             services,
             trust,

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::health_check::serving;
-use crate::state::GatewayState;
-use crate::upstream::{system_resolve, Cluster};
+use crate::control::state::GatewayState;
+use crate::upstreams::cluster::{system_resolve, Cluster};
+use crate::upstreams::health_check::serving;
 
 /// Wait before resolving again after a failure, when shorter than the interval.
 const RETRY_AFTER: Duration = Duration::from_secs(1);

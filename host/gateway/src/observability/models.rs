@@ -11,10 +11,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::lock;
-use crate::upstream::observe_latency;
+use crate::upstreams::cluster::observe_latency;
 
 /// The context key a policy sets to the model name of an LLM request.
-pub(crate) const MODEL_CONTEXT_KEY: &str = "route.model";
+pub(crate) const MODEL_CONTEXT_KEY: &str = edgegate_policy_core::keys::ROUTE_MODEL;
 /// Models counted per route; names past it are not counted (the name comes
 /// from the client's request, so it must not grow memory without bound).
 const MAX_MODELS: usize = 32;

@@ -19,8 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::ProxyBody;
-use crate::metrics::{CheckMetrics, EndpointMetrics, Metrics, UpstreamMetrics};
+use crate::observability::metrics::{CheckMetrics, EndpointMetrics, Metrics, UpstreamMetrics};
+use crate::request_path::body::ProxyBody;
 
 /// The connector of every endpoint: TCP to the endpoint, then TLS for
 /// `https://` clusters.
@@ -57,22 +57,16 @@ impl tower_service::Service<http::Uri> for Pinned {
 pub(crate) type UpstreamClient = Client<Connector, ProxyBody>;
 
 /// Milliseconds since the process started: a monotonic clock that fits an atomic.
-fn now_ms() -> u64 {
+fn monotonic_ms() -> u64 {
     static START: LazyLock<Instant> = LazyLock::new(Instant::now);
     // Starts at 1: 0 means "never opened" in `open_until_ms`.
     START.elapsed().as_millis() as u64 + 1
 }
 
-/// A circuit breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Circuit {
-    /// Traffic flows.
-    Closed,
-    /// Held back until the open period ends.
-    Open,
-    /// The open period ended: traffic flows again; one failure re-opens it.
-    HalfOpen,
-}
+/// A circuit breaker's state: the type the policies' health view shows.
+/// Open holds traffic back until the open period ends; half-open lets it
+/// flow again, and one failure re-opens it.
+pub(crate) use edgegate_policy_core::Circuit;
 
 /// Most addresses one endpoint name becomes: endpoints, their pools and
 /// their metric series stay bounded whatever a resolver answers.
@@ -100,13 +94,13 @@ pub(crate) struct Endpoint {
     ewma_latency_us: AtomicU64,
     error_rate_ppm: AtomicU32,
     consecutive_failures: AtomicU32,
-    /// `now_ms()` until which the circuit is open; 0 when it never opened or closed again.
+    /// `monotonic_ms()` until which the circuit is open; 0 when it never opened or closed again.
     open_until_ms: AtomicU64,
     /// The cluster's `circuit.consecutive_failures`.
     circuit_failures: u32,
     /// The cluster's `circuit.open_ms`.
     circuit_open_ms: u64,
-    /// `now_ms()` until which outlier ejection holds it out; 0 when it is back.
+    /// `monotonic_ms()` until which outlier ejection holds it out; 0 when it is back.
     ejected_until_ms: AtomicU64,
     /// Ejections without a clean window between them: each doubles the next.
     ejections: AtomicU32,
@@ -162,7 +156,7 @@ impl Endpoint {
     pub(crate) fn circuit(&self) -> Circuit {
         match self.open_until_ms.load(Ordering::Relaxed) {
             0 => Circuit::Closed,
-            until if now_ms() < until => Circuit::Open,
+            until if monotonic_ms() < until => Circuit::Open,
             _ => Circuit::HalfOpen,
         }
     }
@@ -181,7 +175,7 @@ impl Endpoint {
         if open_until == 0 && ejected_until == 0 {
             return true;
         }
-        let now = now_ms();
+        let now = monotonic_ms();
         now >= open_until && now >= ejected_until
     }
 
@@ -209,7 +203,7 @@ impl Endpoint {
             let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
             // Open after a run of failures, or again at once when a half-open probe fails.
             if n >= self.circuit_failures || self.circuit() == Circuit::HalfOpen {
-                let until = now_ms().saturating_add(self.circuit_open_ms);
+                let until = monotonic_ms().saturating_add(self.circuit_open_ms);
                 if self.open_until_ms.swap(until, Ordering::Relaxed) == 0 {
                     tracing::warn!(endpoint = %self.address, failures = n, "circuit opened");
                 }
@@ -635,7 +629,7 @@ impl Cluster {
     fn judge_outlier(&self, e: &Endpoint, o: &Outlier, failed: bool) {
         let until = e.ejected_until_ms.load(Ordering::Relaxed);
         if until != 0 {
-            if ejected_at(until, now_ms()) {
+            if ejected_at(until, monotonic_ms()) {
                 return; // an attempt while ejected (every endpoint unusable): not judged
             }
             // The first attempt since the ejection ended opens a new window.
@@ -668,7 +662,7 @@ impl Cluster {
         {
             return; // another ejection is being decided; this one is judged on the next attempt
         }
-        let now = now_ms();
+        let now = monotonic_ms();
         let endpoints = self.endpoints.load();
         let max_ejected = endpoints.len() * o.max_ejected_percent / 100;
         let ejected_now = endpoints
@@ -816,11 +810,7 @@ impl HealthSource for Upstreams {
             .map(|e| EndpointHealth {
                 address: e.address.clone(),
                 healthy: e.usable(),
-                circuit: match e.circuit() {
-                    Circuit::Closed => 0,
-                    Circuit::Open => 1,
-                    Circuit::HalfOpen => 2,
-                },
+                circuit: e.circuit(),
                 in_flight: e.in_flight.load(Ordering::Relaxed),
                 ewma_latency_us: e.ewma_latency_us.load(Ordering::Relaxed),
                 error_rate_ppm: e.error_rate_ppm.load(Ordering::Relaxed),
@@ -884,7 +874,7 @@ mod tests {
     }
 
     fn is_ejected(e: &Endpoint) -> bool {
-        ejected_at(e.ejected_until_ms.load(Ordering::Relaxed), now_ms())
+        ejected_at(e.ejected_until_ms.load(Ordering::Relaxed), monotonic_ms())
     }
 
     fn ejected(c: &Cluster) -> Vec<bool> {
@@ -896,7 +886,7 @@ mod tests {
         c.endpoints()[i]
             .ejected_until_ms
             .load(Ordering::Relaxed)
-            .saturating_sub(now_ms())
+            .saturating_sub(monotonic_ms())
     }
 
     #[test]
@@ -948,7 +938,7 @@ mod tests {
             .collect();
         assert_eq!(view, [true, false, true]);
         // Open for the default 10 s.
-        let open_for = bad.open_until_ms.load(Ordering::Relaxed) - now_ms();
+        let open_for = bad.open_until_ms.load(Ordering::Relaxed) - monotonic_ms();
         assert!((9_990..=10_000).contains(&open_for), "{open_for}");
 
         // Half-open once the period ends: one success closes it.
@@ -969,7 +959,7 @@ mod tests {
         fail(&c, 0, 1);
         assert_eq!(e.circuit(), Circuit::Open);
         assert!(!e.usable());
-        let open_for = e.open_until_ms.load(Ordering::Relaxed) - now_ms();
+        let open_for = e.open_until_ms.load(Ordering::Relaxed) - monotonic_ms();
         assert!((240..=250).contains(&open_for), "{open_for}");
 
         let c = cluster_from(&format!(
@@ -1071,7 +1061,7 @@ mod tests {
         let c = outlier_cluster(2, "min_requests = 5, max_ejected_percent = 100");
         c.endpoints()[1]
             .open_until_ms
-            .store(now_ms() + 60_000, Ordering::Relaxed);
+            .store(monotonic_ms() + 60_000, Ordering::Relaxed);
         fail(&c, 0, 40);
         assert_eq!(ejected(&c), [false, false]);
         assert_eq!(picked(&c), "127.0.0.1:1");

@@ -23,11 +23,11 @@ use edgegate_runtime::{Lease, PolicyFailure};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use crate::body::{BoxError, ProxyBody};
-use crate::metrics::Phase;
-use crate::slow_lane;
-use crate::sse;
-use crate::versions::Version;
+use crate::control::versions::Version;
+use crate::observability::metrics::Phase;
+use crate::request_path::body::{BoxError, ProxyBody};
+use crate::request_path::slow_lane;
+use crate::request_path::sse;
 
 /// Most bytes a policy may hold back between calls (its carry).
 pub(crate) const MAX_CARRY_BYTES: usize = 64 << 10;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -18,9 +18,9 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::control::state::GatewayState;
 use crate::lock;
-use crate::state::GatewayState;
-use crate::upstream::Circuit as EndpointCircuit;
+use crate::upstreams::cluster::Circuit as EndpointCircuit;
 
 /// Longest wait between reports while the coordinator is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -60,12 +60,6 @@ pub(crate) struct HealthGraph {
     /// How this node differs from the fleet's desired state (coordinator's `[fleet]`).
     drift: Mutex<Vec<String>>,
     sync: Mutex<SyncStatus>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl HealthGraph {
@@ -377,7 +371,7 @@ impl HealthGraph {
                     site: self.node.site.clone(),
                     seq: *seq,
                     boot: self.boot.clone(),
-                    sent_at_ms: now_ms(),
+                    sent_at_ms: edgegate_graph::unix_ms(),
                     graph,
                     revocation_list_version: state.trust.revocation_version(),
                     components: state

@@ -25,33 +25,23 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::watch;
 
-use crate::state::GatewayState;
-use crate::upstream::{Cluster, Endpoint};
+use crate::control::state::GatewayState;
+use crate::upstreams::cluster::{Cluster, Endpoint};
 
 /// How often the serving generation is looked at for clusters to check.
 const ADOPT_EVERY: Duration = Duration::from_millis(250);
 /// Most of a check's answer body read; it is discarded.
 const MAX_CHECK_BODY: usize = 64 << 10;
 
-type CheckClient = Client<crate::upstream::Connector, Empty<Bytes>>;
+type CheckClient = Client<crate::upstreams::cluster::Connector, Empty<Bytes>>;
 
 /// Runs the health checks and the DNS refreshes of whatever generation
 /// serves, until shutdown (the body of the `edgegate-upstreams` thread).
 pub(crate) fn run(state: Arc<ArcSwap<GatewayState>>, mut shutdown: watch::Receiver<bool>) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the health checks and DNS refreshes");
-            return;
-        }
-    };
-    rt.block_on(async move {
+    crate::run_on_this_thread("health checks and DNS refreshes", async move {
         loop {
             adopt(&state);
-            crate::dns::adopt(&state);
+            crate::upstreams::dns::adopt(&state);
             tokio::select! {
                 _ = tokio::time::sleep(ADOPT_EVERY) => {}
                 _ = shutdown.changed() => return,

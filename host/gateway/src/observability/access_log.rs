@@ -24,8 +24,8 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
-use crate::body::{BoxError, ProxyBody};
-use crate::metrics::Phase;
+use crate::observability::metrics::Phase;
+use crate::request_path::body::{BoxError, ProxyBody};
 
 /// Lines waiting for the writer; past it, new lines are dropped.
 const QUEUE_LINES: usize = 8192;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use edgegate_config::{BodyMode, OnError};
 use http::Method;
 
-use crate::metrics::RouteMetrics;
-use crate::models::ModelStats;
-use crate::upstream::Cluster;
-use crate::versions::{PolicySet, Roll, Version};
+use crate::control::versions::{PolicySet, Roll, Version};
+use crate::observability::metrics::RouteMetrics;
+use crate::observability::models::ModelStats;
+use crate::upstreams::cluster::Cluster;
 
 /// One policy in a route's chain.
 pub(crate) struct ChainEntry {
@@ -145,6 +145,7 @@ mod tests {
         #[derive(serde::Deserialize)]
         struct Table {
             refused_hosts: Vec<String>,
+            refused_methods: Vec<String>,
             case: Vec<Case>,
         }
         #[derive(serde::Deserialize)]
@@ -161,12 +162,18 @@ mod tests {
             #[serde(default)]
             methods: Vec<String>,
         }
-        let text = include_str!("../../../tests/fixtures/routes.toml");
+        let text = include_str!("../../../../tests/fixtures/routes.toml");
         let table: Table = toml::from_str(text).unwrap();
         for pattern in &table.refused_hosts {
             assert!(
                 edgegate_config::route_host_problem(pattern).is_some(),
                 "`{pattern}` was accepted"
+            );
+        }
+        for m in &table.refused_methods {
+            assert!(
+                edgegate_config::route_method_problem(m).is_some(),
+                "`{m}` was accepted"
             );
         }
         for case in &table.case {
