@@ -17,38 +17,27 @@ use edgegate_policy_core::{
     Level, PolicyError, RequestChanges, RequestOutcome, ResponseChanges, ResponseOutcome,
 };
 
+use edgegate_request::attempts::{provider_failed, AttemptPlan};
+use edgegate_request::hop;
+
 use crate::config::{BodyMode, Config, OnError, PolicyDef, Route, Upstream};
 use crate::env::RequestEnv;
 use crate::stream::{self, Kind, Stage, Stop};
 
-/// Most attempts per cluster a routing decision may ask for (as the host).
-const MAX_RETRIES: u32 = 3;
-/// Most fallback clusters a routing decision may name (as the host).
-const MAX_FALLBACKS: usize = 4;
-/// Longest delay before one retry (as the host).
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Largest request body when the route has no policy.
 pub const DEFAULT_REQUEST_LIMIT: usize = 1 << 20;
 /// What this gateway adds to `Via`.
 pub const VIA: &str = "1.1 edgegate-spin";
 
-/// Headers that describe one connection (RFC 9110 §7.6.1), plus those a
-/// wasi:http host refuses to take from a component, plus the ones Spin adds
-/// to the incoming request (`spin-*`, stripped by prefix).
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "http2-settings",
-    "content-length",
-];
+/// Headers a wasi:http host refuses to take from a component, besides the
+/// hop-by-hop ones (`edgegate_request::hop`, the host's list) and the ones
+/// Spin adds to the incoming request (`spin-*`, stripped by prefix).
+const NOT_FORWARDED: &[&str] = &["host", "http2-settings", "content-length"];
+
+/// Whether a header (lower-case name) stays on this side.
+fn not_forwarded(name: &str) -> bool {
+    hop::is_hop_by_hop(name) || NOT_FORWARDED.contains(&name)
+}
 
 /// A request as it arrived.
 #[derive(Debug, Clone, Default)]
@@ -157,12 +146,8 @@ pub fn request_limit(config: &Config, route: &Route) -> usize {
         .unwrap_or(DEFAULT_REQUEST_LIMIT)
 }
 
-/// Where the request goes.
-struct Target<'c> {
-    clusters: Vec<(&'c str, &'c Upstream)>,
-    retries: u32,
-    backoff: Duration,
-}
+/// Where the request goes: the host's attempt plan (caps, backoff).
+type Target<'c> = AttemptPlan<(&'c str, &'c Upstream)>;
 
 /// Runs `req` through `route`'s chain and upstream, and answers `client`.
 pub async fn run<T: Transport, C: Client>(
@@ -191,11 +176,7 @@ pub async fn run<T: Transport, C: Client>(
         );
         return answer(client, resp).await;
     };
-    let mut target = Target {
-        clusters: vec![(default.0.as_str(), default.1)],
-        retries: 0,
-        backoff: Duration::ZERO,
-    };
+    let mut target = Target::single((default.0.as_str(), default.1));
 
     let mut ran = Vec::with_capacity(route.chain.len());
     for &index in &route.chain {
@@ -223,23 +204,21 @@ pub async fn run<T: Transport, C: Client>(
                 }
                 RequestOutcome::Route(decision, changes) => {
                     apply_request(&changes, &mut req)?;
-                    let mut clusters = Vec::new();
-                    for name in std::iter::once(&decision.upstream)
-                        .chain(decision.fallbacks.iter().take(MAX_FALLBACKS))
-                    {
-                        let (name, upstream) =
-                            config.upstreams.get_key_value(name).ok_or_else(|| {
-                                PolicyError::Internal(format!(
-                                    "route decision names unknown upstream `{name}`"
-                                ))
-                            })?;
-                        clusters.push((name.as_str(), upstream));
-                    }
-                    target = Target {
-                        clusters,
-                        retries: decision.retries.min(MAX_RETRIES),
-                        backoff: Duration::from_millis(u64::from(decision.backoff_ms)),
-                    };
+                    target = Target::of_decision(
+                        &decision.upstream,
+                        decision.fallbacks.iter().map(String::as_str),
+                        decision.retries,
+                        decision.backoff_ms,
+                        |name| {
+                            let (name, upstream) =
+                                config.upstreams.get_key_value(name).ok_or_else(|| {
+                                    PolicyError::Internal(format!(
+                                        "route decision names unknown upstream `{name}`"
+                                    ))
+                                })?;
+                            Ok::<_, PolicyError>((name.as_str(), upstream))
+                        },
+                    )?;
                     Ok(None)
                 }
                 RequestOutcome::Respond(resp) => check_response(resp).map(Some),
@@ -431,20 +410,14 @@ fn upstream_headers(req: &HttpRequest) -> Headers {
     let named_by_connection: Vec<String> = req
         .headers
         .get("connection")
-        .map(|c| {
-            c.split(',')
-                .map(|n| n.trim().to_ascii_lowercase())
-                .collect()
-        })
+        .map(|c| hop::named_by_connection(&c).collect())
         .unwrap_or_default();
     let mut headers: Headers = req
         .headers
         .to_vec()
         .into_iter()
         .filter(|(n, _)| {
-            !NOT_FORWARDED.contains(&n.as_str())
-                && !n.starts_with("spin-")
-                && !named_by_connection.contains(n)
+            !not_forwarded(n) && !n.starts_with("spin-") && !named_by_connection.contains(n)
         })
         .collect();
     if !req.client_ip.is_empty() {
@@ -477,18 +450,14 @@ async fn forward<'c, T: Transport>(
 ) -> Result<(Answer<T::Body>, &'c str), HttpResponse> {
     let headers = upstream_headers(req);
     let body = req.body.as_deref().unwrap_or_default();
-    let per_cluster = 1 + target.retries as usize;
-    let total = target.clusters.len() * per_cluster;
+    let total = target.attempts();
     let mut last_error = None;
     for attempt in 0..total {
-        let (name, upstream) = target.clusters[attempt / per_cluster];
-        let retry = (attempt % per_cluster) as u32;
+        let (&(name, upstream), retry) = target.attempt(attempt);
         if retry > 0 && !target.backoff.is_zero() {
-            let window = target
-                .backoff
-                .saturating_mul(1 << (retry - 1).min(16))
-                .min(MAX_BACKOFF);
-            transport.sleep(window.mul_f64(fastrand::f64())).await;
+            transport
+                .sleep(target.backoff_before(retry, fastrand::f64()))
+                .await;
         }
         let endpoint = &upstream.endpoints[fastrand::usize(..upstream.endpoints.len())];
         let out = Outgoing {
@@ -503,7 +472,7 @@ async fn forward<'c, T: Transport>(
             .await
         {
             Ok(mut answer) => {
-                if !(answer.status >= 500 || answer.status == 429) || last {
+                if !provider_failed(answer.status) || last {
                     strip_hop_by_hop(&mut answer.headers);
                     return Ok((answer, name));
                 }
@@ -554,15 +523,11 @@ async fn forward<'c, T: Transport>(
 
 fn strip_hop_by_hop(headers: &mut Headers) {
     let named: Vec<String> = header(headers, "connection")
-        .map(|c| {
-            c.split(',')
-                .map(|n| n.trim().to_ascii_lowercase())
-                .collect()
-        })
+        .map(|c| hop::named_by_connection(c).collect())
         .unwrap_or_default();
     headers.retain(|(n, _)| {
         let n = n.to_ascii_lowercase();
-        !NOT_FORWARDED.contains(&n.as_str()) && !named.contains(&n)
+        !not_forwarded(&n) && !named.contains(&n)
     });
 }
 
@@ -1405,5 +1370,111 @@ mod tests {
         assert!(
             apply_headers(&[HeaderOp::Set("x".into(), "a\r\nb".into())], &mut headers).is_err()
         );
+    }
+
+    /// tests/fixtures/attempts.toml, the case table the edgegate host's plan
+    /// is tested against too: each decision, made by the routing policy and
+    /// run through this chain against upstreams that all answer 503, tries
+    /// the clusters in the listed order and waits within the listed windows;
+    /// the provider-failure rule and the error bodies agree too.
+    #[test]
+    fn the_shared_attempt_table_holds_through_the_spin_chain() {
+        #[derive(serde::Deserialize)]
+        struct Table {
+            plan: Vec<Plan>,
+            provider_failed: Vec<u16>,
+            answered: Vec<u16>,
+            error_body: Vec<ErrorBody>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Plan {
+            decision: Decision,
+            tries: Vec<String>,
+            windows_ms: Vec<u64>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Decision {
+            upstream: String,
+            fallbacks: Vec<String>,
+            retries: u32,
+            backoff_ms: u32,
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            code: String,
+            message: String,
+            request_id: Option<String>,
+            json: String,
+        }
+        let table: Table =
+            toml::from_str(include_str!("../../../tests/fixtures/attempts.toml")).unwrap();
+        let names = ["a", "b", "c", "d", "e", "f", "g"];
+        for case in &table.plan {
+            let d = &case.decision;
+            let mut config = String::new();
+            for n in names {
+                config += &format!("[upstreams.{n}]\nendpoints = [\"http://{n}:1\"]\n");
+            }
+            config += &format!(
+                "[policies.routing]\n[policies.routing.config]\nrules = [{{ path_prefix = \"/\", upstream = {:?} }}]\nfallbacks = {:?}\nretries = {}\nbackoff_ms = {}\n[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"a\"\npolicies = [\"routing\"]\n",
+                d.upstream, d.fallbacks, d.retries, d.backoff_ms
+            );
+            let config = Config::parse(&config).expect("config");
+            let script = Script {
+                answers: names
+                    .iter()
+                    .map(|n| {
+                        let url: &'static str = Box::leak(format!("http://{n}:1").into_boxed_str());
+                        (url, ok(503, "{}"))
+                    })
+                    .collect(),
+                ..Script::default()
+            };
+            let store = MapStore::default();
+            let resp = run_one(&config, &store, &script, chat("k", "hi"));
+            assert_eq!(resp.status, 503, "the last attempt's answer");
+            let tries: Vec<String> = script
+                .sent
+                .borrow()
+                .iter()
+                .map(|s| {
+                    s.1.trim_start_matches("http://")
+                        .split(':')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(tries, case.tries, "{:?}", d.fallbacks);
+            let waits = script.slept.borrow();
+            let windows: Vec<u64> = case.windows_ms.iter().copied().filter(|w| *w > 0).collect();
+            let clusters = tries
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            assert_eq!(waits.len(), windows.len() * clusters, "{waits:?}");
+            for (i, wait) in waits.iter().enumerate() {
+                let window = Duration::from_millis(windows[i % windows.len()]);
+                assert!(*wait < window, "retry wait {wait:?} within {window:?}");
+            }
+        }
+        for s in &table.provider_failed {
+            assert!(provider_failed(*s), "{s}");
+        }
+        for s in &table.answered {
+            assert!(!provider_failed(*s), "{s}");
+        }
+        // Spin has no request ids: the bodies without one are its own.
+        for e in table.error_body.iter().filter(|e| e.request_id.is_none()) {
+            let got: serde_json::Value = serde_json::from_slice(
+                json_error(502, &e.code, &e.message)
+                    .body
+                    .as_deref()
+                    .unwrap(),
+            )
+            .unwrap();
+            let want: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+            assert_eq!(got, want);
+        }
     }
 }

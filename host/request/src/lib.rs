@@ -1,4 +1,8 @@
 //! The rules of the request path that do not depend on where it runs: the
-//! gateway uses them, and they are what the fuzzers exercise (fuzz/).
+//! edgegate gateway and the Spin component both use them, and they are what
+//! the fuzzers exercise (fuzz/).
 
+pub mod attempts;
 pub mod canonical;
+pub mod errors;
+pub mod hop;

@@ -18,42 +18,17 @@ use crate::observability::access_log::Trail;
 use crate::request_path::body::{self, find_cause, ClientBodyError, ProxyBody};
 use crate::request_path::{forwarding, stream};
 use crate::upstreams::cluster::Cluster;
+use edgegate_request::attempts::AttemptPlan;
 
-/// Most attempts per cluster a routing decision may ask for.
-pub(super) const MAX_RETRIES: u32 = 3;
-/// Most fallback clusters a routing decision may name.
-pub(super) const MAX_FALLBACKS: usize = 4;
-/// Longest delay before one retry, however large the decision's backoff base.
-pub(super) const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Where the request phase sends the request.
-pub(super) struct Target<'a> {
-    pub(super) clusters: Vec<&'a Arc<Cluster>>,
-    pub(super) retries: u32,
-    /// Base of the exponential backoff between retries on one cluster.
-    pub(super) backoff: std::time::Duration,
-}
-
-impl Target<'_> {
-    /// Delay before retry number `retry` (1-based) on the same cluster: full
-    /// jitter over an exponentially growing, capped window.
-    fn backoff_before(&self, retry: u32) -> std::time::Duration {
-        if self.backoff.is_zero() {
-            return self.backoff;
-        }
-        let window = self
-            .backoff
-            .saturating_mul(1 << retry.saturating_sub(1).min(16))
-            .min(MAX_BACKOFF);
-        window.mul_f64(fastrand::f64())
-    }
-}
+/// Where the request phase sends the request: the plan (caps, backoff) is
+/// the host-neutral one the Spin component follows too.
+pub(super) type Target<'a> = AttemptPlan<&'a Arc<Cluster>>;
 
 /// Whether an upstream answer counts as the provider failing: a 5xx, or a
 /// 429 (a provider that is rate limiting us is worth a fallback, but does
 /// not break the circuit).
 pub(super) fn provider_failed(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+    edgegate_request::attempts::provider_failed(status.as_u16())
 }
 
 /// Set what the upstream sees: the forwarding headers. The client's hop-by-hop
@@ -96,14 +71,12 @@ pub(super) async fn forward<'a>(
     let mut body = Some(body);
     let mut parts = Some(parts);
     let mut last_error = None;
-    let attempts_per_cluster = 1 + target.retries as usize;
-    let total = target.clusters.len() * attempts_per_cluster;
+    let total = target.attempts();
     for attempt in 0..total {
-        let cluster = target.clusters[attempt / attempts_per_cluster];
+        let (&cluster, retry) = target.attempt(attempt);
         let last = attempt + 1 == total;
-        let retry = (attempt % attempts_per_cluster) as u32;
         if retry > 0 {
-            tokio::time::sleep(target.backoff_before(retry)).await;
+            tokio::time::sleep(target.backoff_before(retry, fastrand::f64())).await;
         }
         let Some(endpoint) = cluster.pick() else {
             // Every endpoint is a name that has not resolved yet.

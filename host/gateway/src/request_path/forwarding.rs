@@ -2,35 +2,24 @@
 
 use std::net::IpAddr;
 
+use edgegate_request::hop;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Remove hop-by-hop headers, including those the `Connection` header names.
+/// Remove hop-by-hop headers (`edgegate_request::hop`, the list Spin uses
+/// too), including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(conn) = headers.get(header::CONNECTION).cloned() {
         if let Ok(s) = conn.to_str() {
-            for name in s.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes()) {
+            for name in hop::named_by_connection(s) {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
                     headers.remove(n);
                 }
             }
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for h in hop::HOP_BY_HOP {
+        headers.remove(*h);
     }
-    headers.remove("proxy-connection");
 }
 
 /// Append the client to `X-Forwarded-For`.

@@ -37,9 +37,7 @@ use crate::request_path::{sse, stream};
 use edgegate_policy_core::keys;
 use edgegate_request::canonical::{self, Host, Malformed, PathRules};
 
-use super::attempts::{
-    forward, prepare_upstream_request, provider_failed, Target, MAX_FALLBACKS, MAX_RETRIES,
-};
+use super::attempts::{forward, prepare_upstream_request, provider_failed, Target};
 use super::wit::{
     apply_header_ops, apply_request_mutations, build_response, check_body, policy_status,
 };
@@ -86,13 +84,7 @@ pub(crate) struct GatewayError {
 }
 
 /// `{"error": code, "message": ..., "request_id": ...}`.
-fn error_body(code: &str, message: &str, request_id: Option<&str>) -> String {
-    let mut body = serde_json::json!({ "error": code, "message": message });
-    if let Some(id) = request_id {
-        body["request_id"] = id.into();
-    }
-    body.to_string()
-}
+use edgegate_request::errors::error_body;
 
 /// A JSON error response: `{"error": code, "message": ...}`.
 pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
@@ -506,11 +498,7 @@ async fn proxy(x: &mut Exchange<'_>, req: Request<Incoming>) -> Response<ProxyBo
     if let Some(session) = parts.extensions.get::<Arc<TlsSession>>() {
         seed_tls_context(&mut x.ctx, session);
     }
-    let mut target = Target {
-        clusters: vec![&route.cluster],
-        retries: 0,
-        backoff: std::time::Duration::ZERO,
-    };
+    let mut target = Target::single(&route.cluster);
     let mut stages = Vec::new();
     let ran = if route.chain.is_empty() {
         0
@@ -705,22 +693,19 @@ async fn request_phase<'s>(
             }
             types::RequestVerdict::Route(d) => {
                 apply_request_mutations(&d.mutations, entry, rules, &mut wit, parts, body)?;
-                let mut clusters = Vec::with_capacity(1 + d.fallbacks.len().min(MAX_FALLBACKS));
-                for name in
-                    std::iter::once(&d.upstream).chain(d.fallbacks.iter().take(MAX_FALLBACKS))
-                {
-                    let c = state.upstreams.clusters.get(name).ok_or_else(|| {
-                        PolicyFailure::Guest(format!(
-                            "route decision names unknown upstream `{name}`"
-                        ))
-                    })?;
-                    clusters.push(c);
-                }
-                *target = Target {
-                    clusters,
-                    retries: d.retries.min(MAX_RETRIES),
-                    backoff: std::time::Duration::from_millis(u64::from(d.backoff_ms)),
-                };
+                *target = Target::of_decision(
+                    &d.upstream,
+                    d.fallbacks.iter().map(String::as_str),
+                    d.retries,
+                    d.backoff_ms,
+                    |name| {
+                        state.upstreams.clusters.get(name).ok_or_else(|| {
+                            PolicyFailure::Guest(format!(
+                                "route decision names unknown upstream `{name}`"
+                            ))
+                        })
+                    },
+                )?;
                 Ok(None)
             }
             types::RequestVerdict::Respond(r) => build_response(r, entry.body_limit).map(Some),
