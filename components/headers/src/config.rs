@@ -1,6 +1,6 @@
 //! The headers policy's config table, parsed and checked once in `init`.
 
-use edgegate_policy_sdk::Error;
+use edgegate_policy_sdk::core::{parse_config, PolicyError as Error};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -50,7 +50,7 @@ const FRAMING_HEADERS: [&str; 2] = ["content-length", "transfer-encoding"];
 impl HeadersConfig {
     /// Parses and checks the JSON config; header names come out lower-case.
     pub fn parse(json: &str) -> Result<Self, Error> {
-        let mut config: HeadersConfig = edgegate_policy_sdk::config(json)?;
+        let mut config: HeadersConfig = parse_config(json)?;
         config.normalize_and_check()?;
         Ok(config)
     }
@@ -65,27 +65,24 @@ impl HeadersConfig {
         }
         for (i, rule) in self.deny.iter().enumerate() {
             if !rule.path_prefix.starts_with('/') {
-                return Err(Error::invalid_config(
+                return Err(Error::config(
                     format!("deny[{i}].path_prefix"),
                     "must start with `/`",
                 ));
             }
             if !(200..=599).contains(&rule.status) {
-                return Err(Error::invalid_config(
+                return Err(Error::config(
                     format!("deny[{i}].status"),
                     "must be between 200 and 599",
                 ));
             }
         }
         if self.context_set.keys().any(String::is_empty) {
-            return Err(Error::invalid_config(
-                "context_set",
-                "keys must not be empty",
-            ));
+            return Err(Error::config("context_set", "keys must not be empty"));
         }
         for (i, key) in self.echo_context.iter().enumerate() {
             if !edgegate_policy_sdk::core::is_header_name(key) {
-                return Err(Error::invalid_config(
+                return Err(Error::config(
                     format!("echo_context[{i}]"),
                     "must be usable in a header name (letters, digits, `-`, `_`, ...)",
                 ));
@@ -103,7 +100,7 @@ fn checked_set(
     for (name, value) in set {
         let key = format!("{table}.{name}");
         if !is_header_value(value) {
-            return Err(Error::invalid_config(
+            return Err(Error::config(
                 key,
                 "header values must not contain control characters",
             ));
@@ -122,11 +119,11 @@ fn checked_names(list: &str, names: &mut [String]) -> Result<(), Error> {
 
 fn checked_name(key: &str, name: &str) -> Result<String, Error> {
     if !edgegate_policy_sdk::core::is_header_name(name) {
-        return Err(Error::invalid_config(key, "not a valid header name"));
+        return Err(Error::config(key, "not a valid header name"));
     }
     let name = name.to_ascii_lowercase();
     if FRAMING_HEADERS.contains(&name.as_str()) {
-        return Err(Error::invalid_config(
+        return Err(Error::config(
             key,
             "the gateway owns this header; it cannot be set or removed",
         ));
@@ -144,11 +141,11 @@ pub fn is_header_value(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgegate_policy_sdk::ConfigError;
+    use edgegate_policy_sdk::core::ConfigError;
 
     fn refused(json: &str) -> ConfigError {
         match HeadersConfig::parse(json) {
-            Err(Error::InvalidConfig(e)) => e,
+            Err(Error::Config(e)) => e,
             other => panic!("expected invalid config, got {other:?}"),
         }
     }

@@ -3,33 +3,37 @@
 //! context bag. The logic lives in [`rules`] and [`config`]; this file only
 //! connects it to the host.
 
-use edgegate_policy_sdk::{
-    context, export_policy, Error, Policy, Request, RequestSummary, RequestVerdict, ResponseHead,
-    ResponseVerdict,
+use edgegate_policy_sdk::core::{
+    Env, HttpRequest, HttpResponse, PolicyError, PolicyLogic, RequestInfo, RequestOutcome,
+    ResponseOutcome,
 };
+use edgegate_policy_sdk::export_logic;
 
 pub mod config;
 pub mod rules;
 
-/// The exported policy: [`rules::HeaderRules`] wired to the host's context bag.
+/// The exported policy: [`rules::HeaderRules`] wired to the request's context bag.
 struct Headers(rules::HeaderRules);
 
-impl Policy for Headers {
-    fn init(config: &str) -> Result<Self, Error> {
-        config::HeadersConfig::parse(config).map(|c| Headers(rules::HeaderRules::new(c)))
+impl PolicyLogic for Headers {
+    const WANTS_RESPONSE: bool = true;
+
+    fn from_config(json: &str) -> Result<Self, PolicyError> {
+        config::HeadersConfig::parse(json).map(|c| Headers(rules::HeaderRules::new(c)))
     }
 
-    fn on_request(&self, req: Request) -> Result<RequestVerdict, Error> {
-        Ok(self.0.on_request(&req, context::set))
+    fn on_request(&self, env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
+        Ok(self.0.on_request(&req, |k, v| env.ctx_set(k, v)))
     }
 
     fn on_response(
         &self,
-        _req: RequestSummary,
-        _resp: ResponseHead,
-    ) -> Result<ResponseVerdict, Error> {
-        Ok(self.0.on_response(context::get))
+        env: &dyn Env,
+        _info: &RequestInfo,
+        _resp: HttpResponse,
+    ) -> Result<ResponseOutcome, PolicyError> {
+        Ok(self.0.on_response(|k| env.ctx_get(k)))
     }
 }
 
-export_policy!(Headers);
+export_logic!(Headers);

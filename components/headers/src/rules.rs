@@ -2,8 +2,9 @@
 //! response and the context bag, so it tests natively.
 
 use crate::config::{is_header_value, DenyRule, HeadersConfig};
-use edgegate_policy_sdk::{
-    Request, RequestMutations, RequestVerdict, ResponseMutations, ResponseVerdict,
+use edgegate_policy_sdk::core::{
+    HeaderOp, HttpRequest as Request, HttpResponse, RequestChanges, RequestOutcome,
+    ResponseChanges, ResponseOutcome,
 };
 
 /// The headers policy, built from a checked config.
@@ -25,30 +26,26 @@ impl HeaderRules {
         &self,
         req: &Request,
         mut set_context: impl FnMut(&str, &str),
-    ) -> RequestVerdict {
+    ) -> RequestOutcome {
         if let Some(rule) = self.matching_deny_rule(req.path_only()) {
-            let headers = if rule.body.is_empty() {
-                Vec::new()
-            } else {
-                vec![(
-                    "content-type".to_string(),
-                    "text/plain; charset=utf-8".to_string(),
-                )]
-            };
-            return RequestVerdict::respond(rule.status, headers, rule.body.as_bytes());
+            let mut answer = HttpResponse::new(rule.status).with_body(rule.body.as_bytes());
+            if !rule.body.is_empty() {
+                answer = answer.with_header("content-type", "text/plain; charset=utf-8");
+            }
+            return RequestOutcome::Respond(answer);
         }
         if let Some(name) = &self.config.require_header {
             if req.header(name).is_none_or(|v| v.trim().is_empty()) {
                 let body =
                     serde_json::json!({ "error": "missing required header", "header": name });
-                return RequestVerdict::respond(
-                    401,
-                    vec![("content-type".to_string(), "application/json".to_string())],
-                    body.to_string(),
+                return RequestOutcome::Respond(
+                    HttpResponse::new(401)
+                        .with_header("content-type", "application/json")
+                        .with_body(body.to_string()),
                 );
             }
         }
-        let mut changes = RequestMutations::default();
+        let mut changes = RequestChanges::default();
         for name in &self.config.request_remove {
             changes.remove_header(name);
         }
@@ -58,25 +55,30 @@ impl HeaderRules {
         for (key, value) in &self.config.context_set {
             set_context(key, value);
         }
-        RequestVerdict::continue_with(changes)
+        RequestOutcome::Continue(changes)
     }
 
     /// Response phase: header changes, then `echo_context` values found through
     /// `get_context` (values that cannot be header values are skipped).
-    pub fn on_response(&self, get_context: impl Fn(&str) -> Option<String>) -> ResponseVerdict {
-        let mut changes = ResponseMutations::default();
+    pub fn on_response(&self, get_context: impl Fn(&str) -> Option<String>) -> ResponseOutcome {
+        let mut changes = ResponseChanges::default();
         for name in &self.config.response_remove {
-            changes.remove_header(name);
+            changes.headers.push(HeaderOp::Remove(name.clone()));
         }
         for (name, value) in &self.config.response_set {
-            changes.set_header(name, value);
+            changes
+                .headers
+                .push(HeaderOp::Set(name.clone(), value.clone()));
         }
         for key in &self.config.echo_context {
             if let Some(value) = get_context(key).filter(|v| is_header_value(v)) {
-                changes.set_header(&format!("x-ctx-{}", key.to_ascii_lowercase()), &value);
+                changes.headers.push(HeaderOp::Set(
+                    format!("x-ctx-{}", key.to_ascii_lowercase()),
+                    value,
+                ));
             }
         }
-        ResponseVerdict::continue_with(changes)
+        ResponseOutcome::Continue(changes)
     }
 
     fn matching_deny_rule(&self, path: &str) -> Option<&DenyRule> {
@@ -92,7 +94,6 @@ impl HeaderRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgegate_policy_sdk::{HeaderOp, Response};
     use std::collections::HashMap;
 
     const EXAMPLE: &str = r#"{
@@ -107,29 +108,22 @@ mod tests {
         HeaderRules::new(HeadersConfig::parse(json).expect("valid config"))
     }
 
-    fn request(req: &Request) -> (RequestVerdict, Vec<(String, String)>) {
+    fn request(req: &Request) -> (RequestOutcome, Vec<(String, String)>) {
         let mut set = Vec::new();
         let verdict =
             rules(EXAMPLE).on_request(req, |k, v| set.push((k.to_string(), v.to_string())));
         (verdict, set)
     }
 
-    fn respond_parts(verdict: RequestVerdict) -> (u16, String, String) {
-        let RequestVerdict::Respond(Response {
-            status,
-            headers,
-            body,
-        }) = verdict
-        else {
+    fn respond_parts(verdict: RequestOutcome) -> (u16, String, String) {
+        let RequestOutcome::Respond(answer) = verdict else {
             panic!("expected a respond verdict, got {verdict:?}");
         };
-        let content_type = edgegate_policy_sdk::header(&headers, "content-type")
-            .unwrap_or("")
-            .to_string();
+        let content_type = answer.header("content-type").unwrap_or_default();
         (
-            status,
+            answer.status,
             content_type,
-            String::from_utf8(body.unwrap_or_default()).expect("utf-8"),
+            String::from_utf8(answer.body.unwrap_or_default()).expect("utf-8"),
         )
     }
 
@@ -141,8 +135,11 @@ mod tests {
         let (verdict, set) = request(&req);
         assert_eq!(
             verdict,
-            RequestVerdict::Continue(RequestMutations {
-                headers: vec![HeaderOp::remove("x-secret"), HeaderOp::set("x-a", "1")],
+            RequestOutcome::Continue(RequestChanges {
+                headers: vec![
+                    HeaderOp::Remove("x-secret".into()),
+                    HeaderOp::Set("x-a".into(), "1".into())
+                ],
                 path: None,
                 body: None,
             })
@@ -161,7 +158,7 @@ mod tests {
         }
         let (verdict, _) =
             request(&Request::new("GET", "/administrator").with_header("x-api-key", "k"));
-        assert!(matches!(verdict, RequestVerdict::Continue(_)));
+        assert!(matches!(verdict, RequestOutcome::Continue(_)));
     }
 
     #[test]
@@ -193,12 +190,12 @@ mod tests {
         let verdict = rules(EXAMPLE).on_response(|k| context.get(k).map(|v| v.to_string()));
         assert_eq!(
             verdict,
-            ResponseVerdict::Continue(ResponseMutations {
+            ResponseOutcome::Continue(ResponseChanges {
                 status: None,
                 headers: vec![
-                    HeaderOp::remove("server"),
-                    HeaderOp::set("x-served-by", "edgegate"),
-                    HeaderOp::set("x-ctx-principal", "alice"),
+                    HeaderOp::Remove("server".into()),
+                    HeaderOp::Set("x-served-by".into(), "edgegate".into()),
+                    HeaderOp::Set("x-ctx-principal".into(), "alice".into()),
                 ],
                 body: None,
             })
@@ -209,7 +206,7 @@ mod tests {
     fn context_values_that_cannot_be_header_values_are_not_echoed() {
         let verdict =
             rules(r#"{"echo_context": ["p"]}"#).on_response(|_| Some("a\r\nb".to_string()));
-        assert_eq!(verdict, ResponseVerdict::continue_());
+        assert_eq!(verdict, ResponseOutcome::pass());
     }
 
     #[test]
@@ -217,8 +214,8 @@ mod tests {
         let rules = rules("{}");
         assert_eq!(
             rules.on_request(&Request::new("GET", "/"), |_, _| panic!("no context")),
-            RequestVerdict::continue_()
+            RequestOutcome::pass()
         );
-        assert_eq!(rules.on_response(|_| None), ResponseVerdict::continue_());
+        assert_eq!(rules.on_response(|_| None), ResponseOutcome::pass());
     }
 }

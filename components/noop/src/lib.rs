@@ -1,21 +1,24 @@
 //! A policy that lets every request and response through unchanged, without
 //! reading its config: the baseline for measuring what a policy call costs.
 
-use edgegate_policy_sdk::{export_policy, Error, Policy, Request, RequestVerdict};
+use edgegate_policy_sdk::core::{
+    Env, HttpRequest, PolicyError, PolicyLogic, RequestChanges, RequestOutcome,
+};
+use edgegate_policy_sdk::export_logic;
 
 /// The do-nothing policy.
 struct Noop;
 
-impl Policy for Noop {
+impl PolicyLogic for Noop {
     const WANTS_RESPONSE: bool = false;
 
-    fn init(_config: &str) -> Result<Self, Error> {
+    fn from_config(_json: &str) -> Result<Self, PolicyError> {
         Ok(Noop)
     }
 
-    fn on_request(&self, _req: Request) -> Result<RequestVerdict, Error> {
-        Ok(RequestVerdict::continue_())
+    fn on_request(&self, _env: &dyn Env, _req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
+        Ok(RequestOutcome::Continue(RequestChanges::default()))
     }
 }
 
-export_policy!(Noop);
+export_logic!(Noop);

@@ -1,31 +1,68 @@
 //! Write edgegate policies in Rust.
 //!
-//! A policy is a type implementing [`Policy`], connected to the
-//! `edgegate:policy` WIT world with [`export_policy!`]:
+//! A policy implements [`core::PolicyLogic`] (the host-neutral vocabulary:
+//! plain types, host services through [`core::Env`]) and is connected to the
+//! `edgegate:policy` WIT world with [`export_logic!`]. The shipped policies,
+//! `headers`, `noop` and docs/writing-a-policy.md are written so; this is its
+//! example, compiled as a doctest:
 //!
 //! ```
-//! use edgegate_policy_sdk::{export_policy, Error, Policy, Request, RequestVerdict};
+//! use edgegate_policy_sdk::core::{
+//!     keys, parse_config, Env, HeaderOp, HttpRequest, HttpResponse, PolicyError, PolicyLogic,
+//!     RequestInfo, RequestOutcome, ResponseChanges, ResponseOutcome,
+//! };
+//! use edgegate_policy_sdk::export_logic;
+//! use serde::Deserialize;
 //!
-//! struct AddHeader;
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Tenants {
+//!     allowed: Vec<String>,
+//! }
 //!
-//! impl Policy for AddHeader {
-//!     fn init(_config: &str) -> Result<Self, Error> {
-//!         Ok(AddHeader)
+//! impl PolicyLogic for Tenants {
+//!     const WANTS_RESPONSE: bool = true;
+//!
+//!     fn from_config(json: &str) -> Result<Self, PolicyError> {
+//!         let tenants: Tenants = parse_config(json)?;
+//!         if tenants.allowed.is_empty() {
+//!             return Err(PolicyError::config("allowed", "must list at least one tenant"));
+//!         }
+//!         Ok(tenants)
 //!     }
 //!
-//!     fn on_request(&self, _req: Request) -> Result<RequestVerdict, Error> {
-//!         let mut changes = edgegate_policy_sdk::RequestMutations::default();
-//!         changes.set_header("x-seen-by", "add-header");
-//!         Ok(RequestVerdict::continue_with(changes))
+//!     fn on_request(&self, env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
+//!         match req.header("x-tenant") {
+//!             Some(t) if self.allowed.contains(&t) => {
+//!                 env.ctx_set(keys::TENANT, &t);
+//!                 Ok(RequestOutcome::pass())
+//!             }
+//!             _ => Ok(RequestOutcome::Respond(
+//!                 HttpResponse::new(403).with_body("unknown tenant"),
+//!             )),
+//!         }
+//!     }
+//!
+//!     fn on_response(
+//!         &self,
+//!         env: &dyn Env,
+//!         _info: &RequestInfo,
+//!         _resp: HttpResponse,
+//!     ) -> Result<ResponseOutcome, PolicyError> {
+//!         let mut changes = ResponseChanges::default();
+//!         if let Some(tenant) = env.ctx_get(keys::TENANT) {
+//!             changes.headers.push(HeaderOp::Set("x-tenant".into(), tenant));
+//!         }
+//!         Ok(ResponseOutcome::Continue(changes))
 //!     }
 //! }
 //!
-//! export_policy!(AddHeader);
+//! export_logic!(Tenants);
 //! ```
 //!
-//! Logic written against the host-neutral [`core`] crate (the shipped auth,
-//! routing, redaction and caching policies are) exports with
-//! [`export_logic!`] instead.
+//! [`Policy`] and [`export_policy!`] are the WIT-level layer `export_logic!`
+//! is built on; only the repository's hostile test guests use them directly,
+//! to send what a well-behaved policy cannot.
 //!
 //! Everything here also compiles natively, so policy logic unit-tests with a
 //! plain `cargo test`; only the host imports ([`message`], [`log`], [`context`],

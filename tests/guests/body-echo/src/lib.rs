@@ -5,42 +5,50 @@
 //! the body with the error `stop_seen`; and it holds back a trailing `S`,
 //! `ST` or `STO` (a carry), so a `STOP` split between chunks is seen too.
 
-use edgegate_policy_sdk::{
-    export_policy, BodyChunk, BodyModes, ChunkOutput, ChunkVerdict, Error, Policy, Request,
-    RequestVerdict, StreamError,
+use edgegate_policy_sdk::core::{
+    BodyModes, BodyState, Chunk, ChunkOutcome, Env, HttpRequest, HttpResponse, PolicyError,
+    PolicyLogic, RequestOutcome, StreamError,
 };
+use edgegate_policy_sdk::export_logic;
 
 /// Echoes the buffered request body, or rewrites a streamed one.
 struct BodyEcho;
 
-impl Policy for BodyEcho {
+impl PolicyLogic for BodyEcho {
+    // As the default `on_response` of the WIT-level trait it replaced: called, and passes.
+    const WANTS_RESPONSE: bool = true;
     const REQUEST_BODY: BodyModes = BodyModes {
         buffer: true,
         chunks: true,
         sse: false,
     };
 
-    fn init(_config: &str) -> Result<Self, Error> {
+    fn from_config(_json: &str) -> Result<Self, PolicyError> {
         Ok(BodyEcho)
     }
 
-    fn on_request(&self, req: Request) -> Result<RequestVerdict, Error> {
+    fn on_request(&self, _env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
         if req.path.starts_with("/stream") {
-            return Ok(RequestVerdict::continue_());
+            return Ok(RequestOutcome::pass());
         }
         Ok(match req.body {
-            Some(body) => RequestVerdict::respond(200, Vec::new(), body),
-            None => RequestVerdict::respond(400, Vec::new(), "no body"),
+            Some(body) => RequestOutcome::Respond(HttpResponse::new(200).with_body(body)),
+            None => RequestOutcome::Respond(HttpResponse::new(400).with_body("no body")),
         })
     }
 
-    fn on_request_chunk(&self, chunk: BodyChunk) -> Result<ChunkVerdict, Error> {
+    fn on_request_chunk(
+        &self,
+        _env: &dyn Env,
+        _state: &mut BodyState,
+        chunk: Chunk,
+    ) -> Result<ChunkOutcome, PolicyError> {
         let mut data = chunk.data;
         if data.windows(4).any(|w| w == b"STOP") {
-            return Ok(ChunkVerdict::Fail(StreamError {
-                code: "stop_seen".into(),
-                message: "the body said STOP".into(),
-            }));
+            return Ok(ChunkOutcome::Fail(StreamError::new(
+                "stop_seen",
+                "the body said STOP",
+            )));
         }
         for b in &mut data {
             if *b == b'a' {
@@ -57,8 +65,8 @@ impl Policy for BodyEcho {
                 .map_or(0, |p| p.len())
         };
         let carry = data.split_off(data.len() - held);
-        Ok(ChunkVerdict::Emit(ChunkOutput { data, carry }))
+        Ok(ChunkOutcome::Emit { data, carry })
     }
 }
 
-export_policy!(BodyEcho);
+export_logic!(BodyEcho);

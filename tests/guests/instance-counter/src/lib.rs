@@ -6,31 +6,32 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use edgegate_policy_sdk::{
-    export_policy, Error, Policy, Request, RequestMutations, RequestVerdict,
+use edgegate_policy_sdk::core::{
+    Env, HttpRequest, PolicyError, PolicyLogic, RequestChanges, RequestOutcome,
 };
+use edgegate_policy_sdk::export_logic;
 
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// Counts calls per instance.
 struct InstanceCounter;
 
-impl Policy for InstanceCounter {
+impl PolicyLogic for InstanceCounter {
     const WANTS_RESPONSE: bool = false;
 
-    fn init(_config: &str) -> Result<Self, Error> {
+    fn from_config(_json: &str) -> Result<Self, PolicyError> {
         Ok(InstanceCounter)
     }
 
-    fn on_request(&self, req: Request) -> Result<RequestVerdict, Error> {
+    fn on_request(&self, _env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         if req.header("x-trap").is_some() {
             panic!("asked to trap after {calls} calls");
         }
-        let mut changes = RequestMutations::default();
+        let mut changes = RequestChanges::default();
         changes.set_header("x-instance-calls", &calls.to_string());
-        Ok(RequestVerdict::continue_with(changes))
+        Ok(RequestOutcome::Continue(changes))
     }
 }
 
-export_policy!(InstanceCounter);
+export_logic!(InstanceCounter);

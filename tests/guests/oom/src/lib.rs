@@ -2,7 +2,8 @@
 //! memory limit refuses to grow memory, allocation fails, and with
 //! `panic = "abort"` that aborts, which is a trap.
 
-use edgegate_policy_sdk::{export_policy, Error, Policy, Request, RequestVerdict};
+use edgegate_policy_sdk::core::{Env, HttpRequest, PolicyError, PolicyLogic, RequestOutcome};
+use edgegate_policy_sdk::export_logic;
 use std::hint::black_box;
 
 /// Allocates 1 MiB blocks in on-request until allocation fails.
@@ -10,12 +11,15 @@ struct Oom;
 
 const BLOCK: usize = 1 << 20;
 
-impl Policy for Oom {
-    fn init(_config: &str) -> Result<Self, Error> {
+impl PolicyLogic for Oom {
+    // As the default `on_response` of the WIT-level trait it replaced: called, and passes.
+    const WANTS_RESPONSE: bool = true;
+
+    fn from_config(_json: &str) -> Result<Self, PolicyError> {
         Ok(Oom)
     }
 
-    fn on_request(&self, _req: Request) -> Result<RequestVerdict, Error> {
+    fn on_request(&self, _env: &dyn Env, _req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
         let mut blocks: Vec<Vec<u8>> = Vec::new();
         loop {
             // Touch the block so neither the allocation nor the memory is optimized away.
@@ -25,4 +29,4 @@ impl Policy for Oom {
     }
 }
 
-export_policy!(Oom);
+export_logic!(Oom);

@@ -1,7 +1,8 @@
 //! Test guest whose on-request recurses without end: the host's stack limit
 //! must turn it into a trap.
 
-use edgegate_policy_sdk::{export_policy, Error, Policy, Request, RequestVerdict};
+use edgegate_policy_sdk::core::{Env, HttpRequest, PolicyError, PolicyLogic, RequestOutcome};
+use edgegate_policy_sdk::export_logic;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,15 +25,18 @@ fn descend(depth: u64) -> u64 {
     r.wrapping_mul(3).wrapping_sub(depth)
 }
 
-impl Policy for Stack {
-    fn init(_config: &str) -> Result<Self, Error> {
+impl PolicyLogic for Stack {
+    // As the default `on_response` of the WIT-level trait it replaced: called, and passes.
+    const WANTS_RESPONSE: bool = true;
+
+    fn from_config(_json: &str) -> Result<Self, PolicyError> {
         Ok(Stack)
     }
 
-    fn on_request(&self, _req: Request) -> Result<RequestVerdict, Error> {
+    fn on_request(&self, _env: &dyn Env, _req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
         black_box(descend(0));
-        Ok(RequestVerdict::continue_())
+        Ok(RequestOutcome::pass())
     }
 }
 
-export_policy!(Stack);
+export_logic!(Stack);
