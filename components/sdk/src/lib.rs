@@ -60,9 +60,8 @@
 //! export_logic!(Tenants);
 //! ```
 //!
-//! [`Policy`] and [`export_policy!`] are the WIT-level layer `export_logic!`
-//! is built on; only the repository's hostile test guests use them directly,
-//! to send what a well-behaved policy cannot.
+//! The WIT-level layer the macro is built on (`Policy`, `export_policy!`)
+//! is internal: no policy needs it, and it is hidden from these docs.
 //!
 //! Everything here also compiles natively, so policy logic unit-tests with a
 //! plain `cargo test`; only the host imports ([`message`], [`log`], [`context`],
@@ -111,6 +110,7 @@ pub use verdicts::ResponseHead;
 /// The plain-Rust policy vocabulary ([`PolicyLogic`](edgegate_policy_core::PolicyLogic),
 /// [`Env`](edgegate_policy_core::Env)) for logic that also runs outside this host.
 pub use edgegate_policy_core as core;
+#[doc(hidden)]
 pub use policy::Policy;
 
 #[doc(hidden)]

@@ -69,6 +69,7 @@ pub trait Policy: 'static {
 ///
 /// Use it once per component crate, at the crate root:
 /// `edgegate_policy_sdk::export_policy!(MyPolicy);`
+#[doc(hidden)]
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {

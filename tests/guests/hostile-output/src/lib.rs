@@ -19,11 +19,12 @@
 //! - `/stream-forge`: emit an event whose name has a line break (a forged `data:`);
 //! - `/stream-trap`: trap in the event hook.
 
-use edgegate_policy_sdk::{
-    context, export_policy, BodyModes, Error, EventOutput, EventVerdict, HeaderOp, Policy, Request,
-    RequestMutations, RequestSummary, RequestVerdict, ResponseHead, ResponseMutations,
-    ResponseVerdict, SseEvent, StreamEvent,
+use edgegate_policy_sdk::core::{
+    BodyModes, BodyState, Env, EventOutcome, HeaderOp, HttpRequest, HttpResponse, PolicyError,
+    PolicyLogic, RequestChanges, RequestInfo, RequestOutcome, ResponseChanges, ResponseOutcome,
+    SseEvent, StreamItem,
 };
+use edgegate_policy_sdk::export_logic;
 
 /// Misbehaves as the path says.
 struct HostileOutput;
@@ -32,21 +33,43 @@ fn number(path: &str, prefix: &str) -> Option<usize> {
     path.strip_prefix(prefix)?.parse().ok()
 }
 
-impl Policy for HostileOutput {
+/// An answer with `headers` and `body`.
+fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> RequestOutcome {
+    let mut answer = HttpResponse::new(status).with_body(body);
+    for (n, v) in headers {
+        answer = answer.with_header(n, v);
+    }
+    RequestOutcome::Respond(answer)
+}
+
+/// Go on with these header operations.
+fn continue_with(headers: Vec<HeaderOp>) -> RequestOutcome {
+    RequestOutcome::Continue(RequestChanges {
+        headers,
+        ..RequestChanges::default()
+    })
+}
+
+impl PolicyLogic for HostileOutput {
+    const WANTS_RESPONSE: bool = true;
     const RESPONSE_BODY: BodyModes = BodyModes::BUFFER_OR_SSE;
 
-    fn init(_config: &str) -> Result<Self, Error> {
+    fn from_config(_json: &str) -> Result<Self, PolicyError> {
         Ok(HostileOutput)
     }
 
-    fn on_response_event(&self, event: StreamEvent, carry: String) -> Result<EventVerdict, Error> {
-        let StreamEvent::Event(e) = event else {
-            return Ok(EventVerdict::Pass);
+    fn on_response_event(
+        &self,
+        env: &dyn Env,
+        _state: &mut BodyState,
+        item: StreamItem,
+        carry: String,
+    ) -> Result<EventOutcome, PolicyError> {
+        let StreamItem::Event(e) = item else {
+            return Ok(EventOutcome::Pass);
         };
-        let emit = |events: Vec<SseEvent>, carry: String| {
-            Ok(EventVerdict::Emit(EventOutput { events, carry }))
-        };
-        match context::get("hostile.stream").as_deref() {
+        let emit = |events: Vec<SseEvent>, carry: String| Ok(EventOutcome::Emit { events, carry });
+        match env.ctx_get("hostile.stream").as_deref() {
             Some("/stream-carry") => emit(vec![e], "c".repeat(1 << 20)),
             Some("/stream-flood") => emit(vec![e; 10_000], carry),
             Some("/stream-forge") => emit(
@@ -57,89 +80,79 @@ impl Policy for HostileOutput {
                 carry,
             ),
             Some("/stream-trap") => panic!("hostile trap in the event hook"),
-            _ => Ok(EventVerdict::Pass),
+            _ => Ok(EventOutcome::Pass),
         }
     }
 
-    fn on_request(&self, req: Request) -> Result<RequestVerdict, Error> {
+    fn on_request(&self, env: &dyn Env, req: HttpRequest) -> Result<RequestOutcome, PolicyError> {
         let path = req.path.as_str();
         if path.starts_with("/stream-") {
-            context::set("hostile.stream", path);
+            env.ctx_set("hostile.stream", path);
         }
         if let Some(n) = number(path, "/ops/") {
             let headers = (0..n)
-                .map(|i| HeaderOp::set(format!("x-h{i}"), "v"))
+                .map(|i| HeaderOp::Set(format!("x-h{i}"), "v".into()))
                 .collect();
-            return Ok(RequestVerdict::continue_with(RequestMutations {
-                headers,
-                ..RequestMutations::default()
-            }));
+            return Ok(continue_with(headers));
         }
         if let Some(n) = number(path, "/churn/") {
             let mut headers: Vec<HeaderOp> = (0..n)
-                .map(|i| HeaderOp::append("x-churn", i.to_string()))
+                .map(|i| HeaderOp::Append("x-churn".into(), i.to_string()))
                 .collect();
-            headers.extend((0..n).map(|_| HeaderOp::remove("x-churn")));
-            return Ok(RequestVerdict::continue_with(RequestMutations {
-                headers,
-                ..RequestMutations::default()
-            }));
+            headers.extend((0..n).map(|_| HeaderOp::Remove("x-churn".into())));
+            return Ok(continue_with(headers));
         }
         if let Some(n) = number(path, "/respond-headers/") {
-            let headers = (0..n)
-                .map(|i| (format!("x-h{i}"), "v".to_string()))
-                .collect();
-            return Ok(RequestVerdict::respond(200, headers, "many headers"));
+            let mut answer = HttpResponse::new(200).with_body("many headers");
+            for i in 0..n {
+                answer = answer.with_header(&format!("x-h{i}"), "v");
+            }
+            return Ok(RequestOutcome::Respond(answer));
         }
         if let Some(code) = number(path, "/status/") {
-            return Ok(RequestVerdict::respond(
-                code as u16,
-                Vec::new(),
-                "odd status",
-            ));
+            return Ok(respond(code as u16, &[], "odd status"));
         }
         Ok(match path {
-            "/lying-length" => {
-                RequestVerdict::respond(200, vec![("content-length".into(), "100".into())], "abc")
-            }
-            "/chunked-lie" => RequestVerdict::respond(
+            "/lying-length" => respond(200, &[("content-length", "100")], "abc"),
+            "/chunked-lie" => respond(
                 200,
-                vec![
-                    ("transfer-encoding".into(), "chunked".into()),
-                    ("connection".into(), "keep-alive, x-keep".into()),
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("connection", "keep-alive, x-keep"),
                 ],
                 "abc",
             ),
-            "/big-error" => return Err(Error::internal("e".repeat(8 << 20))),
+            "/big-error" => return Err(PolicyError::Internal("e".repeat(8 << 20))),
             "/forged-error" => {
-                return Err(Error::internal(
-                    "oops\r\n2026-01-01T00:00:00Z  INFO edgegate: forged line \x1b[31mred\x1b[0m",
+                return Err(PolicyError::Internal(
+                    "oops\r\n2026-01-01T00:00:00Z  INFO edgegate: forged line \x1b[31mred\x1b[0m"
+                        .into(),
                 ))
             }
-            "/big-body" => RequestVerdict::respond(200, Vec::new(), vec![b'b'; 2 << 20]),
-            "/set-x-foo" => RequestVerdict::continue_with(RequestMutations {
-                headers: vec![HeaderOp::set("x-foo", "from-policy")],
-                ..RequestMutations::default()
-            }),
-            _ => RequestVerdict::continue_(),
+            "/big-body" => respond(200, &[], vec![b'b'; 2 << 20]),
+            "/set-x-foo" => {
+                continue_with(vec![HeaderOp::Set("x-foo".into(), "from-policy".into())])
+            }
+            _ => RequestOutcome::pass(),
         })
     }
 
     fn on_response(
         &self,
-        req: RequestSummary,
-        _resp: ResponseHead,
-    ) -> Result<ResponseVerdict, Error> {
-        Ok(match number(&req.path, "/response-ops/") {
-            Some(n) => ResponseVerdict::continue_with(ResponseMutations {
+        _env: &dyn Env,
+        info: &RequestInfo,
+        _resp: HttpResponse,
+    ) -> Result<ResponseOutcome, PolicyError> {
+        Ok(match number(&info.path, "/response-ops/") {
+            Some(n) => ResponseOutcome::Continue(ResponseChanges {
                 headers: (0..n)
-                    .map(|i| HeaderOp::set(format!("x-r{i}"), "v"))
+                    .map(|i| HeaderOp::Set(format!("x-r{i}"), "v".into()))
                     .collect(),
-                ..ResponseMutations::default()
+                ..ResponseChanges::default()
             }),
-            None => ResponseVerdict::continue_(),
+            None => ResponseOutcome::pass(),
         })
     }
 }
 
-export_policy!(HostileOutput);
+export_logic!(HostileOutput);
