@@ -82,15 +82,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// What happens to the request when a policy fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// Answer 503; the upstream is not contacted.
-    Deny,
-    /// Skip the policy.
-    Allow,
-}
+/// What happens to the request when a policy fails, and how a policy sees a
+/// body (`request_body`, `response_body`; docs/phases.md §7): the host's
+/// config types, so a mode or an `on_error` means the same on both.
+pub use edgegate_config::{BodyMode, OnError};
 
 /// One upstream cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,40 +98,13 @@ pub struct Upstream {
     pub idle_timeout: Duration,
 }
 
-/// How a policy sees a body (`request_body`, `response_body`; docs/phases.md §7).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BodyMode {
-    /// No body: it streams past the policy.
-    #[default]
-    None,
-    /// The whole body, within `body_limit_bytes`.
-    Buffer,
-    /// Chunk by chunk as it passes.
-    Stream,
-    /// Responses: one server-sent event at a time on a `text/event-stream`
-    /// answer; any other answer is buffered.
-    Sse,
-}
-
-impl BodyMode {
-    fn name(self) -> &'static str {
-        match self {
-            BodyMode::None => "none",
-            BodyMode::Buffer => "buffer",
-            BodyMode::Stream => "stream",
-            BodyMode::Sse => "sse",
-        }
-    }
-
-    /// Whether a policy that declared `modes` handles this mode.
-    fn declared_in(self, modes: BodyModes) -> bool {
-        match self {
-            BodyMode::None => true,
-            BodyMode::Buffer => modes.buffer,
-            BodyMode::Stream => modes.chunks,
-            BodyMode::Sse => modes.sse,
-        }
+/// Whether a policy that declared `modes` handles `mode`.
+fn declared_in(mode: BodyMode, modes: BodyModes) -> bool {
+    match mode {
+        BodyMode::None => true,
+        BodyMode::Buffer => modes.buffer,
+        BodyMode::Stream => modes.chunks,
+        BodyMode::Sse => modes.sse,
     }
 }
 
@@ -353,7 +321,7 @@ impl Config {
                         "`sse` is for responses; a request body is `none`, `buffer` or `stream`",
                     ));
                 }
-                if !mode.declared_in(declared) {
+                if !declared_in(mode, declared) {
                     return Err(ConfigError::new(
                         format!("{at}.{key}"),
                         format!(
