@@ -94,10 +94,14 @@ pub enum VerifyKey {
     Ed25519(Vec<u8>),
 }
 
-/// Circuit breaker state of an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Circuit breaker state of an endpoint: one type from the gateway's
+/// clusters through the policies' health view to the health graph's reports
+/// (serialized `closed`, `open`, `half_open`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Circuit {
     /// Traffic flows.
+    #[default]
     Closed,
     /// Traffic is held back.
     Open,

@@ -37,18 +37,9 @@ pub enum NodeKind {
     Policy,
 }
 
-/// Circuit breaker state, as the edge saw it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Circuit {
-    /// Traffic flows.
-    #[default]
-    Closed,
-    /// Traffic is held back.
-    Open,
-    /// A probe may pass.
-    HalfOpen,
-}
+/// Circuit breaker state, as the edge saw it: the type the gateway and the
+/// policies use, serialized as `closed`, `open` or `half_open`.
+pub use edgegate_policy_core::Circuit;
 
 /// Observed health of a node or link.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

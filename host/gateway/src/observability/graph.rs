@@ -20,7 +20,6 @@ use tokio::sync::watch;
 
 use crate::control::state::GatewayState;
 use crate::lock;
-use crate::upstreams::cluster::Circuit as EndpointCircuit;
 
 /// Longest wait between reports while the coordinator is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -114,11 +113,7 @@ impl HealthGraph {
                     e.attempts.load(Ordering::Relaxed),
                     e.failures.load(Ordering::Relaxed),
                 );
-                let circuit = match e.circuit() {
-                    EndpointCircuit::Closed => Circuit::Closed,
-                    EndpointCircuit::Open => Circuit::Open,
-                    EndpointCircuit::HalfOpen => Circuit::HalfOpen,
-                };
+                let circuit = e.circuit();
                 let stats = Stats {
                     requests_per_s: e_rps,
                     error_rate: f64::from(e.error_rate_ppm()) / 1e6,
