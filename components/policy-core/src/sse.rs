@@ -2,8 +2,8 @@
 //! (the WHATWG `text/event-stream` rules), with bounds: a stream that never
 //! ends a line or an event cannot grow memory past [`MAX_EVENT_BYTES`].
 //!
-//! Host-neutral: the Spin gateway streams with it. (The edgegate host has
-//! the same rules over its WIT types in `host/gateway/src/request_path/sse.rs`.)
+//! Host-neutral: the Spin gateway and the edgegate host both stream with it
+//! (the host over its WIT event type, `host/gateway/src/request_path/sse.rs`).
 
 use std::collections::VecDeque;
 
@@ -148,8 +148,27 @@ impl SseParser {
 /// framing (a line break in `event` or `id`) are refused; `data` with line
 /// breaks becomes several `data` lines, as the format says.
 pub fn write_event(event: &SseEvent, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    write_fields(
+        event.event.as_deref(),
+        &event.data,
+        event.id.as_deref(),
+        event.retry,
+        out,
+    )
+}
+
+/// [`write_event`] over the fields of an event of another type (the
+/// edgegate host writes the contract's events with it), so nothing is
+/// copied to make one.
+pub fn write_fields(
+    event: Option<&str>,
+    data: &str,
+    id: Option<&str>,
+    retry: Option<u32>,
+    out: &mut Vec<u8>,
+) -> Result<(), &'static str> {
     let one_line = |v: &str| !v.contains(['\r', '\n']);
-    if let Some(name) = &event.event {
+    if let Some(name) = event {
         if !one_line(name) {
             return Err("an event name with a line break");
         }
@@ -157,7 +176,7 @@ pub fn write_event(event: &SseEvent, out: &mut Vec<u8>) -> Result<(), &'static s
         out.extend_from_slice(name.as_bytes());
         out.push(b'\n');
     }
-    if let Some(id) = &event.id {
+    if let Some(id) = id {
         if !one_line(id) || id.contains('\0') {
             return Err("an event id with a line break or NUL");
         }
@@ -165,10 +184,10 @@ pub fn write_event(event: &SseEvent, out: &mut Vec<u8>) -> Result<(), &'static s
         out.extend_from_slice(id.as_bytes());
         out.push(b'\n');
     }
-    if let Some(ms) = event.retry {
+    if let Some(ms) = retry {
         out.extend_from_slice(format!("retry: {ms}\n").as_bytes());
     }
-    let data = event.data.replace("\r\n", "\n").replace('\r', "\n");
+    let data = data.replace("\r\n", "\n").replace('\r', "\n");
     for line in data.split('\n') {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line.as_bytes());

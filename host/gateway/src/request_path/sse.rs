@@ -1,12 +1,13 @@
-//! Server-sent events, read and written the way browsers and SDKs read them
-//! (the WHATWG `text/event-stream` rules), with bounds: an upstream that
-//! never ends a line or an event cannot grow the gateway's memory.
+//! Server-sent events on the host: the parser and writer of
+//! `edgegate_policy_core::sse` (the WHATWG `text/event-stream` rules, with
+//! bounds; the Spin gateway streams with the same code), over the
+//! contract's event type. An upstream that never ends a line or an event
+//! cannot grow the gateway's memory.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+pub(crate) use edgegate_policy_core::sse::EventTooLarge;
+use edgegate_policy_core::sse::{self as core_sse, SseItem, SseParser};
 use edgegate_runtime::bindings::types::SseEvent;
-
-/// Largest event (its field lines together) the parser holds.
-pub(crate) const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// What the parser found in the stream.
 #[derive(Debug, PartialEq)]
@@ -17,155 +18,42 @@ pub(crate) enum Item {
     Comment(Bytes),
 }
 
-/// The stream broke the format's bounds.
-#[derive(Debug, thiserror::Error)]
-#[error("a server-sent event over {MAX_EVENT_BYTES} bytes")]
-pub(crate) struct EventTooLarge;
-
 /// An incremental `text/event-stream` parser.
 #[derive(Default)]
-pub(crate) struct Parser {
-    /// The bytes of the line being read.
-    line: Vec<u8>,
-    /// The last byte fed was a CR: an LF right after it ends no second line.
-    after_cr: bool,
-    /// Fields of the event being read.
-    event: Option<String>,
-    data: String,
-    has_data: bool,
-    id: Option<String>,
-    retry: Option<u32>,
-    /// Bytes held for the current event (lines read plus the line being read).
-    held: usize,
-    ready: std::collections::VecDeque<Item>,
-}
+pub(crate) struct Parser(SseParser);
 
 impl Parser {
     /// Feed bytes; whole events become available from [`Parser::next`].
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), EventTooLarge> {
-        while !bytes.is_empty() {
-            if self.after_cr && bytes[0] == b'\n' {
-                bytes = &bytes[1..];
-                self.after_cr = false;
-                continue;
-            }
-            self.after_cr = false;
-            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
-                Some(at) => {
-                    self.take(&bytes[..at])?;
-                    self.after_cr = bytes[at] == b'\r';
-                    let line = std::mem::take(&mut self.line);
-                    self.line_done(&line);
-                    bytes = &bytes[at + 1..];
-                }
-                None => {
-                    self.take(bytes)?;
-                    bytes = &[];
-                }
-            }
-        }
-        Ok(())
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), EventTooLarge> {
+        self.0.feed(bytes)
     }
 
-    fn take(&mut self, part: &[u8]) -> Result<(), EventTooLarge> {
-        self.held += part.len();
-        if self.held > MAX_EVENT_BYTES {
-            return Err(EventTooLarge);
-        }
-        self.line.extend_from_slice(part);
-        Ok(())
-    }
-
-    /// The next whole event or comment, in stream order.
+    /// The next whole event or comment, in stream order; its fields move
+    /// into the contract's type.
     pub(crate) fn next(&mut self) -> Option<Item> {
-        self.ready.pop_front()
-    }
-
-    fn line_done(&mut self, line: &[u8]) {
-        if line.is_empty() {
-            self.dispatch();
-            return;
-        }
-        if line[0] == b':' {
-            self.held -= line.len();
-            let mut comment = BytesMut::with_capacity(line.len() + 1);
-            comment.put_slice(line);
-            comment.put_u8(b'\n');
-            self.ready.push_back(Item::Comment(comment.freeze()));
-            return;
-        }
-        let text = String::from_utf8_lossy(line);
-        let (name, value) = match text.split_once(':') {
-            Some((n, v)) => (n, v.strip_prefix(' ').unwrap_or(v)),
-            None => (&*text, ""),
-        };
-        match name {
-            "event" => self.event = Some(value.to_string()),
-            "data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-                self.has_data = true;
-            }
-            "id" if !value.contains('\0') => self.id = Some(value.to_string()),
-            "retry" => {
-                if let Ok(ms) = value.parse() {
-                    self.retry = Some(ms);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn dispatch(&mut self) {
-        let seen =
-            self.has_data || self.event.is_some() || self.id.is_some() || self.retry.is_some();
-        if seen {
-            self.ready.push_back(Item::Event(SseEvent {
-                event: self.event.take(),
-                data: std::mem::take(&mut self.data),
-                id: self.id.take(),
-                retry: self.retry.take(),
-            }));
-        }
-        self.has_data = false;
-        self.held = 0;
+        self.0.next_item().map(|item| match item {
+            SseItem::Event(e) => Item::Event(SseEvent {
+                event: e.event,
+                data: e.data,
+                id: e.id,
+                retry: e.retry,
+            }),
+            SseItem::Comment(c) => Item::Comment(Bytes::from(c)),
+        })
     }
 }
 
-/// A policy's event as wire bytes. Field values that would break the framing
-/// (a line break in `event` or `id`) are refused; `data` with line breaks
-/// becomes several `data` lines, as the format says.
-pub(crate) fn write(event: &SseEvent, out: &mut BytesMut) -> Result<(), &'static str> {
-    let one_line = |v: &str| !v.contains(['\r', '\n']);
-    if let Some(name) = &event.event {
-        if !one_line(name) {
-            return Err("an event name with a line break");
-        }
-        out.put_slice(b"event: ");
-        out.put_slice(name.as_bytes());
-        out.put_u8(b'\n');
-    }
-    if let Some(id) = &event.id {
-        if !one_line(id) || id.contains('\0') {
-            return Err("an event id with a line break or NUL");
-        }
-        out.put_slice(b"id: ");
-        out.put_slice(id.as_bytes());
-        out.put_u8(b'\n');
-    }
-    if let Some(ms) = event.retry {
-        out.put_slice(format!("retry: {ms}\n").as_bytes());
-    }
-    let data = event.data.replace("\r\n", "\n").replace('\r', "\n");
-    for line in data.split('\n') {
-        out.put_slice(b"data: ");
-        out.put_slice(line.as_bytes());
-        out.put_u8(b'\n');
-    }
-    out.put_u8(b'\n');
-    Ok(())
+/// A policy's event as wire bytes, appended to `out`. Field values that
+/// would break the framing (a line break in `event` or `id`) are refused;
+/// `data` with line breaks becomes several `data` lines, as the format says.
+pub(crate) fn write(event: &SseEvent, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    core_sse::write_fields(
+        event.event.as_deref(),
+        &event.data,
+        event.id.as_deref(),
+        event.retry,
+        out,
+    )
 }
 
 /// Whether a response is a server-sent event stream, by its content type.
@@ -173,13 +61,13 @@ pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        .is_some_and(core_sse::is_event_stream)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgegate_policy_core::sse::MAX_EVENT_BYTES;
 
     fn ev(event: Option<&str>, data: &str, id: Option<&str>) -> Item {
         Item::Event(SseEvent {
@@ -244,7 +132,7 @@ mod tests {
             id: Some("9".into()),
             retry: Some(1500),
         };
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         write(&event, &mut out).unwrap();
         let mut p = Parser::default();
         p.feed(&out).unwrap();
@@ -262,6 +150,6 @@ mod tests {
             id: None,
             retry: None,
         };
-        assert!(write(&bad, &mut BytesMut::new()).is_err());
+        assert!(write(&bad, &mut Vec::new()).is_err());
     }
 }

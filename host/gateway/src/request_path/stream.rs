@@ -14,10 +14,10 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use edgegate_config::OnError;
 use edgegate_runtime::bindings::types::{
-    self, BodyChunk, ChunkVerdict, EndReason, EventVerdict, SseEvent, StreamEvent,
+    self, BodyChunk, ChunkVerdict, EndReason, EventVerdict, StreamEvent,
 };
 use edgegate_runtime::{Lease, PolicyFailure};
 use http_body_util::BodyExt;
@@ -317,10 +317,10 @@ impl Running {
         let out = match self.kind {
             Kind::Chunks => self.chunk(Bytes::new(), Some(reason)).await,
             Kind::Events => {
-                let mut out = BytesMut::new();
+                let mut out = Vec::new();
                 self.event(StreamEvent::End(reason), &mut out)
                     .await
-                    .map(|()| out.freeze())
+                    .map(|()| Bytes::from(out))
             }
         };
         // The instance goes back now, not when the stream's task ends.
@@ -370,7 +370,7 @@ impl Running {
                 error: Box::new(e),
             });
         }
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         while let Some(item) = self.parser.next() {
             match item {
                 sse::Item::Comment(c) => out.extend_from_slice(&c),
@@ -388,11 +388,11 @@ impl Running {
                 return Err(self.fail_with("policy_failed", &why));
             }
         }
-        Ok(out.freeze())
+        Ok(Bytes::from(out))
     }
 
     /// One event call; what it emits is written to `out`.
-    async fn event(&mut self, event: StreamEvent, out: &mut BytesMut) -> Result<(), Stop> {
+    async fn event(&mut self, event: StreamEvent, out: &mut Vec<u8>) -> Result<(), Stop> {
         let carry = std::mem::take(&mut self.text_carry);
         let (event, carry, result) = self
             .call(move |mut lease, _| async move {
@@ -400,7 +400,7 @@ impl Running {
                 (lease, (event, carry, r))
             })
             .await?;
-        let pass = |event: &StreamEvent, out: &mut BytesMut| {
+        let pass = |event: &StreamEvent, out: &mut Vec<u8>| {
             if let StreamEvent::Event(e) = event {
                 // The host parsed it, so it writes back.
                 let _ = sse::write(e, out);
@@ -529,25 +529,10 @@ impl Running {
 }
 
 /// The event that ends a stream a policy stopped (docs/phases.md): shaped
-/// so that the OpenAI and Anthropic SDKs raise it as an API error.
+/// so that the OpenAI and Anthropic SDKs raise it as an API error (the one
+/// the Spin gateway sends too).
 pub(crate) fn error_event(policy: &str, code: &str, message: &str) -> Bytes {
-    let data = serde_json::json!({
-        "type": "error",
-        "error": {
-            "type": "policy_error",
-            "code": code,
-            "message": message,
-            "policy": policy,
-        }
-    });
-    let mut out = BytesMut::new();
-    let event = SseEvent {
-        event: Some("error".into()),
-        data: data.to_string(),
-        id: None,
-        retry: None,
-    };
-    // The host's own event: one line of JSON, which writes.
-    let _ = sse::write(&event, &mut out);
-    out.freeze()
+    Bytes::from(edgegate_policy_core::sse::error_event(
+        policy, code, message,
+    ))
 }
