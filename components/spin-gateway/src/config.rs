@@ -141,37 +141,9 @@ pub struct PolicyDef {
     pub kv_namespace: String,
 }
 
-/// How a route matches the request's host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    /// This host exactly (case-insensitive).
-    Exact(String),
-    /// `*.example.com`: any subdomain (the suffix keeps its dot).
-    Suffix(String),
-}
-
-impl HostMatch {
-    /// A pattern `edgegate_config::route_host_problem` accepted, in the canonical form of hosts:
-    /// lower case, no trailing dot.
-    fn parse(pattern: &str) -> Self {
-        let p = pattern.to_ascii_lowercase();
-        let p = p.strip_suffix('.').map(str::to_string).unwrap_or(p);
-        match p.strip_prefix('*') {
-            Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
-            _ => HostMatch::Exact(p),
-        }
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
-            HostMatch::Suffix(s) => {
-                host.len() > s.len()
-                    && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
-            }
-        }
-    }
-}
+use edgegate_request::routes::prefix_matches;
+/// How a route matches the request's host and path: the host's rules.
+pub use edgegate_request::routes::HostMatch;
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,17 +425,6 @@ fn base_url(endpoint: &str) -> Result<String, String> {
         ));
     }
     Ok(format!("{scheme}://{authority}"))
-}
-
-/// `/api` matches `/api`, `/api/x` and `/api?q`, but not `/apix` (as the host does).
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if !path.starts_with(prefix) {
-        return false;
-    }
-    if prefix.ends_with('/') || path.len() == prefix.len() {
-        return true;
-    }
-    matches!(path.as_bytes()[prefix.len()], b'/' | b'?')
 }
 
 fn strip_port(authority: &str) -> &str {

@@ -6,3 +6,4 @@ pub mod attempts;
 pub mod canonical;
 pub mod errors;
 pub mod hop;
+pub mod routes;

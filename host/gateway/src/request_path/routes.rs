@@ -29,35 +29,9 @@ impl ChainEntry {
     }
 }
 
-/// Which hosts a route accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HostMatch {
-    Exact(String),
-    /// `*.example.com` → suffix `.example.com`.
-    Suffix(String),
-}
-
-impl HostMatch {
-    /// A pattern in the canonical form of hosts: lower case, no trailing dot.
-    pub(crate) fn parse(pattern: &str) -> Self {
-        let p = pattern.to_ascii_lowercase();
-        let p = p.strip_suffix('.').map(str::to_string).unwrap_or(p);
-        match p.strip_prefix('*') {
-            Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
-            _ => HostMatch::Exact(p),
-        }
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
-            HostMatch::Suffix(s) => {
-                host.len() > s.len()
-                    && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
-            }
-        }
-    }
-}
+/// Which hosts a route accepts, and how a path prefix matches: the rules
+/// the Spin component matches with too.
+pub(crate) use edgegate_request::routes::{prefix_matches, HostMatch};
 
 /// A route as the request path uses it.
 pub(crate) struct Route {
@@ -98,17 +72,6 @@ fn request_matches(
     host.is_none_or(|h| h.matches(req_host))
         && (methods.is_empty() || methods.contains(method))
         && prefix_matches(prefix, path)
-}
-
-/// `/api` matches `/api`, `/api/x` and `/api?q`, but not `/apix`.
-pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if !path.starts_with(prefix) {
-        return false;
-    }
-    if prefix.ends_with('/') || path.len() == prefix.len() {
-        return true;
-    }
-    matches!(path.as_bytes()[prefix.len()], b'/' | b'?')
 }
 
 /// Routes in config order; the first match wins.
