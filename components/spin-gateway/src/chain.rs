@@ -885,29 +885,34 @@ mod tests {
     }
 
     const CONFIG: &str = r#"
+        version = 1
         [upstreams.primary]
         endpoints = ["http://primary:1"]
         [upstreams.backup]
         endpoints = ["http://backup:2"]
 
         [policies.auth]
+        kind = "auth"
         request_body = "buffer"
         response_body = "sse"
         [policies.auth.config]
         api_keys = { keys = [{ id = "team", sha256 = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c" }] }
 
         [policies.routing]
+        kind = "routing"
         request_body = "buffer"
         [policies.routing.config]
         llm = { models = { "*" = ["primary", "backup"] }, retries = 1, backoff_ms = 100 }
 
         [policies.redaction]
+        kind = "redaction"
         request_body = "buffer"
         response_body = "sse"
         [policies.redaction.config]
         rules = [{ detector = "email", mode = "mask" }, { detector = "credit_card", mode = "block" }]
 
         [policies.caching]
+        kind = "caching"
         on_error = "allow"
         request_body = "buffer"
         response_body = "sse"
@@ -1411,12 +1416,12 @@ mod tests {
         let names = ["a", "b", "c", "d", "e", "f", "g"];
         for case in &table.plan {
             let d = &case.decision;
-            let mut config = String::new();
+            let mut config = String::from("version = 1\n");
             for n in names {
                 config += &format!("[upstreams.{n}]\nendpoints = [\"http://{n}:1\"]\n");
             }
             config += &format!(
-                "[policies.routing]\n[policies.routing.config]\nrules = [{{ path_prefix = \"/\", upstream = {:?} }}]\nfallbacks = {:?}\nretries = {}\nbackoff_ms = {}\n[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"a\"\npolicies = [\"routing\"]\n",
+                "[policies.routing]\nkind = \"routing\"\n[policies.routing.config]\nrules = [{{ path_prefix = \"/\", upstream = {:?} }}]\nfallbacks = {:?}\nretries = {}\nbackoff_ms = {}\n[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"a\"\npolicies = [\"routing\"]\n",
                 d.upstream, d.fallbacks, d.retries, d.backoff_ms
             );
             let config = Config::parse(&config).expect("config");

@@ -1,60 +1,50 @@
-//! The gateway config, read from the Spin variable `gateway_config`: the
-//! `[upstreams]`, `[policies]` and `[[routes]]` of a `policies/gateway.toml`,
-//! in the same shape. Keys that only mean something to the edgegate host
-//! (listeners, trust store, component files, wasm limits) are accepted and
-//! listed as ignored; any other unknown key is refused by name, as the host
-//! refuses it.
+//! The gateway config, read from the Spin variable `gateway_config`: a
+//! `policies/gateway.toml`, parsed and checked by the host's own config
+//! crate ([`edgegate_config::parse_embedded`]): one schema, one set of
+//! rules. What is built here is what Spin runs: each policy's logic (compiled
+//! into this component, so it names no `.wasm` file), upstream base URLs and
+//! the route table. The few keys whose meaning Spin cannot honour are refused
+//! by name; the ones that only tune the host (listeners, wasm limits, circuit
+//! breakers) are listed as ignored.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
+use edgegate_config::{EndpointAddress, GatewayConfig, PolicyKind};
 use edgegate_policy_core::BodyModes;
-use serde::Deserialize;
 
 use crate::policies::{Kind, Policy};
 
-/// Largest request or response body buffered when a policy does not say (the host's default).
-const DEFAULT_BODY_LIMIT: usize = 1 << 20;
-/// Upstream answer deadline when the config does not say (the host's default).
-const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-/// Longest silence inside an upstream's answer body, as the host's default.
-const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// What happens to the request when a policy fails, and how a policy sees a
+/// body (`request_body`, `response_body`; docs/phases.md §7): the host's
+/// config types, so a mode or an `on_error` means the same on both.
+pub use edgegate_config::{BodyMode, OnError};
 
-/// Top-level keys only the edgegate host reads.
-const HOST_ONLY_TOP: &[&str] = &[
-    "server",
-    "admin",
-    "trust",
-    "canary",
-    "node",
-    "access_log",
-    "quarantine",
-];
-/// `[upstreams.NAME]` keys only the edgegate host reads.
-const HOST_ONLY_UPSTREAM: &[&str] = &[
-    "balance",
-    "max_idle_per_endpoint",
-    "connect_timeout_ms",
-    "circuit",
-    "outlier",
-    "health_check",
-];
-/// `[policies.NAME]` keys only the edgegate host reads (Spin runs the logic
-/// compiled into this component, in its own sandbox).
-const HOST_ONLY_POLICY: &[&str] = &[
-    "component",
-    "sha256",
-    "capabilities",
-    "memory_limit_bytes",
-    "timeout_ms",
-    "kv_budget_bytes",
-    "reuse_instances",
+/// The Spin variable holding the gateway config (TOML).
+pub const CONFIG_VARIABLE: &str = "gateway_config";
+
+/// Keys the Spin gateway reads; any other key present is valid (the host's
+/// schema accepted it) and is listed as ignored. Per table: the top level,
+/// `[upstreams.NAME]` and `[policies.NAME]`; every route key is read.
+const READ_TOP: &[&str] = &["version", "upstreams", "policies", "routes"];
+const READ_UPSTREAM: &[&str] = &["endpoints", "timeout_ms", "idle_timeout_ms"];
+const READ_POLICY: &[&str] = &[
+    "kind",
+    "on_error",
+    "body_limit_bytes",
+    "request_body",
+    "response_body",
+    "kv_namespace",
+    "config",
 ];
 
-/// A refused config: the key and why.
+/// A refused config: where, the key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// 1-based line and column in the config text, when known.
+    pub position: Option<(usize, usize)>,
     /// Dotted key path (`routes[0].upstream`); empty for the whole document.
     pub key: String,
     /// Why it is refused.
@@ -64,14 +54,28 @@ pub struct ConfigError {
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
+            position: None,
             key: key.into(),
             message: message.into(),
         }
     }
 }
 
+impl From<edgegate_config::ConfigError> for ConfigError {
+    fn from(e: edgegate_config::ConfigError) -> Self {
+        Self {
+            position: e.position,
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.position {
+            write!(f, "line {line}, column {column}: ")?;
+        }
         if self.key.is_empty() {
             f.write_str(&self.message)
         } else {
@@ -81,11 +85,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// What happens to the request when a policy fails, and how a policy sees a
-/// body (`request_body`, `response_body`; docs/phases.md §7): the host's
-/// config types, so a mode or an `on_error` means the same on both.
-pub use edgegate_config::{BodyMode, OnError};
 
 /// One upstream cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +177,7 @@ pub struct Config {
     pub policies: Vec<PolicyDef>,
     /// Routes in config order; the first match wins.
     pub routes: Vec<Route>,
-    /// Host-only keys that were present and are ignored here.
+    /// Keys present that only the edgegate host reads, ignored here.
     pub ignored: Vec<String>,
 }
 
@@ -189,78 +188,49 @@ impl Config {
         self.routes.iter().find(|r| r.matches(host, path, method))
     }
 
-    /// Parses and checks `text` (TOML), building every policy's logic from its config.
+    /// Parses and checks `text` (TOML) with the host's config crate, then
+    /// builds every policy's logic from its config.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let message = inner.message().to_string();
-            ConfigError::new(if key == "." { String::new() } else { key }, message)
-        })?;
-        let mut ignored = Vec::new();
-        check_keys("", &raw.other, HOST_ONLY_TOP, &mut ignored)?;
+        let raw = edgegate_config::parse_embedded(Path::new(CONFIG_VARIABLE), text)?;
+        refuse_what_spin_cannot_honour(&raw)?;
 
         let mut upstreams = BTreeMap::new();
-        for (name, u) in raw.upstreams {
-            let at = format!("upstreams.{name}");
-            check_keys(&at, &u.other, HOST_ONLY_UPSTREAM, &mut ignored)?;
-            if u.endpoints.is_empty() {
-                return Err(ConfigError::new(
-                    format!("{at}.endpoints"),
-                    "needs at least one endpoint",
-                ));
-            }
+        for (name, u) in &raw.upstreams {
             let endpoints = u
                 .endpoints
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    base_url(e).map_err(|m| ConfigError::new(format!("{at}.endpoints[{i}]"), m))
+                    // The host's parse accepted it already; this only shapes it.
+                    EndpointAddress::parse(e.get_ref())
+                        .map(|a| {
+                            let scheme = if a.tls { "https" } else { "http" };
+                            format!("{scheme}://{}", a.authority())
+                        })
+                        .map_err(|m| {
+                            ConfigError::new(format!("upstreams.{name}.endpoints[{i}]"), m)
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let timeout_ms = u.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-            if timeout_ms == 0 {
-                return Err(ConfigError::new(
-                    format!("{at}.timeout_ms"),
-                    "must be above 0",
-                ));
-            }
-            let idle_timeout_ms = u.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
-            if idle_timeout_ms == 0 {
-                return Err(ConfigError::new(
-                    format!("{at}.idle_timeout_ms"),
-                    "must be above 0",
-                ));
-            }
             upstreams.insert(
-                name,
+                name.clone(),
                 Upstream {
                     endpoints,
-                    timeout: Duration::from_millis(timeout_ms),
-                    idle_timeout: Duration::from_millis(idle_timeout_ms),
+                    timeout: Duration::from_millis(u.timeout_ms),
+                    idle_timeout: Duration::from_millis(u.idle_timeout_ms),
                 },
             );
         }
 
         let mut policies = Vec::new();
-        for (name, p) in raw.policies {
+        for (name, p) in &raw.policies {
             let at = format!("policies.{name}");
-            check_keys(&at, &p.other, HOST_ONLY_POLICY, &mut ignored)?;
-            let kind = match p.kind.as_deref() {
-                Some(k) => Kind::from_name(k).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{at}.kind"),
-                        format!("`{k}` cannot run on Spin: the Spin gateway runs the logic of auth, routing, redaction and caching (the components of other kinds need the edgegate host)"),
-                    )
-                })?,
-                None => Kind::from_name(&name).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{at}.kind"),
-                        "missing: say which logic runs (auth, routing, redaction or caching)",
-                    )
-                })?,
-            };
+            let kind = spin_kind(p.kind).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{at}.kind"),
+                    format!("`{}` cannot run on Spin: the Spin gateway runs the logic of auth, routing, redaction and caching (say which with `kind`; other components need the edgegate host)", p.kind.as_str()),
+                )
+            })?;
             let json = serde_json::to_string(&p.config)
                 .map_err(|e| ConfigError::new(format!("{at}.config"), e.to_string()))?;
             let policy = Policy::build(kind, &json).map_err(|e| match e {
@@ -274,25 +244,10 @@ impl Config {
                     ConfigError::new(format!("{at}.config"), m)
                 }
             })?;
-            let body_limit = p.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT);
-            if body_limit == 0 {
-                return Err(ConfigError::new(
-                    format!("{at}.body_limit_bytes"),
-                    "must be above 0",
-                ));
-            }
-            let request_body = p.request_body.unwrap_or_default();
-            let response_body = p.response_body.unwrap_or_default();
             for (key, mode, declared) in [
-                ("request_body", request_body, policy.request_modes()),
-                ("response_body", response_body, policy.response_modes()),
+                ("request_body", p.request_body, policy.request_modes()),
+                ("response_body", p.response_body, policy.response_modes()),
             ] {
-                if key == "request_body" && mode == BodyMode::Sse {
-                    return Err(ConfigError::new(
-                        format!("{at}.{key}"),
-                        "`sse` is for responses; a request body is `none`, `buffer` or `stream`",
-                    ));
-                }
                 if !declared_in(mode, declared) {
                     return Err(ConfigError::new(
                         format!("{at}.{key}"),
@@ -305,72 +260,30 @@ impl Config {
                 }
             }
             policies.push(PolicyDef {
-                request_body,
-                response_body,
-                on_error: p.on_error.unwrap_or(match kind {
-                    Kind::Caching => OnError::Allow,
-                    _ => OnError::Deny,
-                }),
-                kv_namespace: p.kv_namespace.unwrap_or_else(|| name.clone()),
-                name,
+                request_body: p.request_body,
+                response_body: p.response_body,
+                on_error: p.on_error(),
+                kv_namespace: p.kv_namespace.clone().unwrap_or_else(|| name.clone()),
+                name: name.clone(),
                 policy,
-                body_limit,
+                body_limit: p.body_limit_bytes,
             });
         }
 
         let mut routes = Vec::new();
-        for (i, r) in raw.routes.into_iter().enumerate() {
-            let at = format!("routes[{i}]");
-            check_keys(&at, &r.other, &[], &mut ignored)?;
-            if let Some(why) = r
-                .host
-                .as_deref()
-                .and_then(edgegate_config::route_host_problem)
-            {
-                return Err(ConfigError::new(
-                    format!("{at}.host"),
-                    format!("`{}`: {why}", r.host.as_deref().unwrap_or_default()),
-                ));
-            }
-            for (j, m) in r.methods.iter().enumerate() {
-                if let Some(why) = edgegate_config::route_method_problem(m) {
-                    return Err(ConfigError::new(
-                        format!("{at}.methods[{j}]"),
-                        format!("`{m}` {why}"),
-                    ));
-                }
-            }
-            if !upstreams.contains_key(&r.upstream) {
-                return Err(ConfigError::new(
-                    format!("{at}.upstream"),
-                    format!("unknown upstream `{}`", r.upstream),
-                ));
-            }
-            if !r.path_prefix.starts_with('/') {
-                return Err(ConfigError::new(
-                    format!("{at}.path_prefix"),
-                    "must start with `/`",
-                ));
-            }
-            let mut chain = Vec::new();
-            for (j, name) in r.policies.iter().enumerate() {
-                let index = policies
-                    .iter()
-                    .position(|p| &p.name == name)
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            format!("{at}.policies[{j}]"),
-                            format!("unknown policy `{name}`"),
-                        )
-                    })?;
-                chain.push(index);
-            }
+        for r in &raw.routes {
+            // The host's checks resolved every name; a miss cannot happen.
+            let chain = r
+                .policies
+                .iter()
+                .filter_map(|name| policies.iter().position(|p| &p.name == name.get_ref()))
+                .collect();
             routes.push(Route {
-                name: r.name.unwrap_or_else(|| format!("route-{i}")),
+                name: r.name.clone(),
                 host: r.host.as_deref().map(HostMatch::parse),
-                path_prefix: r.path_prefix,
-                methods: r.methods,
-                upstream: r.upstream,
+                path_prefix: r.path_prefix.clone(),
+                methods: r.methods.iter().map(|m| m.get_ref().clone()).collect(),
+                upstream: r.upstream.get_ref().clone(),
                 chain,
             });
         }
@@ -384,47 +297,75 @@ impl Config {
             upstreams,
             policies,
             routes,
-            ignored,
+            ignored: ignored_keys(text),
         })
     }
 }
 
-/// Sorts the leftover keys of a table into ignored (host-only) and refused.
-fn check_keys(
-    at: &str,
-    other: &BTreeMap<String, toml::Value>,
-    host_only: &[&str],
-    ignored: &mut Vec<String>,
-) -> Result<(), ConfigError> {
-    for key in other.keys() {
-        let path = if at.is_empty() {
-            key.clone()
-        } else {
-            format!("{at}.{key}")
-        };
-        if host_only.contains(&key.as_str()) {
-            ignored.push(path);
-        } else {
-            return Err(ConfigError::new(path, "unknown key"));
+/// The logic compiled into this component for a policy kind; none for `custom`.
+fn spin_kind(kind: PolicyKind) -> Option<Kind> {
+    Some(match kind {
+        PolicyKind::Auth => Kind::Auth,
+        PolicyKind::Routing => Kind::Routing,
+        PolicyKind::Redaction => Kind::Redaction,
+        PolicyKind::Caching => Kind::Caching,
+        PolicyKind::Custom => return None,
+    })
+}
+
+/// Refuses the keys that change what a request gets and that Spin's
+/// outbound HTTP cannot do: ignoring them would serve something else than
+/// the operator wrote.
+fn refuse_what_spin_cannot_honour(c: &GatewayConfig) -> Result<(), ConfigError> {
+    for (name, u) in &c.upstreams {
+        if u.host_rewrite.is_some() {
+            return Err(ConfigError::new(
+                format!("upstreams.{name}.host_rewrite"),
+                "Spin's outbound HTTP sets `Host` from the endpoint URL; name the endpoint by the host it should see",
+            ));
+        }
+        let t = &u.tls;
+        if t.ca_file.is_some()
+            || t.server_name.is_some()
+            || t.client_cert.is_some()
+            || t.insecure_skip_verify
+        {
+            return Err(ConfigError::new(
+                format!("upstreams.{name}.tls"),
+                "Spin verifies `https://` endpoints with its own roots and presents no client certificate; remove the table",
+            ));
         }
     }
     Ok(())
 }
 
-/// `host:port`, `http://host:port` or `https://host[:port]` as a base URL without a trailing slash.
-fn base_url(endpoint: &str) -> Result<String, String> {
-    let (scheme, rest) = match endpoint.split_once("://") {
-        Some((s @ ("http" | "https"), rest)) => (s, rest),
-        Some((s, _)) => return Err(format!("scheme `{s}` is not http or https")),
-        None => ("http", endpoint),
+/// The keys of `text` outside [`READ_TOP`], [`READ_UPSTREAM`] and
+/// [`READ_POLICY`], dotted: what the host reads and Spin does not.
+fn ignored_keys(text: &str) -> Vec<String> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
     };
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains(['/', '?', '#', ' ', '@']) {
-        return Err(format!(
-            "`{endpoint}` is not `host:port` or `http(s)://host[:port]` (no path)"
-        ));
+    let mut ignored = Vec::new();
+    let mut sort = |at: &str, table: &toml::Table, read: &[&str]| {
+        for key in table.keys().filter(|k| !read.contains(&k.as_str())) {
+            ignored.push(if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            });
+        }
+    };
+    sort("", &doc, READ_TOP);
+    for (section, read) in [("upstreams", READ_UPSTREAM), ("policies", READ_POLICY)] {
+        if let Some(toml::Value::Table(entries)) = doc.get(section) {
+            for (name, entry) in entries {
+                if let toml::Value::Table(entry) = entry {
+                    sort(&format!("{section}.{name}"), entry, read);
+                }
+            }
+        }
     }
-    Ok(format!("{scheme}://{authority}"))
+    ignored
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -437,78 +378,12 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-#[derive(Deserialize)]
-struct RawConfig {
-    #[serde(default)]
-    #[allow(dead_code)]
-    version: Option<u32>,
-    #[serde(default)]
-    upstreams: BTreeMap<String, RawUpstream>,
-    #[serde(default)]
-    policies: BTreeMap<String, RawPolicy>,
-    #[serde(default)]
-    routes: Vec<RawRoute>,
-    #[serde(flatten)]
-    other: BTreeMap<String, toml::Value>,
-}
-
-#[derive(Deserialize)]
-struct RawUpstream {
-    endpoints: Vec<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    idle_timeout_ms: Option<u64>,
-    #[serde(flatten)]
-    other: BTreeMap<String, toml::Value>,
-}
-
-#[derive(Deserialize)]
-struct RawPolicy {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    on_error: Option<OnError>,
-    #[serde(default)]
-    body_limit_bytes: Option<usize>,
-    #[serde(default)]
-    request_body: Option<BodyMode>,
-    #[serde(default)]
-    response_body: Option<BodyMode>,
-    #[serde(default)]
-    kv_namespace: Option<String>,
-    #[serde(default)]
-    config: toml::Table,
-    #[serde(flatten)]
-    other: BTreeMap<String, toml::Value>,
-}
-
-#[derive(Deserialize)]
-struct RawRoute {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default = "root")]
-    path_prefix: String,
-    #[serde(default)]
-    methods: Vec<String>,
-    upstream: String,
-    #[serde(default)]
-    policies: Vec<String>,
-    #[serde(flatten)]
-    other: BTreeMap<String, toml::Value>,
-}
-
-fn root() -> String {
-    "/".into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
+        version = 1
         [upstreams.app]
         endpoints = ["127.0.0.1:9000"]
         [[routes]]
@@ -543,7 +418,7 @@ mod tests {
         let text = include_str!("../../../tests/fixtures/routes.toml");
         let table: Table = toml::from_str(text).unwrap();
         let with_route = |route: &str| {
-            format!("[upstreams.app]\nendpoints = [\"127.0.0.1:9000\"]\n[[routes]]\nname = \"r\"\nupstream = \"app\"\n{route}")
+            format!("version = 1\n[upstreams.app]\nendpoints = [\"127.0.0.1:9000\"]\n[[routes]]\nname = \"r\"\nupstream = \"app\"\n{route}")
         };
         for pattern in &table.refused_hosts {
             let e = refused(&with_route(&format!("host = {pattern:?}\n")));
@@ -572,10 +447,15 @@ mod tests {
         }
     }
 
+    /// The refusal as `key `K`: message`, without its position.
     fn refused(text: &str) -> String {
         match Config::parse(text) {
             Ok(_) => panic!("config was accepted"),
-            Err(e) => e.to_string(),
+            Err(e) => ConfigError {
+                position: None,
+                ..e
+            }
+            .to_string(),
         }
     }
 
@@ -589,14 +469,27 @@ mod tests {
             config.upstreams["demo"].endpoints,
             ["http://127.0.0.1:9000"]
         );
-        assert!(config.ignored.contains(&"server".to_string()));
-        assert!(config.ignored.contains(&"node".to_string()));
-        assert!(config
-            .ignored
-            .contains(&"upstreams.demo.health_check".to_string()));
-        assert!(config
-            .ignored
-            .contains(&"policies.auth.component".to_string()));
+        for key in [
+            "server",
+            "node",
+            "upstreams.demo.health_check",
+            "policies.auth.component",
+            "policies.auth.capabilities",
+        ] {
+            assert!(
+                config.ignored.iter().any(|k| k == key),
+                "{key}: {:?}",
+                config.ignored
+            );
+        }
+        for read in [
+            "version",
+            "routes",
+            "policies.auth.config",
+            "policies.auth.kind",
+        ] {
+            assert!(!config.ignored.iter().any(|k| k == read), "{read}");
+        }
     }
 
     #[test]
@@ -621,29 +514,50 @@ mod tests {
     }
 
     #[test]
-    fn refusals_name_the_key() {
+    fn refusals_name_the_key_and_where() {
+        // The host's own checks, through its config crate, with the position.
+        let e = Config::parse("version = 1\n[[routes]]\nname = \"r\"\nupstream = \"nope\"\n")
+            .err()
+            .expect("refused");
         assert_eq!(
-            refused("[[routes]]\nupstream = \"nope\"\n"),
-            "key `routes[0].upstream`: unknown upstream `nope`"
+            e.to_string(),
+            "line 4, column 12: key `routes[0].upstream`: unknown upstream `nope`"
         );
         assert_eq!(
             refused(&format!("{MINIMAL}\npolicies = [\"x\"]\n")),
             "key `routes[0].policies[0]`: unknown policy `x`"
         );
-        assert_eq!(
-            refused("[upstreams.a]\nendpoints = [\"ftp://x\"]\n"),
-            "key `upstreams.a.endpoints[0]`: scheme `ftp` is not http or https"
+        assert!(
+            refused("version = 1\n[upstreams.a]\nendpoints = [\"ftp://x\"]\n").starts_with(
+                "key `upstreams.a.endpoints[0]`: `ftp://x`: scheme `ftp` is not supported"
+            )
         );
-        assert_eq!(
-            refused(&format!("{MINIMAL}\n[policies.auth]\nlisten = 1\n")),
-            "key `policies.auth.listen`: unknown key"
+        assert!(
+            refused(&format!("{MINIMAL}\n[policies.auth]\nlisten = 1\n"))
+                .starts_with("key `policies.auth.listen`: unknown field `listen`")
         );
+        assert!(refused(&MINIMAL.replace("version = 1", "version = 2"))
+            .starts_with("key `version`: unsupported config version 2"));
+        // What Spin cannot honour is refused, not ignored.
         assert!(
             refused(&format!("{MINIMAL}\n[policies.x]\nkind = \"custom\"\n"))
                 .starts_with("key `policies.x.kind`: `custom` cannot run on Spin")
         );
+        assert!(refused(&format!("{MINIMAL}\n[policies.x]\n"))
+            .starts_with("key `policies.x.kind`: `custom` cannot run on Spin"));
+        assert!(refused(&MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:9000\"]",
+            "endpoints = [\"127.0.0.1:9000\"]\nhost_rewrite = \"api.example\""
+        ))
+        .starts_with("key `upstreams.app.host_rewrite`: Spin's outbound HTTP sets `Host`"));
+        assert!(refused(&MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:9000\"]",
+            "endpoints = [\"127.0.0.1:9000\"]\ntls = { ca_file = \"ca.pem\" }"
+        ))
+        .starts_with("key `upstreams.app.tls`: Spin verifies"));
+        // Spin's own: the logic's config and the body modes it declared.
         let bad_policy = refused(&format!(
-            "{MINIMAL}\n[policies.auth.config]\napi_keys = {{ keys = [{{ id = \"k\", sha256 = \"zz\" }}] }}\n"
+            "{MINIMAL}\n[policies.auth]\nkind = \"auth\"\n[policies.auth.config]\napi_keys = {{ keys = [{{ id = \"k\", sha256 = \"zz\" }}] }}\n"
         ));
         assert!(
             bad_policy.starts_with("key `policies.auth.config.api_keys.keys[0].sha256`"),
@@ -651,21 +565,21 @@ mod tests {
         );
         assert_eq!(
             refused(&format!(
-                "{MINIMAL}\n[policies.auth]\nresponse_body = \"stream\"\n[policies.auth.config]\napi_keys = {{ keys = [] }}\n"
+                "{MINIMAL}\n[policies.auth]\nkind = \"auth\"\nresponse_body = \"stream\"\n[policies.auth.config]\napi_keys = {{ keys = [] }}\n"
             )),
             "key `policies.auth.response_body`: its config says response_body = \"stream\", and the policy handles response_body modes: buffer, sse"
         );
         assert!(refused(&format!(
-            "{MINIMAL}\n[policies.redaction]\nrequest_body = \"sse\"\n"
+            "{MINIMAL}\n[policies.redaction]\nkind = \"redaction\"\nrequest_body = \"sse\"\n"
         ))
-        .starts_with("key `policies.redaction.request_body`: `sse` is for responses"));
+        .starts_with("key `policies.redaction.request_body`: `sse` is a response format"));
         assert!(refused(&format!(
-            "{MINIMAL}\n[policies.redaction]\nresponse_body = \"everything\"\n"
+            "{MINIMAL}\n[policies.redaction]\nkind = \"redaction\"\nresponse_body = \"everything\"\n"
         ))
         .starts_with("key `policies.redaction.response_body`"));
-        assert!(refused("routes = 3").starts_with("key `routes`"));
+        assert!(refused("version = 1\nroutes = 3").starts_with("key `routes`"));
         assert_eq!(
-            refused(""),
+            refused("version = 1"),
             "key `routes`: no routes: add at least one [[routes]]"
         );
     }

@@ -23,19 +23,6 @@ pub enum Kind {
     Caching,
 }
 
-impl Kind {
-    /// The kind named `name` in a config.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "auth" => Kind::Auth,
-            "routing" => Kind::Routing,
-            "redaction" => Kind::Redaction,
-            "caching" => Kind::Caching,
-            _ => return None,
-        })
-    }
-}
-
 /// A policy's logic, built from its config. Built once per config and kept
 /// (a handful per gateway), so the variants' size difference does not matter.
 #[allow(clippy::large_enum_variant)]

@@ -24,11 +24,9 @@ use crate::chain::{
     self, Answer, BodyStream, Client, ClientGone, Delivered, Incoming, Outgoing, SendError,
     Transport,
 };
-use crate::config::Config;
+use crate::config::{Config, CONFIG_VARIABLE};
 use crate::env::{parse_level, KvStore, RequestEnv};
 
-/// The Spin variable holding the gateway config (TOML).
-pub const CONFIG_VARIABLE: &str = "gateway_config";
 /// The Spin variable naming the log level (`debug`, `info`, `warn`, `error`).
 pub const LOG_LEVEL_VARIABLE: &str = "log_level";
 /// The Spin variable naming the key-value store (a label in `key_value_stores`).

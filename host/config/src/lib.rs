@@ -7,4 +7,4 @@ mod validate;
 
 pub use error::ConfigError;
 pub use model::*;
-pub use validate::{load, parse, route_host_problem, route_method_problem};
+pub use validate::{load, parse, parse_embedded, route_host_problem, route_method_problem};

@@ -954,8 +954,11 @@ pub enum CapabilityName {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Path to the `.wasm` component, relative to the config file.
-    pub component: Spanned<PathBuf>,
+    /// Path to the `.wasm` component, relative to the config file. Required
+    /// by the edgegate host; a runtime with the logic compiled in (the Spin
+    /// component) needs none and ignores it.
+    #[serde(default)]
+    pub component: Option<Spanned<PathBuf>>,
     /// Optional sha256 (hex) pin of the component's signed content (the file
     /// without its signature sections, as `edgegate verify` prints it); any
     /// other content is refused, however its signatures are encoded.
@@ -1024,6 +1027,14 @@ fn default_kv_budget() -> usize {
 }
 
 impl PolicyConfig {
+    /// The component file; [`crate::parse`] refuses a policy without one, so
+    /// only a config from [`crate::parse_embedded`] gives an empty path here.
+    pub fn component_path(&self) -> &std::path::Path {
+        self.component
+            .as_ref()
+            .map_or(std::path::Path::new(""), |c| c.get_ref().as_path())
+    }
+
     /// The effective `on_error`.
     pub fn on_error(&self) -> OnError {
         self.on_error.unwrap_or(self.kind.default_on_error())

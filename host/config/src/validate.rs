@@ -31,22 +31,22 @@ pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
     parse(path, &text)
 }
 
+/// Who reads a config, and so what it must name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The edgegate host: every policy names its component file, and the
+    /// components it loads are signed.
+    Host,
+    /// A runtime with the policies' logic compiled in (the Spin component):
+    /// no component files, so no trust store either.
+    Embedded,
+}
+
 /// Parse and validate config text that came from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
-    let de = toml::Deserializer::new(text);
-    let mut config: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        ConfigError::new(
-            path,
-            if key == "." { String::new() } else { key },
-            inner.message().to_string(),
-        )
-        .at(text, inner.span().map(|s| s.start))
-    })?;
-    config.source = path.to_path_buf();
+    let mut config = deserialize(path, text)?;
     config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    validate(&config, text)?;
+    validate(&config, text, Reader::Host)?;
     let trust_files = [
         config.trust.store.as_mut(),
         config.trust.revocations.as_mut(),
@@ -103,8 +103,12 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
             resolve(p);
         }
     }
-    for policy in config.policies.values_mut() {
-        let p = policy.component.get_mut();
+    for component in config
+        .policies
+        .values_mut()
+        .filter_map(|p| p.component.as_mut())
+    {
+        let p = component.get_mut();
         if p.is_relative() {
             *p = config.base_dir.join(&*p);
         }
@@ -112,7 +116,45 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
     Ok(config)
 }
 
-fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
+/// Parse and validate config text for a runtime that carries the policies'
+/// logic compiled in, as the Spin component does: the same schema and the
+/// same checks as [`parse`], except that a policy names no component file
+/// and no trust store is needed. Paths stay as written (nothing is read from
+/// disk); `source` names where the text came from, in errors.
+pub fn parse_embedded(source: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            source,
+            "",
+            format!(
+                "config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let config = deserialize(source, text)?;
+    validate(&config, text, Reader::Embedded)?;
+    Ok(config)
+}
+
+/// The config as written, before any check beyond its schema.
+fn deserialize(source: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    let mut config: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::new(
+            source,
+            if key == "." { String::new() } else { key },
+            inner.message().to_string(),
+        )
+        .at(text, inner.span().map(|s| s.start))
+    })?;
+    config.source = source.to_path_buf();
+    Ok(config)
+}
+
+fn validate(c: &GatewayConfig, text: &str, reader: Reader) -> Result<(), ConfigError> {
     let file = &c.source;
     let err =
         |key: String, msg: String, at: Option<usize>| ConfigError::new(file, key, msg).at(text, at);
@@ -127,7 +169,11 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
             Some(c.version.span().start),
         ));
     }
-    if c.trust.store.is_none() && !c.trust.allow_unsigned && !c.policies.is_empty() {
+    if reader == Reader::Host
+        && c.trust.store.is_none()
+        && !c.trust.allow_unsigned
+        && !c.policies.is_empty()
+    {
         return Err(err(
             "trust.store".into(),
             "required: edgegate runs only signed components (see docs/signing.md; \
@@ -398,12 +444,22 @@ fn validate(c: &GatewayConfig, text: &str) -> Result<(), ConfigError> {
                 ));
             }
         }
-        if p.component.get_ref().as_os_str().is_empty() {
-            return Err(err(
-                format!("policies.{name}.component"),
-                "must not be empty".into(),
-                Some(p.component.span().start),
-            ));
+        match &p.component {
+            None if reader == Reader::Host => {
+                return Err(err(
+                    format!("policies.{name}.component"),
+                    "required: the `.wasm` component file this policy runs".into(),
+                    None,
+                ))
+            }
+            Some(file) if file.get_ref().as_os_str().is_empty() => {
+                return Err(err(
+                    format!("policies.{name}.component"),
+                    "must not be empty".into(),
+                    Some(file.span().start),
+                ))
+            }
+            _ => {}
         }
     }
     let mut names = HashSet::new();
@@ -650,9 +706,49 @@ policies = ["h"]
     fn good_config_resolves_paths() {
         let c = parse(Path::new("/etc/edgegate/gateway.toml"), GOOD).unwrap();
         assert_eq!(
-            c.policies["h"].component.get_ref(),
+            c.policies["h"].component_path(),
             Path::new("/etc/edgegate/h.wasm")
         );
+    }
+
+    #[test]
+    fn the_host_needs_a_component_and_a_trust_store_and_an_embedded_reader_neither() {
+        let bare = GOOD
+            .replace("trust.allow_unsigned = true\n", "")
+            .replace("component = \"h.wasm\"\n", "kind = \"auth\"\n");
+        let e = parse(
+            Path::new("g.toml"),
+            &bare.replace("kind", "component = \"h.wasm\"\nkind"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "trust.store", "{e}");
+        let e = parse(
+            Path::new("g.toml"),
+            &bare.replace("version = 1", "version = 1\ntrust.allow_unsigned = true"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "policies.h.component", "{e}");
+        assert!(e.to_string().contains("required"), "{e}");
+
+        let c = parse_embedded(Path::new("gateway_config"), &bare).unwrap();
+        assert_eq!(c.policies["h"].kind, crate::PolicyKind::Auth);
+        assert_eq!(c.policies["h"].component_path(), Path::new(""));
+        // Every other rule is the host's: a bad route, a typo'd host key.
+        let e = parse_embedded(
+            Path::new("gateway_config"),
+            &bare.replace("upstream = \"backend\"", "upstream = \"nope\""),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "routes[0].upstream");
+        assert!(e.to_string().starts_with("gateway_config:"), "{e}");
+        let e = parse_embedded(
+            Path::new("gateway_config"),
+            &bare.replace("version = 1", "version = 1\n[server]\nlisten_on = 1"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "server.listen_on", "{e}");
+        let e = parse_embedded(Path::new("gateway_config"), &"#".repeat(5 << 20)).unwrap_err();
+        assert!(e.message.contains("the limit is"), "{e}");
     }
 
     #[test]

@@ -188,7 +188,7 @@ pub(crate) async fn admit(
         .map_err(|refusal| BuildError::Refused {
             policy: name.to_string(),
             path: match source {
-                Source::Config => p.component.get_ref().clone(),
+                Source::Config => p.component_path().to_path_buf(),
                 Source::Push => PathBuf::from("(pushed)"),
             },
             refusal,
@@ -462,7 +462,7 @@ impl GatewayState {
                     Err(e) => skipped.push(format!("policy `{name}`: the pushed version ({}) is not admitted any more, serving the config's component: {e}", content_digest_or_file_sha256(bytes))),
                 }
             }
-            let bytes = Arc::new(read_component(name, p.component.get_ref())?);
+            let bytes = Arc::new(read_component(name, p.component_path())?);
             let (version, _) = admit(&cx, name, bytes, Source::Config).await?;
             policies.insert(
                 name.clone(),
