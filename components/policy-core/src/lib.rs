@@ -9,6 +9,7 @@
 mod config;
 mod env;
 mod headers;
+pub mod hop;
 mod http;
 pub mod keys;
 pub mod sse;

@@ -17,8 +17,8 @@ use edgegate_policy_core::{
     Level, PolicyError, RequestChanges, RequestOutcome, ResponseChanges, ResponseOutcome,
 };
 
+use edgegate_policy_core::hop;
 use edgegate_request::attempts::{provider_failed, AttemptPlan};
-use edgegate_request::hop;
 
 use crate::config::{BodyMode, Config, OnError, PolicyDef, Route, Upstream};
 use crate::env::RequestEnv;
@@ -30,7 +30,7 @@ pub const DEFAULT_REQUEST_LIMIT: usize = 1 << 20;
 pub const VIA: &str = "1.1 edgegate-spin";
 
 /// Headers a wasi:http host refuses to take from a component, besides the
-/// hop-by-hop ones (`edgegate_request::hop`, the host's list) and the ones
+/// hop-by-hop ones (`edgegate_policy_core::hop`, the host's list) and the ones
 /// Spin adds to the incoming request (`spin-*`, stripped by prefix).
 const NOT_FORWARDED: &[&str] = &["host", "http2-settings", "content-length"];
 
@@ -1384,35 +1384,7 @@ mod tests {
     /// the provider-failure rule and the error bodies agree too.
     #[test]
     fn the_shared_attempt_table_holds_through_the_spin_chain() {
-        #[derive(serde::Deserialize)]
-        struct Table {
-            plan: Vec<Plan>,
-            provider_failed: Vec<u16>,
-            answered: Vec<u16>,
-            error_body: Vec<ErrorBody>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Plan {
-            decision: Decision,
-            tries: Vec<String>,
-            windows_ms: Vec<u64>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Decision {
-            upstream: String,
-            fallbacks: Vec<String>,
-            retries: u32,
-            backoff_ms: u32,
-        }
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            code: String,
-            message: String,
-            request_id: Option<String>,
-            json: String,
-        }
-        let table: Table =
-            toml::from_str(include_str!("../../../tests/fixtures/attempts.toml")).unwrap();
+        let table = edgegate_request::fixtures::attempts();
         let names = ["a", "b", "c", "d", "e", "f", "g"];
         for case in &table.plan {
             let d = &case.decision;

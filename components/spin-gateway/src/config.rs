@@ -395,28 +395,7 @@ mod tests {
     /// tested against too, through this component's own config parser.
     #[test]
     fn the_shared_route_table_matches_and_refuses_as_written() {
-        #[derive(serde::Deserialize)]
-        struct Table {
-            refused_hosts: Vec<String>,
-            refused_methods: Vec<String>,
-            case: Vec<Case>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Case {
-            route: RouteSpec,
-            #[serde(rename = "match")]
-            hits: Vec<(String, String, String)>,
-            miss: Vec<(String, String, String)>,
-        }
-        #[derive(serde::Deserialize)]
-        struct RouteSpec {
-            host: Option<String>,
-            path_prefix: Option<String>,
-            #[serde(default)]
-            methods: Vec<String>,
-        }
-        let text = include_str!("../../../tests/fixtures/routes.toml");
-        let table: Table = toml::from_str(text).unwrap();
+        let table = edgegate_request::fixtures::routes();
         let with_route = |route: &str| {
             format!("version = 1\n[upstreams.app]\nendpoints = [\"127.0.0.1:9000\"]\n[[routes]]\nname = \"r\"\nupstream = \"app\"\n{route}")
         };

@@ -5,5 +5,6 @@
 pub mod attempts;
 pub mod canonical;
 pub mod errors;
-pub mod hop;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod routes;

@@ -8,40 +8,7 @@ use std::time::Duration;
 use edgegate_request::attempts::{provider_failed, AttemptPlan};
 use edgegate_request::errors::error_body;
 
-#[derive(serde::Deserialize)]
-struct Table {
-    plan: Vec<Plan>,
-    provider_failed: Vec<u16>,
-    answered: Vec<u16>,
-    error_body: Vec<ErrorBody>,
-}
-
-#[derive(serde::Deserialize)]
-struct Plan {
-    decision: Decision,
-    tries: Vec<String>,
-    windows_ms: Vec<u64>,
-}
-
-#[derive(serde::Deserialize)]
-struct Decision {
-    upstream: String,
-    fallbacks: Vec<String>,
-    retries: u32,
-    backoff_ms: u32,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
-    request_id: Option<String>,
-    json: String,
-}
-
-fn table() -> Table {
-    toml::from_str(include_str!("../../../tests/fixtures/attempts.toml")).unwrap()
-}
+use edgegate_request::fixtures::attempts as table;
 
 #[test]
 fn plans_make_the_attempts_and_waits_the_table_lists() {

@@ -1,7 +1,7 @@
 //! Which upstream responses the cache stores, and for how long (RFC 9111 §3
 //! and §4.2, as a shared cache).
 
-use edgegate_policy_core::{header_values, HeaderView, HttpResponse};
+use edgegate_policy_core::{header_values, hop, HeaderView, HttpResponse};
 
 use crate::config::CachingConfig;
 use crate::directives::{self, CacheControl, Vary};
@@ -12,21 +12,6 @@ use crate::http_date;
 /// minus the ones a gateway rarely sees (206, 405, 414, 501). Only `200` is
 /// stored without explicit freshness.
 pub const STORED_STATUSES: [u16; 8] = [200, 203, 204, 300, 301, 308, 404, 410];
-
-/// Headers that describe one connection, not the response (RFC 9110 §7.6.1),
-/// and `age`, which the cache computes itself.
-const NOT_STORED: [&str; 10] = [
-    "age",
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Why a response is not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,20 +126,22 @@ fn freshness_lifetime(
     }
 }
 
-/// The end-to-end headers: without hop-by-hop ones (also those `Connection`
-/// names), `Age` and the cache's own status header.
+/// The end-to-end headers: without hop-by-hop ones (policy-core's list, the
+/// gateway's; also those `Connection` names), `Age`, which the cache computes
+/// itself, and the cache's own status header.
 fn stored_headers(headers: Vec<(String, String)>, status_header: &str) -> Vec<(String, String)> {
     let connection_named: Vec<String> = header_values(&headers, "connection")
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
+        .flat_map(hop::named_by_connection)
         .collect();
     headers
         .into_iter()
         .filter(|(name, _)| {
-            let name = name.to_ascii_lowercase();
-            !NOT_STORED.contains(&name.as_str())
-                && name != status_header
-                && !connection_named.contains(&name)
+            !hop::is_hop_by_hop(name)
+                && !name.eq_ignore_ascii_case("age")
+                && !name.eq_ignore_ascii_case(status_header)
+                && !connection_named
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(name))
         })
         .collect()
 }

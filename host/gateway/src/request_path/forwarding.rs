@@ -2,10 +2,10 @@
 
 use std::net::IpAddr;
 
-use edgegate_request::hop;
+use edgegate_policy_core::hop;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Remove hop-by-hop headers (`edgegate_request::hop`, the list Spin uses
+/// Remove hop-by-hop headers (`edgegate_policy_core::hop`, the list Spin uses
 /// too), including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(conn) = headers.get(header::CONNECTION).cloned() {

@@ -105,28 +105,7 @@ mod tests {
     /// tested against too.
     #[test]
     fn the_shared_route_table_matches_and_refuses_as_written() {
-        #[derive(serde::Deserialize)]
-        struct Table {
-            refused_hosts: Vec<String>,
-            refused_methods: Vec<String>,
-            case: Vec<Case>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Case {
-            route: RouteSpec,
-            #[serde(rename = "match")]
-            hits: Vec<(String, String, String)>,
-            miss: Vec<(String, String, String)>,
-        }
-        #[derive(serde::Deserialize)]
-        struct RouteSpec {
-            host: Option<String>,
-            path_prefix: Option<String>,
-            #[serde(default)]
-            methods: Vec<String>,
-        }
-        let text = include_str!("../../../../tests/fixtures/routes.toml");
-        let table: Table = toml::from_str(text).unwrap();
+        let table = edgegate_request::fixtures::routes();
         for pattern in &table.refused_hosts {
             assert!(
                 edgegate_config::route_host_problem(pattern).is_some(),

@@ -1,5 +1,6 @@
-//! Headers that describe one connection and are never forwarded (RFC 9110
-//! §7.6.1), on the host and on Spin alike.
+//! Headers that describe one connection and are never forwarded or stored
+//! (RFC 9110 §7.6.1): one list for the gateway, the Spin component and the
+//! caching policy.
 
 /// Hop-by-hop header names, lower-case; `proxy-connection` is the
 /// non-standard one some clients still send.
