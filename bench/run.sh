@@ -4,7 +4,8 @@
 #              OpenAI-style JSON answer on POST /v1/chat/completions
 #   nginx    : nginx proxy_pass to it (upstream keepalive pool)
 #   edgegate : pass-through (no policies)
-#   edgegate : one no-op policy
+#   edgegate : one no-op policy, a fresh instance per call (the default)
+#   edgegate : the same policy with its instances kept (reuse_instances)
 # then the shipped policies (issue 4):
 #   post-pass   : edgegate pass-through of a 1 KB JSON chat request (POST)
 #   chain4-miss : the same through auth → routing → redaction → caching, every
@@ -20,6 +21,8 @@
 #
 #   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 THREADS=1 by default
 #   ACCESS_LOG=true bash bench/run.sh   # edgegate with its access log on
+#   EDGEGATE_BIN=/path/edgegate bash bench/run.sh   # that binary, not a fresh
+#                                       # build (before/after runs, alternating)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,8 +43,12 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 bash scripts/build-components.sh >/dev/null
-cargo build --release -q -p edgegate-cli
-BIN=${CARGO_TARGET_DIR:-target}/release/edgegate
+if [ -n "${EDGEGATE_BIN:-}" ]; then
+  BIN=$EDGEGATE_BIN
+else
+  cargo build --release -q -p edgegate-cli
+  BIN=${CARGO_TARGET_DIR:-target}/release/edgegate
+fi
 bash scripts/sign-components.sh "$BIN" >/dev/null
 
 WORK=$(mktemp -d)
@@ -59,6 +66,7 @@ UP_PORT=$(free_port); NGINX_PORT=$(free_port)
 EG_PORT=$(free_port); EG_ADMIN=$(free_port); EGN_PORT=$(free_port); EGN_ADMIN=$(free_port)
 EGC_PORT=$(free_port); EGC_ADMIN=$(free_port); NGINX_CACHE_PORT=$(free_port)
 EGG_PORT=$(free_port); EGG_ADMIN=$(free_port); COORD_PORT=$(free_port)
+EGK_PORT=$(free_port); EGK_ADMIN=$(free_port)
 
 head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/1k"
 mkdir -p "$WORK/nginx"
@@ -107,7 +115,7 @@ NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 
-gateway_config() { # port admin policies
+gateway_config() { # port admin policies [reuse_instances]
   cat <<TOML
 version = 1
 [trust]
@@ -126,6 +134,7 @@ max_idle_per_endpoint = 256
 [policies.noop]
 component = "$PWD/target/signed/noop.wasm"
 on_error = "allow"
+reuse_instances = ${4:-false}
 [[routes]]
 name = "bench"
 path_prefix = "/"
@@ -135,6 +144,7 @@ TOML
 }
 gateway_config "$EG_PORT" "$EG_ADMIN" "" > "$WORK/pass.toml"
 gateway_config "$EGN_PORT" "$EGN_ADMIN" '"noop"' > "$WORK/noop.toml"
+gateway_config "$EGK_PORT" "$EGK_ADMIN" '"noop"' true > "$WORK/noop-kept.toml"
 # Pass-through with the health graph on: sampled and reported every 500 ms.
 { gateway_config "$EGG_PORT" "$EGG_ADMIN" ""
   printf '[node]\nid = "bench-edge"\nsite = "bench"\ncoordinator = "http://127.0.0.1:%s"\nreport_interval_ms = 500\n' "$COORD_PORT"
@@ -210,6 +220,8 @@ TOML
 PIDS+=($!)
 "$BIN" serve --config "$WORK/noop.toml" >/dev/null 2>"$WORK/noop.log" &
 PIDS+=($!)
+"$BIN" serve --config "$WORK/noop-kept.toml" >/dev/null 2>"$WORK/noop-kept.log" &
+PIDS+=($!)
 "$BIN" serve --config "$WORK/chain.toml" >/dev/null 2>"$WORK/chain.log" &
 PIDS+=($!)
 "$BIN" coordinator --config "$WORK/coordinator.toml" >/dev/null 2>"$WORK/coordinator.log" &
@@ -232,7 +244,7 @@ end
 LUA
 
 wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 did not come up" >&2; exit 1; }
-for p in $UP_PORT $NGINX_PORT $EG_PORT $EGN_PORT $NGINX_CACHE_PORT $EGG_PORT; do wait_up "$p"; done
+for p in $UP_PORT $NGINX_PORT $EG_PORT $EGN_PORT $EGK_PORT $NGINX_CACHE_PORT $EGG_PORT; do wait_up "$p"; done
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$EGC_PORT/" && break; sleep 0.1; done
 
 # wrk latency values come as 1.23ms / 456.78us / 1.2s: print microseconds.
@@ -250,11 +262,12 @@ run() { # name port [path] [wrk args...]
 }
 
 # Warm up each so pools and caches are in place, then measure.
-for p in $NGINX_PORT $EG_PORT $EGN_PORT; do wrk -t1 -c16 -d1s "http://127.0.0.1:$p/" >/dev/null; done
+for p in $NGINX_PORT $EG_PORT $EGN_PORT $EGK_PORT; do wrk -t1 -c16 -d1s "http://127.0.0.1:$p/" >/dev/null; done
 {
   run nginx "$NGINX_PORT"
   run edgegate-pass "$EG_PORT"
   run edgegate-noop "$EGN_PORT"
+  run noop-kept "$EGK_PORT"
 } > "$WORK/results"
 
 # The shipped policies: a checked request through the chain first (the
@@ -294,7 +307,7 @@ table() {
            $1, $2, $2/base_rps, $3, $3/base_p50, $4, $4/base_p99, substr($0, index($0,$5)) }' "$1"
 }
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers each, $(nproc) cores, $(date -u +%FT%TZ)"
-echo "-- proxy, GET 1 KB body"
+echo "-- proxy, GET 1 KB body; goals edgegate-pass >= 1.0x, edgegate-noop >= 0.9x edgegate-pass"
 table "$WORK/results"
 echo "-- shipped policies, POST 1 KB JSON chat request (unique, cache miss); goal chain4-miss >= 0.75x"
 table "$WORK/chain-results"
