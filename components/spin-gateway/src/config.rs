@@ -12,10 +12,10 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use edgegate_config::{EndpointAddress, GatewayConfig, PolicyKind};
+use edgegate_config::{EndpointAddress, GatewayConfig};
 use edgegate_policy_core::BodyModes;
 
-use crate::policies::{Kind, Policy};
+use crate::policies::Policy;
 
 /// What happens to the request when a policy fails, and how a policy sees a
 /// body (`request_body`, `response_body`; docs/phases.md §7): the host's
@@ -225,25 +225,26 @@ impl Config {
         let mut policies = Vec::new();
         for (name, p) in &raw.policies {
             let at = format!("policies.{name}");
-            let kind = spin_kind(p.kind).ok_or_else(|| {
-                ConfigError::new(
-                    format!("{at}.kind"),
-                    format!("`{}` cannot run on Spin: the Spin gateway runs the logic of auth, routing, redaction and caching (say which with `kind`; other components need the edgegate host)", p.kind.as_str()),
-                )
-            })?;
             let json = serde_json::to_string(&p.config)
                 .map_err(|e| ConfigError::new(format!("{at}.config"), e.to_string()))?;
-            let policy = Policy::build(kind, &json).map_err(|e| match e {
-                edgegate_policy_core::PolicyError::Config(c) if c.key.is_empty() => {
-                    ConfigError::new(format!("{at}.config"), c.reason)
-                }
-                edgegate_policy_core::PolicyError::Config(c) => {
-                    ConfigError::new(format!("{at}.config.{}", c.key), c.reason)
-                }
-                edgegate_policy_core::PolicyError::Internal(m) => {
-                    ConfigError::new(format!("{at}.config"), m)
-                }
-            })?;
+            let policy = Policy::build(p.kind, &json)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{at}.kind"),
+                        format!("`{}` cannot run on Spin: the Spin gateway runs the logic of auth, routing, redaction and caching (say which with `kind`; other components need the edgegate host)", p.kind.as_str()),
+                    )
+                })?
+                .map_err(|e| match e {
+                    edgegate_policy_core::PolicyError::Config(c) if c.key.is_empty() => {
+                        ConfigError::new(format!("{at}.config"), c.reason)
+                    }
+                    edgegate_policy_core::PolicyError::Config(c) => {
+                        ConfigError::new(format!("{at}.config.{}", c.key), c.reason)
+                    }
+                    edgegate_policy_core::PolicyError::Internal(m) => {
+                        ConfigError::new(format!("{at}.config"), m)
+                    }
+                })?;
             for (key, mode, declared) in [
                 ("request_body", p.request_body, policy.request_modes()),
                 ("response_body", p.response_body, policy.response_modes()),
@@ -300,17 +301,6 @@ impl Config {
             ignored: ignored_keys(text),
         })
     }
-}
-
-/// The logic compiled into this component for a policy kind; none for `custom`.
-fn spin_kind(kind: PolicyKind) -> Option<Kind> {
-    Some(match kind {
-        PolicyKind::Auth => Kind::Auth,
-        PolicyKind::Routing => Kind::Routing,
-        PolicyKind::Redaction => Kind::Redaction,
-        PolicyKind::Caching => Kind::Caching,
-        PolicyKind::Custom => return None,
-    })
 }
 
 /// Refuses the keys that change what a request gets and that Spin's

@@ -3,25 +3,13 @@
 
 use edgegate_auth::Auth;
 use edgegate_caching::Caching;
+use edgegate_config::PolicyKind;
 use edgegate_policy_core::{
     BodyModes, BodyState, Chunk, ChunkOutcome, Env, EventOutcome, HttpRequest, HttpResponse,
     PolicyError, PolicyLogic, RequestInfo, RequestOutcome, ResponseOutcome, StreamItem,
 };
 use edgegate_redaction::Redaction;
 use edgegate_routing::Routing;
-
-/// Which logic a configured policy runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// API keys, JWT, Basic, rate limits, token quotas.
-    Auth,
-    /// Upstream choice, LLM fallback, rewrites.
-    Routing,
-    /// PII and secrets.
-    Redaction,
-    /// HTTP and LLM response cache.
-    Caching,
-}
 
 /// A policy's logic, built from its config. Built once per config and kept
 /// (a handful per gateway), so the variants' size difference does not matter.
@@ -38,14 +26,17 @@ pub enum Policy {
 }
 
 impl Policy {
-    /// Builds the logic of `kind` from its config (JSON text).
-    pub fn build(kind: Kind, json: &str) -> Result<Self, PolicyError> {
-        Ok(match kind {
-            Kind::Auth => Policy::Auth(Auth::from_config(json)?),
-            Kind::Routing => Policy::Routing(Routing::from_config(json)?),
-            Kind::Redaction => Policy::Redaction(Redaction::from_config(json)?),
-            Kind::Caching => Policy::Caching(Caching::from_config(json)?),
-        })
+    /// Builds the logic of `kind` from its config (JSON text); `None` for
+    /// `custom`, whose logic is a component only the edgegate host runs.
+    pub fn build(kind: PolicyKind, json: &str) -> Option<Result<Self, PolicyError>> {
+        let built = match kind {
+            PolicyKind::Auth => Auth::from_config(json).map(Policy::Auth),
+            PolicyKind::Routing => Routing::from_config(json).map(Policy::Routing),
+            PolicyKind::Redaction => Redaction::from_config(json).map(Policy::Redaction),
+            PolicyKind::Caching => Caching::from_config(json).map(Policy::Caching),
+            PolicyKind::Custom => return None,
+        };
+        Some(built)
     }
 
     /// Whether the response phase does anything.

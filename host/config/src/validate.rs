@@ -16,16 +16,7 @@ const MAX_CONFIG_BYTES: u64 = 4 << 20;
 pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| ConfigError::new(path, "", format!("cannot read config: {e}")))?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(ConfigError::new(
-            path,
-            "",
-            format!(
-                "config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
-                meta.len()
-            ),
-        ));
-    }
+    too_large(path, meta.len())?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(path, "", format!("cannot read config: {e}")))?;
     parse(path, &text)
@@ -122,19 +113,22 @@ pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
 /// and no trust store is needed. Paths stay as written (nothing is read from
 /// disk); `source` names where the text came from, in errors.
 pub fn parse_embedded(source: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::new(
-            source,
-            "",
-            format!(
-                "config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
-                text.len()
-            ),
-        ));
-    }
+    too_large(source, text.len() as u64)?;
     let config = deserialize(source, text)?;
     validate(&config, text, Reader::Embedded)?;
     Ok(config)
+}
+
+/// Refuses a config of `len` bytes above [`MAX_CONFIG_BYTES`].
+fn too_large(source: &Path, len: u64) -> Result<(), ConfigError> {
+    if len > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            source,
+            "",
+            format!("config is {len} bytes; the limit is {MAX_CONFIG_BYTES}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The config as written, before any check beyond its schema.
