@@ -12,6 +12,7 @@ mod headers;
 pub mod hop;
 mod http;
 pub mod keys;
+pub mod llm;
 pub mod sse;
 mod stream;
 #[cfg(feature = "testing")]

@@ -124,7 +124,7 @@ impl PolicyLogic for Auth {
             }
         }
         if let Some(quota) = self.config.token_quota.filter(|_| self.is_llm(&req)) {
-            let estimate = req.body.as_deref().map_or(0, limits::estimate_request);
+            let (estimate, prompt) = req.body.as_deref().map_or((0, 0), limits::estimates);
             let now = env.now_millis();
             if let Decision::Refuse { retry_after_s } =
                 limits::check_quota(env, &principal.id, quota, estimate, now)?
@@ -137,7 +137,6 @@ impl PolicyLogic for Auth {
                 )));
             }
             env.ctx_set(ctx::QUOTA_ESTIMATE, &estimate.to_string());
-            let prompt = req.body.as_deref().map_or(0, limits::estimate_prompt);
             env.ctx_set(ctx::PROMPT_ESTIMATE, &prompt.to_string());
         }
 

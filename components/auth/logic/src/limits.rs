@@ -129,49 +129,22 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
     (bytes as u64).div_ceil(4)
 }
 
-/// Estimated prompt tokens of an OpenAI-style request body, without the
-/// answer reserve: what a streamed answer without `usage` is charged for
-/// its prompt.
-pub fn estimate_prompt(body: &[u8]) -> u64 {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return estimate_tokens(body.len());
-    };
-    let mut text = 0;
-    if let Some(messages) = v.get("messages").and_then(Value::as_array) {
-        for m in messages {
-            text += content_len(m.get("content"));
+/// The estimated tokens of an OpenAI-style request body, from one read of
+/// it: (with the answer reserve, of the prompt alone). The prompt is the
+/// text of `messages[].content` (or `prompt`, or `input`); the reserve is
+/// `max_completion_tokens` or `max_tokens` when the client sets one. A
+/// body that is not JSON is estimated from its length. The prompt estimate
+/// is what a streamed answer without `usage` is charged for its prompt.
+pub fn estimates(body: &[u8]) -> (u64, u64) {
+    match edgegate_policy_core::llm::chat_request(body) {
+        Some(r) => {
+            let prompt = estimate_tokens(r.prompt_bytes);
+            (prompt.saturating_add(r.reserve), prompt)
         }
-    }
-    text += content_len(v.get("prompt")) + content_len(v.get("input"));
-    estimate_tokens(text)
-}
-
-/// Estimated prompt tokens of an OpenAI-style request body: the text of
-/// `messages[].content` (or `prompt`, or `input`), plus `max_tokens` reserved
-/// for the answer when the client sets it.
-pub fn estimate_request(body: &[u8]) -> u64 {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return estimate_tokens(body.len());
-    };
-    let reserve = v
-        .get("max_completion_tokens")
-        .or_else(|| v.get("max_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    estimate_prompt(body) + reserve
-}
-
-fn content_len(v: Option<&Value>) -> usize {
-    match v {
-        Some(Value::String(s)) => s.len(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p {
-                Value::String(s) => s.len(),
-                other => content_len(other.get("text")),
-            })
-            .sum(),
-        _ => 0,
+        None => {
+            let all = estimate_tokens(body.len());
+            (all, all)
+        }
     }
 }
 
@@ -179,8 +152,9 @@ fn content_len(v: Option<&Value>) -> usize {
 /// completion) from a JSON body, or from the last SSE chunk that carries
 /// `usage`; `None` when the answer does not say.
 pub fn usage_of(body: &[u8]) -> Option<u64> {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return usage_in(&v);
+    use edgegate_policy_core::llm::{usage_from_value, usage_tokens};
+    if let Ok(tokens) = usage_tokens(body) {
+        return tokens;
     }
     // Streaming (text/event-stream): `data: {...}` lines; usage comes last when asked for.
     let text = std::str::from_utf8(body).ok()?;
@@ -188,19 +162,5 @@ pub fn usage_of(body: &[u8]) -> Option<u64> {
         .rev()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .find_map(|v| usage_in(&v))
-}
-
-fn usage_in(v: &Value) -> Option<u64> {
-    let usage = v.get("usage")?;
-    let field = |name: &str| usage.get(name).and_then(Value::as_u64);
-    field("total_tokens").or_else(|| {
-        let prompt = field("prompt_tokens").or_else(|| field("input_tokens"))?;
-        Some(
-            prompt
-                + field("completion_tokens")
-                    .or_else(|| field("output_tokens"))
-                    .unwrap_or(0),
-        )
-    })
+        .find_map(|v| usage_from_value(&v))
 }

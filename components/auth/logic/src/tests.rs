@@ -562,11 +562,11 @@ fn usage_is_read_from_json_and_sse_and_estimated_otherwise() {
     assert_eq!(limits::usage_of(sse), Some(7));
     assert_eq!(limits::usage_of(b"data: [DONE]\n"), None);
     assert_eq!(
-        limits::estimate_request(&chat_body(&"x".repeat(400), Some(50))),
+        limits::estimates(&chat_body(&"x".repeat(400), Some(50))).0,
         150
     );
     let parts = json!({"messages": [{"content": [{"type": "text", "text": "abcdefgh"}]}]});
-    assert_eq!(limits::estimate_request(parts.to_string().as_bytes()), 2);
+    assert_eq!(limits::estimates(parts.to_string().as_bytes()).0, 2);
 }
 
 #[test]

@@ -52,9 +52,10 @@ pub fn canonical_body(
     for name in IGNORED_FIELDS {
         fields.remove(name);
     }
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(body.map_or(0, <[u8]>::len));
     write_canonical(&Value::Object(fields), &mut out);
-    Ok(out)
+    // Written from `str`s and ASCII only, so always UTF-8.
+    String::from_utf8(out).map_err(|_| Bypass::NotJson)
 }
 
 /// `temperature` is 0 and at most one choice is asked for.
@@ -70,42 +71,54 @@ fn deterministic(fields: &Map<String, Value>) -> bool {
 /// JSON with object keys sorted at every level, no whitespace, and integral
 /// numbers written as integers. Sorting here rather than relying on
 /// serde_json's map order keeps the key stable if a dependency turns on
-/// `preserve_order`.
-fn write_canonical(value: &Value, out: &mut String) {
+/// `preserve_order`. Written straight into `out`, with serde_json's own
+/// string escaping: no text per value on the way.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    use std::io::Write;
     match value {
         Value::Object(map) => {
             let mut fields: Vec<(&String, &Value)> = map.iter().collect();
             fields.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
+            out.push(b'{');
             for (i, (k, v)) in fields.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::from(k.as_str()).to_string());
-                out.push(':');
+                write_str(k, out);
+                out.push(b':');
                 write_canonical(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
+        // Writing into a Vec cannot fail.
         Value::Number(n) => match n.as_f64() {
             // Exactly representable integers: `1.0`, `1` and `1e0` are the same number.
             Some(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
-                out.push_str(&(f as i64).to_string());
+                let _ = write!(out, "{}", f as i64);
             }
-            _ => out.push_str(&n.to_string()),
+            _ => {
+                let _ = write!(out, "{n}");
+            }
         },
-        other => out.push_str(&other.to_string()),
+        Value::String(s) => write_str(s, out),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Null => out.extend_from_slice(b"null"),
     }
+}
+
+/// A JSON string literal, escaped as serde_json escapes it.
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, s);
 }
 
 #[cfg(test)]
@@ -130,6 +143,12 @@ mod tests {
         assert_eq!(
             a.as_deref(),
             Ok(r#"{"messages":[{"content":"hi","role":"user"}],"model":"m","temperature":0}"#)
+        );
+        // Strings keep serde_json's escaping: quotes, controls, raw UTF-8.
+        assert_eq!(
+            canonical(r#"{"k\"ey":"caf\u00e9\n\u0001","temperature":0,"x":[true,null,1.5,2.0]}"#)
+                .as_deref(),
+            Ok(r#"{"k\"ey":"café\n\u0001","temperature":0,"x":[true,null,1.5,2]}"#)
         );
         assert_ne!(
             canonical(r#"{"model":"m","temperature":0,"messages":[],"seed":1}"#),

@@ -16,7 +16,6 @@ use edgegate_policy_core::{
     json_error, Circuit, Env, HttpRequest, PolicyError, PolicyLogic, RequestChanges,
     RequestOutcome, RouteDecision,
 };
-use serde_json::Value;
 
 use config::{HashOn, LlmConfig, Target};
 pub use config::{Match, RoutingConfig, Strategy};
@@ -194,8 +193,7 @@ fn llm_model(req: &HttpRequest) -> Option<String> {
     if req.method != "POST" {
         return None;
     }
-    let body: Value = serde_json::from_slice(req.body.as_deref()?).ok()?;
-    body.get("model")?.as_str().map(String::from)
+    edgegate_policy_core::llm::chat_request(req.body.as_deref()?)?.model
 }
 
 /// Whether any endpoint of cluster `name` takes traffic. A cluster the health
