@@ -12,6 +12,16 @@
 #                 request unique (a cache miss that is stored)
 #   nginx-hit   : nginx proxy_cache hit of a 1 KB GET
 #   cache-hit   : edgegate caching policy hit of the same GET
+#   stream-pass / chain4-stream : the same chat request with "stream": true
+#                 to an SSE answer (10 events), through edgegate with no
+#                 policy and through the chain with the demo config's body
+#                 modes (auth, redaction and caching see each event)
+# the AI gateways (issue 17), each sent the same unique 1 KB JSON chat request
+# and pointed at the same nginx-served provider answer:
+#   ai-edgegate : the four-policy chain again (the first row of its table)
+#   ai-portkey  : the Portkey AI gateway (npm @portkey-ai/gateway, one node process)
+#   ai-litellm  : the LiteLLM proxy (PyPI litellm[proxy], WORKERS uvicorn workers)
+#   bench/peers.sh installs both under target/bench-peers/; PEERS=0 skips them
 # and the health graph (issue 7):
 #   graph-off / graph-on : edgegate pass-through without [node], and with
 #                 [node] reporting to a coordinator every 500 ms; run twice
@@ -50,6 +60,10 @@ else
   BIN=${CARGO_TARGET_DIR:-target}/release/edgegate
 fi
 bash scripts/sign-components.sh "$BIN" >/dev/null
+PEERS=${PEERS:-1}
+if [ "$PEERS" != 0 ]; then
+  PEER_DIR=$(bash bench/peers.sh)
+fi
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"   # nginx workers run as an unprivileged user
@@ -67,6 +81,9 @@ EG_PORT=$(free_port); EG_ADMIN=$(free_port); EGN_PORT=$(free_port); EGN_ADMIN=$(
 EGC_PORT=$(free_port); EGC_ADMIN=$(free_port); NGINX_CACHE_PORT=$(free_port)
 EGG_PORT=$(free_port); EGG_ADMIN=$(free_port); COORD_PORT=$(free_port)
 EGK_PORT=$(free_port); EGK_ADMIN=$(free_port)
+PK_PORT=$(free_port); LL_PORT=$(free_port)
+SSE_PORT=$(free_port); EGSP_PORT=$(free_port); EGSP_ADMIN=$(free_port)
+EGS_PORT=$(free_port); EGS_ADMIN=$(free_port)
 
 head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/1k"
 mkdir -p "$WORK/nginx"
@@ -90,6 +107,36 @@ http {
     location = /v1/chat/completions {
       default_type application/json;
       return 200 '{"id":"chatcmpl-bench","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Thanks, your order is on its way."},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":9,"total_tokens":259}}';
+    }
+  }
+  server {
+    # A streamed chat answer: 10 server-sent events (OpenAI chunks, usage, [DONE]).
+    listen 127.0.0.1:$SSE_PORT;
+    location = /v1/chat/completions {
+      default_type text/event-stream;
+      return 200 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"Thanks,"},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" your"},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" order"},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" is"},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" on"},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" its"},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" way."},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" Regards."},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":250,"completion_tokens":9,"total_tokens":259}}
+
+data: [DONE]
+
+';
     }
   }
   server {
@@ -216,6 +263,14 @@ path_prefix = "/cache"
 upstream = "backend"
 policies = ["caching"]
 TOML
+# The streaming rows: pass-through and the chain, pointed at the SSE answer;
+# the chain with the demo config's body modes (`sse` for auth, redaction and
+# caching, so each sees the answer event by event).
+sed -e "s/127.0.0.1:$EG_PORT\"/127.0.0.1:$EGSP_PORT\"/; s/127.0.0.1:$EG_ADMIN\"/127.0.0.1:$EGSP_ADMIN\"/" \
+    -e "s/127.0.0.1:$UP_PORT\"/127.0.0.1:$SSE_PORT\"/" "$WORK/pass.toml" > "$WORK/pass-stream.toml"
+sed -e "s/127.0.0.1:$EGC_PORT\"/127.0.0.1:$EGS_PORT\"/; s/127.0.0.1:$EGC_ADMIN\"/127.0.0.1:$EGS_ADMIN\"/" \
+    -e "s/127.0.0.1:$UP_PORT\"/127.0.0.1:$SSE_PORT\"/" -e 's/^response_body = "buffer"/response_body = "sse"/' \
+    -e "s#access-chain.log#access-chain-stream.log#" "$WORK/chain.toml" > "$WORK/chain-stream.toml"
 "$BIN" serve --config "$WORK/pass.toml" >/dev/null 2>"$WORK/pass.log" &
 PIDS+=($!)
 "$BIN" serve --config "$WORK/noop.toml" >/dev/null 2>"$WORK/noop.log" &
@@ -224,10 +279,17 @@ PIDS+=($!)
 PIDS+=($!)
 "$BIN" serve --config "$WORK/chain.toml" >/dev/null 2>"$WORK/chain.log" &
 PIDS+=($!)
+"$BIN" serve --config "$WORK/pass-stream.toml" >/dev/null 2>"$WORK/pass-stream.log" &
+PIDS+=($!)
+"$BIN" serve --config "$WORK/chain-stream.toml" >/dev/null 2>"$WORK/chain-stream.log" &
+PIDS+=($!)
 "$BIN" coordinator --config "$WORK/coordinator.toml" >/dev/null 2>"$WORK/coordinator.log" &
 PIDS+=($!)
 "$BIN" serve --config "$WORK/graph.toml" >/dev/null 2>"$WORK/graph.log" &
 PIDS+=($!)
+
+# The LiteLLM proxy's master key, for its wrk script.
+LITELLM_KEY=sk-$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 
 # wrk scripts: a unique 1 KB JSON chat request per call (so the cache misses).
 TEMPLATE=$(cat bench/fixtures/chat-1k.json.template)
@@ -242,6 +304,14 @@ request = function()
   return wrk.format("POST", "/v1/chat/completions", nil, body)
 end
 LUA
+# The same request asking for a streamed answer.
+sed -e 's/{"model": "gpt-4o", /{"model": "gpt-4o", "stream": true, /' "$WORK/post.lua" > "$WORK/stream.lua"
+grep -q '"stream": true' "$WORK/stream.lua" || { echo "stream.lua: the chat template changed; update the sed above" >&2; exit 1; }
+# The same request to the peers, with the headers each needs.
+sed -e 's#^wrk.headers\["Authorization"\].*#wrk.headers["Authorization"] = "Bearer sk-bench"\
+wrk.headers["x-portkey-provider"] = "openai"\
+wrk.headers["x-portkey-custom-host"] = "http://127.0.0.1:'"$UP_PORT"'/v1"#' "$WORK/post.lua" > "$WORK/portkey.lua"
+sed -e 's#^wrk.headers\["Authorization"\].*#wrk.headers["Authorization"] = "Bearer '"${LITELLM_KEY:-none}"'"#' "$WORK/post.lua" > "$WORK/litellm.lua"
 
 wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 did not come up" >&2; exit 1; }
 for p in $UP_PORT $NGINX_PORT $EG_PORT $EGN_PORT $EGK_PORT $NGINX_CACHE_PORT $EGG_PORT; do wait_up "$p"; done
@@ -290,7 +360,76 @@ for p in $NGINX_CACHE_PORT $EGC_PORT; do wrk -t1 -c16 -d1s "http://127.0.0.1:$p/
   run nginx-hit "$NGINX_CACHE_PORT" /cache/1k
   run cache-hit "$EGC_PORT" /cache/1k
 } > "$WORK/cache-results"
+# The streamed rows: a checked request first (events must come through).
+for p in $EGSP_PORT $EGS_PORT; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
+  curl -s -N -o "$WORK/stream-check" -H "Authorization: Bearer $BENCH_KEY" -H 'Content-Type: application/json' \
+    --data "$(printf "$TEMPLATE" stream-check | sed 's/{"model": "gpt-4o", /{"model": "gpt-4o", "stream": true, /')" \
+    "http://127.0.0.1:$p/v1/chat/completions"
+  if ! grep -q 'data: \[DONE\]' "$WORK/stream-check"; then
+    echo "the streamed answer through port $p did not come through: $(head -c 400 "$WORK/stream-check")" >&2
+    cat "$WORK/chain-stream.log" >&2
+    exit 1
+  fi
+  wrk -t1 -c16 -d1s -s "$WORK/stream.lua" "http://127.0.0.1:$p/" >/dev/null
+done
+{
+  run stream-pass "$EGSP_PORT" / -s "$WORK/stream.lua"
+  run chain4-stream "$EGS_PORT" / -s "$WORK/stream.lua"
+} > "$WORK/stream-results"
 curl -s "http://127.0.0.1:$EGC_ADMIN/metrics" > "$WORK/chain.metrics"
+if [ "$PEERS" != 0 ]; then
+  # The peers run only for their table: started here, stopped after it, so
+  # their start-up and background work take nothing from the other rows.
+  # Both point at nginx's chat answer: Portkey takes the provider and its
+  # host from headers, LiteLLM from its config, behind a master key.
+  NODE_ENV=production node "$PEER_DIR/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" \
+    --port="$PK_PORT" --headless >"$WORK/portkey.log" 2>&1 &
+  PIDS+=($!); PEER_PIDS=($!)
+  cat > "$WORK/litellm.yaml" <<YAML
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: http://127.0.0.1:$UP_PORT/v1
+      api_key: sk-bench
+general_settings:
+  master_key: $LITELLM_KEY
+  disable_spend_logs: true
+litellm_settings:
+  telemetry: false
+YAML
+  # The price map ships with the package; no fetch at start.
+  LITELLM_LOCAL_MODEL_COST_MAP=True "$PEER_DIR/litellm/bin/litellm" --config "$WORK/litellm.yaml" \
+    --host 127.0.0.1 --port "$LL_PORT" --num_workers "$WORKERS" >"$WORK/litellm.log" 2>&1 &
+  PIDS+=($!); PEER_PIDS+=($!)
+  # Each peer must answer the chat request before it is measured.
+  check_peer() { # name port extra-curl-args...
+    local name=$1 port=$2 code=000
+    shift 2
+    for _ in $(seq 120); do
+      code=$(curl -s -o "$WORK/$name-check" -w '%{http_code}' -H 'Content-Type: application/json' "$@" \
+        --data "$(printf "$TEMPLATE" 1)" "http://127.0.0.1:$port/v1/chat/completions" || true)
+      [ "$code" = 200 ] && return 0
+      sleep 0.5
+    done
+    echo "$name answered $code: $(cat "$WORK/$name-check" 2>/dev/null)" >&2
+    tail -20 "$WORK/$name.log" >&2
+    exit 1
+  }
+  check_peer portkey "$PK_PORT" -H 'Authorization: Bearer sk-bench' -H 'x-portkey-provider: openai' \
+    -H "x-portkey-custom-host: http://127.0.0.1:$UP_PORT/v1"
+  check_peer litellm "$LL_PORT" -H "Authorization: Bearer $LITELLM_KEY"
+  wrk -t1 -c16 -d2s -s "$WORK/portkey.lua" "http://127.0.0.1:$PK_PORT/" >/dev/null
+  wrk -t1 -c16 -d2s -s "$WORK/litellm.lua" "http://127.0.0.1:$LL_PORT/" >/dev/null
+  {
+    run ai-edgegate "$EGC_PORT" / -s "$WORK/post.lua"
+    run ai-portkey "$PK_PORT" / -s "$WORK/portkey.lua"
+    run ai-litellm "$LL_PORT" / -s "$WORK/litellm.lua"
+  } > "$WORK/ai-results"
+  kill "${PEER_PIDS[@]}" 2>/dev/null || true
+  wait "${PEER_PIDS[@]}" 2>/dev/null || true
+fi
 wrk -t1 -c16 -d1s "http://127.0.0.1:$EGG_PORT/" >/dev/null
 {
   run graph-off "$EG_PORT"
@@ -313,6 +452,13 @@ echo "-- shipped policies, POST 1 KB JSON chat request (unique, cache miss); goa
 table "$WORK/chain-results"
 echo "-- cache hit, GET 1 KB; goal cache-hit >= 1.0x"
 table "$WORK/cache-results"
+echo "-- streamed answers (10 SSE events), POST 1 KB JSON chat request with \"stream\": true (unique, cache miss)"
+table "$WORK/stream-results"
+if [ "$PEERS" != 0 ]; then
+  echo "-- AI gateways, POST 1 KB JSON chat request to the same answer; ratios against edgegate's four-policy chain"
+  echo "   (portkey $(cat "$PEER_DIR/portkey/.version"), one node process; litellm $(cat "$PEER_DIR/litellm/.version"), $WORKERS workers)"
+  table "$WORK/ai-results"
+fi
 echo "-- health graph on the request path, GET 1 KB pass-through; goal graph-on >= 0.97x graph-off"
 table "$WORK/graph-results"
 awk '{ s[$1]+=$2; n[$1]++ } END { printf "mean: graph-on %.0f req/s / graph-off %.0f req/s = %.3fx\n", s["graph-on"]/n["graph-on"], s["graph-off"]/n["graph-off"], (s["graph-on"]/n["graph-on"])/(s["graph-off"]/n["graph-off"]) }' "$WORK/graph-results"

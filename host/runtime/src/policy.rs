@@ -501,6 +501,14 @@ impl PolicyInstance {
         );
         let mut store = Store::new(&self.component.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // One callback per store, not a boxed closure per call.
+        store.epoch_deadline_callback(|store| {
+            Ok(if std::time::Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         self.arm(&mut store);
         store
     }
@@ -508,16 +516,11 @@ impl PolicyInstance {
     /// Start the call's wall-time budget. The guest yields to the executor at
     /// every epoch tick, so a long call never holds its thread: the caller
     /// may move it elsewhere (the gateway's slow lane) after its first full tick.
-    /// At a tick past the budget, the call traps with `Interrupt`.
+    /// At a tick past the budget, the call traps with `Interrupt` (the
+    /// store's callback, installed once by [`PolicyInstance::new_store`],
+    /// reads the deadline set here).
     fn arm(&self, store: &mut Store<HostState>) {
-        let deadline = std::time::Instant::now() + self.timeout;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if std::time::Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        store.data_mut().deadline = std::time::Instant::now() + self.timeout;
         // The first yield comes after one full tick (1 to 2 ms of running),
         // so a short call that happens to span a tick stays where it is.
         store.set_epoch_deadline(2);

@@ -159,6 +159,8 @@ pub struct HostState {
     pub(crate) services: HostServices,
     pub(crate) ctx: ContextBag,
     pub(crate) events_left: u32,
+    /// When the running call's wall-time budget ends (`PolicyInstance::arm`).
+    pub(crate) deadline: std::time::Instant,
     /// The headers of the message a head call is about (`message`); empty
     /// outside one.
     pub(crate) message: http::HeaderMap,
@@ -192,6 +194,7 @@ impl HostState {
             services,
             ctx,
             events_left: MAX_EVENTS_PER_CALL,
+            deadline: std::time::Instant::now(),
             message: http::HeaderMap::new(),
             log_allowance: log::CallLogAllowance::default(),
             context_full_warned: false,
