@@ -45,9 +45,11 @@ enum Found {
 }
 
 /// The per-body state: each text stream's last event (the template its held
-/// text is flushed in): its type, its JSON, and where the text goes.
+/// text is flushed in): its type, its JSON text as it arrived, and where the
+/// text goes. The template is made from it only when held text is flushed,
+/// not for every event.
 #[derive(Default)]
-struct Templates(BTreeMap<String, (Option<String>, Value, String)>);
+struct Templates(BTreeMap<String, (Option<String>, String, TextPath)>);
 
 impl Redaction {
     /// One piece of a text stream: `held` (from the last call) + `new`.
@@ -195,18 +197,14 @@ impl Redaction {
                 };
                 if piece.out != t.text {
                     changed = true;
-                    set_text(v, &t.pointer, &piece.out);
+                    set_text(v, t.path, &piece.out);
                 }
                 if !piece.held.is_empty() {
                     held.insert(t.key.clone(), piece.held);
                 }
                 templates.0.insert(
                     t.key.clone(),
-                    (
-                        event.event.clone(),
-                        template(v, &t.pointer),
-                        t.pointer.clone(),
-                    ),
+                    (event.event.clone(), event.data.clone(), t.path),
                 );
             }
         }
@@ -258,11 +256,15 @@ impl Redaction {
             Found::Piece(p) => p,
             Found::Blocked(rule) => return Ok(Err(rule)),
         };
-        let Some((name, template, pointer)) = templates.0.get(key) else {
+        let Some((name, data, path)) = templates.0.get(key) else {
             return Ok(Ok(None));
         };
-        let mut v = template.clone();
-        set_text(&mut v, pointer, &piece.out);
+        // Stored only for events that parsed.
+        let Ok(last) = serde_json::from_str::<Value>(data) else {
+            return Ok(Ok(None));
+        };
+        let mut v = template(last);
+        set_text(&mut v, *path, &piece.out);
         Ok(Ok(Some(SseEvent {
             event: name.clone(),
             data: v.to_string(),
@@ -330,12 +332,45 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     i
 }
 
-/// A text stream in an event: a key naming it across events, the JSON
-/// pointer of its text in this event, and the text.
+/// A text stream in an event: a key naming it across events, where its text
+/// is in this event, and the text.
 struct TextStream {
     key: String,
-    pointer: String,
+    path: TextPath,
     text: String,
+}
+
+/// Where a streamed text field is in an event's JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextPath {
+    /// `choices[i].delta.content`.
+    ChoiceDelta(usize),
+    /// `choices[i].text` (completions).
+    ChoiceText(usize),
+    /// `delta.<field>` (Anthropic's `content_block_delta`).
+    Delta(&'static str),
+}
+
+impl TextPath {
+    fn get(self, v: &Value) -> Option<&Value> {
+        match self {
+            TextPath::ChoiceDelta(i) => v.get("choices")?.get(i)?.get("delta")?.get("content"),
+            TextPath::ChoiceText(i) => v.get("choices")?.get(i)?.get("text"),
+            TextPath::Delta(field) => v.get("delta")?.get(field),
+        }
+    }
+
+    fn get_mut(self, v: &mut Value) -> Option<&mut Value> {
+        match self {
+            TextPath::ChoiceDelta(i) => v
+                .get_mut("choices")?
+                .get_mut(i)?
+                .get_mut("delta")?
+                .get_mut("content"),
+            TextPath::ChoiceText(i) => v.get_mut("choices")?.get_mut(i)?.get_mut("text"),
+            TextPath::Delta(field) => v.get_mut("delta")?.get_mut(field),
+        }
+    }
 }
 
 /// The streamed text fields of an event: OpenAI's `choices[].delta.content`
@@ -343,21 +378,20 @@ struct TextStream {
 /// `content_block_delta` `delta.text` and `delta.partial_json`.
 fn text_streams(event: Option<&str>, v: &Value) -> Vec<TextStream> {
     let mut out = Vec::new();
+    let mut take = |key: String, path: TextPath| {
+        if let Some(Value::String(t)) = path.get(v) {
+            out.push(TextStream {
+                key,
+                path,
+                text: t.clone(),
+            });
+        }
+    };
     if let Some(choices) = v.get("choices").and_then(Value::as_array) {
         for (i, c) in choices.iter().enumerate() {
             let index = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-            for (field, pointer) in [
-                ("delta", format!("/choices/{i}/delta/content")),
-                ("text", format!("/choices/{i}/text")),
-            ] {
-                if let Some(Value::String(t)) = v.pointer(&pointer) {
-                    out.push(TextStream {
-                        key: format!("choice.{index}.{field}"),
-                        pointer,
-                        text: t.clone(),
-                    });
-                }
-            }
+            take(format!("choice.{index}.delta"), TextPath::ChoiceDelta(i));
+            take(format!("choice.{index}.text"), TextPath::ChoiceText(i));
         }
     }
     let anthropic_delta = event == Some("content_block_delta")
@@ -365,29 +399,28 @@ fn text_streams(event: Option<&str>, v: &Value) -> Vec<TextStream> {
     if anthropic_delta {
         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
         for field in ["text", "partial_json"] {
-            let pointer = format!("/delta/{field}");
-            if let Some(Value::String(t)) = v.pointer(&pointer) {
-                out.push(TextStream {
-                    key: format!("block.{index}.{field}"),
-                    pointer,
-                    text: t.clone(),
-                });
-            }
+            take(format!("block.{index}.{field}"), TextPath::Delta(field));
         }
     }
     out
 }
 
-fn set_text(v: &mut Value, pointer: &str, text: &str) {
-    if let Some(slot) = v.pointer_mut(pointer) {
+fn set_text(v: &mut Value, path: TextPath, text: &str) {
+    if let Some(slot) = path.get_mut(v) {
         *slot = Value::String(text.to_string());
     }
 }
 
-/// An event to flush held text in later: this one, with its end-of-stream
-/// markers (`finish_reason`) and usage cleared, as a plain text piece.
-fn template(v: &Value, pointer: &str) -> Value {
-    let mut t = v.clone();
+/// An event to flush held text in later, made from a stream's last event:
+/// its end-of-stream markers (`finish_reason`) and usage cleared, and every
+/// text field in it emptied, so that it carries only the text flushed into
+/// it (another choice's text, which went out with its own stream, is not
+/// sent twice).
+fn template(mut t: Value) -> Value {
+    let paths: Vec<TextPath> = text_streams(None, &t).iter().map(|s| s.path).collect();
+    for path in paths {
+        set_text(&mut t, path, "");
+    }
     if let Some(choices) = t.get_mut("choices").and_then(Value::as_array_mut) {
         for c in choices {
             if let Some(f) = c.get_mut("finish_reason") {
@@ -398,6 +431,5 @@ fn template(v: &Value, pointer: &str) -> Value {
     if let Some(obj) = t.as_object_mut() {
         obj.remove("usage");
     }
-    set_text(&mut t, pointer, "");
     t
 }

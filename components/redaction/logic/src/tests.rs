@@ -720,3 +720,41 @@ fn plain_chunks_are_redacted_across_chunk_boundaries() {
         );
     }
 }
+
+#[test]
+fn a_flushed_choice_carries_only_its_own_text() {
+    // Two choices in one stream (`n = 2`). Choice 0 ends after the first
+    // event while its last word is still held; the event that flushes it
+    // is made from that first event, which also had choice 1's text. That
+    // text went out with choice 1's own stream and must not go out twice.
+    let p = masking();
+    let event = |choices: serde_json::Value| {
+        SseEvent::data(
+            json!({"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": choices})
+                .to_string(),
+        )
+    };
+    let events = vec![
+        event(json!([
+            {"index": 0, "delta": {"content": "mail jane@exa"}, "finish_reason": null},
+            {"index": 1, "delta": {"content": "first"}, "finish_reason": null},
+        ])),
+        event(json!([{"index": 1, "delta": {"content": " second"}, "finish_reason": null}])),
+        event(json!([{"index": 1, "delta": {}, "finish_reason": "stop"}])),
+    ];
+    let out = run_events(&p, events).unwrap();
+    let text_of = |index: u64| -> String {
+        out.iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+            .flat_map(|v| v["choices"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["index"] == index)
+            .filter_map(|c| c["delta"]["content"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        text_of(0),
+        "mail jane@exa",
+        "choice 0, its held word flushed once"
+    );
+    assert_eq!(text_of(1), "first second", "choice 1, each word once");
+}
