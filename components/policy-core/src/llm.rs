@@ -113,9 +113,15 @@ pub fn usage_from_value(v: &Value) -> Option<u64> {
 }
 
 /// Visitor methods for the kinds of JSON value a reader does not look
-/// into: each gives `$v` (an array's or object's insides are skipped).
+/// into: each gives `$v` (an array's or object's insides are skipped);
+/// `expecting` is the message for the errors none of them raise.
 macro_rules! give {
     ($v:expr; $($kind:ident),*) => { $( give!(@$kind $v); )* };
+    (@expecting $v:expr) => {
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+    };
     (@bool $v:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
             Ok($v)
@@ -174,9 +180,6 @@ impl<'de, T: Fields<'de>> Deserialize<'de> for Object<T> {
         struct V<T>(std::marker::PhantomData<T>);
         impl<'de, T: Fields<'de>> Visitor<'de> for V<T> {
             type Value = Option<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields = T::default();
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -186,7 +189,7 @@ impl<'de, T: Fields<'de>> Deserialize<'de> for Object<T> {
                 }
                 Ok(Some(fields))
             }
-            give!(None; bool, num, unit, str, seq);
+            give!(None; expecting, bool, num, unit, str, seq);
         }
         d.deserialize_any(V(std::marker::PhantomData)).map(Object)
     }
@@ -335,9 +338,6 @@ impl<'de> Deserialize<'de> for AnyU64 {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Option<u64>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
                 Ok(Some(v))
             }
@@ -347,7 +347,7 @@ impl<'de> Deserialize<'de> for AnyU64 {
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
                 Ok(None)
             }
-            give!(None; bool, unit, str, seq, map);
+            give!(None; expecting, bool, unit, str, seq, map);
         }
         d.deserialize_any(V).map(AnyU64)
     }
@@ -361,13 +361,10 @@ impl<'de> Deserialize<'de> for AnyString {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Option<String>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
                 Ok(Some(s.to_string()))
             }
-            give!(None; bool, num, unit, seq, map);
+            give!(None; expecting, bool, num, unit, seq, map);
         }
         d.deserialize_any(V).map(AnyString)
     }
@@ -382,9 +379,6 @@ impl<'de> Deserialize<'de> for Messages {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = usize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
                 let mut sum = 0usize;
                 while let Some(m) = seq.next_element::<Object<Message>>()? {
@@ -393,7 +387,7 @@ impl<'de> Deserialize<'de> for Messages {
                 }
                 Ok(sum)
             }
-            give!(0; bool, num, unit, str, map);
+            give!(0; expecting, bool, num, unit, str, map);
         }
         d.deserialize_any(V).map(Messages)
     }
@@ -409,9 +403,6 @@ impl<'de> Deserialize<'de> for Text {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = usize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
                 Ok(s.len())
             }
@@ -422,7 +413,7 @@ impl<'de> Deserialize<'de> for Text {
                 }
                 Ok(sum)
             }
-            give!(0; bool, num, unit, map);
+            give!(0; expecting, bool, num, unit, map);
         }
         d.deserialize_any(V).map(Text)
     }
@@ -436,9 +427,6 @@ impl<'de> Deserialize<'de> for Part {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = usize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
                 Ok(s.len())
             }
@@ -447,7 +435,7 @@ impl<'de> Deserialize<'de> for Part {
                     Object::<TextPart>::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 Ok(part.0.and_then(|p| p.text).map_or(0, |t| t.0))
             }
-            give!(0; bool, num, unit, seq);
+            give!(0; expecting, bool, num, unit, seq);
         }
         d.deserialize_any(V).map(Part)
     }

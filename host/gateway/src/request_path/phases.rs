@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use edgegate_config::{BodyMode, OnError};
 use edgegate_runtime::bindings::types;
-use edgegate_runtime::{ContextBag, PolicyFailure};
+use edgegate_runtime::{ContextBag, Lease, PolicyFailure, PolicyInstance};
 
 use crate::tls::TlsSession;
 use http::header::{self, HeaderValue};
@@ -636,52 +636,32 @@ async fn request_phase<'s>(
             _ => None,
         };
         let version = entry.pick(roll);
-        if version.quarantine.holds(&entry.name) {
-            version.stats.record_skip();
-            if let Some(resp) =
-                quarantined(entry, Phase::Request).answer(&mut x.trail, Duration::ZERO)
-            {
-                return RequestOutcome::Respond(resp, ran);
-            }
-            continue;
+        match skip_quarantined(x, entry, version, Phase::Request) {
+            Quarantine::Run => {}
+            Quarantine::Skip => continue,
+            Quarantine::Answer(resp) => return RequestOutcome::Respond(resp, ran),
         }
-        let started = Instant::now();
-        let instance = Arc::clone(&version.instance);
-        let mut call_ctx = std::mem::take(&mut x.ctx);
-        // The headers move into the call, where the policy reads what it asks for.
-        let mut headers = std::mem::take(&mut parts.headers);
+        // The instance stays with the request for its body's chunk calls.
         let streams = entry.request_body == BodyMode::Stream;
-        let call = async move {
-            if !streams {
-                let result = instance.on_request(&wit, &mut headers, &mut call_ctx).await;
-                return (result, None, wit, headers, call_ctx);
-            }
-            // The instance stays with the request for its body's chunk calls.
-            match instance.lease().await {
-                Ok(mut lease) => {
-                    let result = lease.on_request(&wit, &mut headers, &mut call_ctx).await;
-                    (result, Some(lease), wit, headers, call_ctx)
-                }
-                Err(e) => (Err(e), None, wit, headers, call_ctx),
-            }
+        let call = head_call(
+            x,
+            entry,
+            version,
+            Phase::Request,
+            wit,
+            &mut parts.headers,
+            streams,
+        );
+        let HeadCall {
+            result,
+            lease,
+            view,
+            took,
+        } = match call.await {
+            Ok(c) => c,
+            Err(lost) => return RequestOutcome::Respond(lost, ran),
         };
-        let Some((result, lease, back, back_headers, back_ctx)) = slow_lane::run(call).await else {
-            x.trail.mark(
-                &entry.name,
-                Phase::Request,
-                Verdict::FailedDeny,
-                started.elapsed(),
-            );
-            return RequestOutcome::Respond(lost_call(entry), ran);
-        };
-        wit = back;
-        parts.headers = back_headers;
-        x.ctx = back_ctx;
-        let took = started.elapsed();
-        version
-            .metrics
-            .record_call(Phase::Request, took.as_secs_f64());
-        version.stats.record_call(took, result.is_err());
+        wit = view;
         let verdict = match &result {
             Ok(types::RequestVerdict::Route(_)) => Verdict::Route,
             Ok(types::RequestVerdict::Respond(_)) => Verdict::Respond,
@@ -715,14 +695,13 @@ async fn request_phase<'s>(
                 x.trail.mark(&entry.name, Phase::Request, verdict, took);
                 ran += 1;
                 if let Some(lease) = lease {
-                    stages.push(stream::Stage {
+                    stages.push(stage(
+                        entry,
+                        version,
                         lease,
-                        kind: stream::Kind::Chunks,
-                        name: entry.name.clone(),
-                        on_error: entry.on_error,
-                        version: Arc::clone(version),
-                        phase: Phase::Request,
-                    });
+                        stream::Kind::Chunks,
+                        Phase::Request,
+                    ));
                 }
             }
             Ok(Some(resp)) => {
@@ -738,6 +717,184 @@ async fn request_phase<'s>(
         }
     }
     RequestOutcome::Forward(ran)
+}
+
+/// What a head call hands its policy, and the call itself: the request's
+/// WIT view in the request phase, [`ResponseView`] in the response phase.
+trait HeadView: Send + 'static {
+    type Verdict: Send + 'static;
+
+    /// The call on an instance for this one call.
+    fn once<'a>(
+        &'a self,
+        instance: &'a PolicyInstance,
+        headers: &'a mut http::HeaderMap,
+        ctx: &'a mut ContextBag,
+    ) -> impl std::future::Future<Output = Result<Self::Verdict, PolicyFailure>> + Send + 'a;
+
+    /// The call on an instance kept for the body's calls after it.
+    fn leased<'a>(
+        &'a self,
+        lease: &'a mut Lease,
+        headers: &'a mut http::HeaderMap,
+        ctx: &'a mut ContextBag,
+    ) -> impl std::future::Future<Output = Result<Self::Verdict, PolicyFailure>> + Send + 'a;
+}
+
+impl HeadView for types::Request {
+    type Verdict = types::RequestVerdict;
+
+    fn once<'a>(
+        &'a self,
+        instance: &'a PolicyInstance,
+        headers: &'a mut http::HeaderMap,
+        ctx: &'a mut ContextBag,
+    ) -> impl std::future::Future<Output = Result<Self::Verdict, PolicyFailure>> + Send + 'a {
+        instance.on_request(self, headers, ctx)
+    }
+
+    fn leased<'a>(
+        &'a self,
+        lease: &'a mut Lease,
+        headers: &'a mut http::HeaderMap,
+        ctx: &'a mut ContextBag,
+    ) -> impl std::future::Future<Output = Result<Self::Verdict, PolicyFailure>> + Send + 'a {
+        lease.on_request(self, headers, ctx)
+    }
+}
+
+/// The response phase's WIT view: the request it answers and the response
+/// head (with the body, once a policy buffered it). Its headers are read on
+/// demand from the response's parts.
+struct ResponseView {
+    summary: types::RequestSummary,
+    head: types::ResponseHead,
+}
+
+impl HeadView for ResponseView {
+    type Verdict = types::ResponseVerdict;
+
+    fn once<'a>(
+        &'a self,
+        instance: &'a PolicyInstance,
+        headers: &'a mut http::HeaderMap,
+        ctx: &'a mut ContextBag,
+    ) -> impl std::future::Future<Output = Result<Self::Verdict, PolicyFailure>> + Send + 'a {
+        instance.on_response(&self.summary, &self.head, headers, ctx)
+    }
+
+    fn leased<'a>(
+        &'a self,
+        lease: &'a mut Lease,
+        headers: &'a mut http::HeaderMap,
+        ctx: &'a mut ContextBag,
+    ) -> impl std::future::Future<Output = Result<Self::Verdict, PolicyFailure>> + Send + 'a {
+        lease.on_response(&self.summary, &self.head, headers, ctx)
+    }
+}
+
+/// A head call's outcome, with what went into it handed back.
+struct HeadCall<V: HeadView> {
+    result: Result<V::Verdict, PolicyFailure>,
+    /// The instance, kept for the body's calls when the policy streams it.
+    lease: Option<Lease>,
+    view: V,
+    took: Duration,
+}
+
+/// One policy's head call, the same in both phases. The request's context
+/// and the message's headers (which the policy reads on demand) move into
+/// the call, which runs on the slow lane when it is slow, and come back
+/// after it; the call is counted in the version's metrics and stats.
+/// `streams` keeps the instance for the body's calls. `Err` is the answer
+/// when the slow lane lost the call.
+async fn head_call<V: HeadView>(
+    x: &mut Exchange<'_>,
+    entry: &ChainEntry,
+    version: &PolicyVersion,
+    phase: Phase,
+    view: V,
+    headers: &mut http::HeaderMap,
+    streams: bool,
+) -> Result<HeadCall<V>, Response<ProxyBody>> {
+    let started = Instant::now();
+    let instance = Arc::clone(&version.instance);
+    let mut ctx = std::mem::take(&mut x.ctx);
+    let mut moved = std::mem::take(headers);
+    let call = async move {
+        if !streams {
+            let result = view.once(&instance, &mut moved, &mut ctx).await;
+            return (result, None, view, moved, ctx);
+        }
+        match instance.lease().await {
+            Ok(mut lease) => {
+                let result = view.leased(&mut lease, &mut moved, &mut ctx).await;
+                (result, Some(lease), view, moved, ctx)
+            }
+            Err(e) => (Err(e), None, view, moved, ctx),
+        }
+    };
+    let Some((result, lease, view, back_headers, back_ctx)) = slow_lane::run(call).await else {
+        x.trail
+            .mark(&entry.name, phase, Verdict::FailedDeny, started.elapsed());
+        return Err(lost_call(entry));
+    };
+    *headers = back_headers;
+    x.ctx = back_ctx;
+    let took = started.elapsed();
+    version.metrics.record_call(phase, took.as_secs_f64());
+    version.stats.record_call(took, result.is_err());
+    Ok(HeadCall {
+        result,
+        lease,
+        view,
+        took,
+    })
+}
+
+/// Whether a policy runs, given its version's quarantine.
+enum Quarantine {
+    Run,
+    /// Quarantined under `on_error = "allow"`: the policy is skipped.
+    Skip,
+    /// Quarantined under `on_error = "deny"`: this is the answer.
+    Answer(Response<ProxyBody>),
+}
+
+/// A quarantined version is not run: it is skipped, or answers 503, as its
+/// `on_error` says, and counted as a skip.
+fn skip_quarantined(
+    x: &mut Exchange<'_>,
+    entry: &ChainEntry,
+    version: &PolicyVersion,
+    phase: Phase,
+) -> Quarantine {
+    if !version.quarantine.holds(&entry.name) {
+        return Quarantine::Run;
+    }
+    version.stats.record_skip();
+    match quarantined(entry, phase).answer(&mut x.trail, Duration::ZERO) {
+        Some(resp) => Quarantine::Answer(resp),
+        None => Quarantine::Skip,
+    }
+}
+
+/// The streaming stage of a policy whose head call kept its instance.
+fn stage(
+    entry: &ChainEntry,
+    version: &Arc<PolicyVersion>,
+    lease: Lease,
+    kind: stream::Kind,
+    phase: Phase,
+) -> stream::Stage {
+    stream::Stage {
+        lease,
+        kind,
+        name: entry.name.clone(),
+        on_error: entry.on_error,
+        version: Arc::clone(version),
+        phase,
+    }
 }
 
 /// The answer when the slow lane lost a policy call (it panicked): 503 whatever
@@ -892,7 +1049,7 @@ async fn response_phase(
         stream: Some(rbody),
         stages: Vec::new(),
     };
-    let mut summary = types::RequestSummary {
+    let summary = types::RequestSummary {
         method: line.method.as_str().to_string(),
         path: line
             .uri
@@ -905,10 +1062,13 @@ async fn response_phase(
     };
     // One WIT view of the response for every policy; its headers are read on
     // demand from `rparts`. Its body is the whole body, once a policy buffered it.
-    let mut head = types::ResponseHead {
-        status: rparts.status.as_u16(),
-        streamed: false,
-        body: None,
+    let mut view = ResponseView {
+        summary,
+        head: types::ResponseHead {
+            status: rparts.status.as_u16(),
+            streamed: false,
+            body: None,
+        },
     };
     for entry in chain.iter().rev() {
         let version = entry.pick(roll);
@@ -924,15 +1084,12 @@ async fn response_phase(
         if mode == BodyMode::None && !version.instance.wants_response() {
             continue;
         }
-        if version.quarantine.holds(&entry.name) {
-            version.stats.record_skip();
-            if let Some(resp) =
-                quarantined(entry, Phase::Response).answer(&mut x.trail, Duration::ZERO)
-            {
-                return resp;
-            }
-            continue;
+        match skip_quarantined(x, entry, version, Phase::Response) {
+            Quarantine::Run => {}
+            Quarantine::Skip => continue,
+            Quarantine::Answer(resp) => return resp,
         }
+        let head = &mut view.head;
         if mode == BodyMode::Buffer && head.body.is_none() {
             match body::buffer(body.take(), entry.body_limit).await {
                 Ok(bytes) => head.body = Some(Vec::from(bytes)),
@@ -946,47 +1103,27 @@ async fn response_phase(
             BodyMode::Buffer => None,
             _ => head.body.take(),
         };
-        let started = Instant::now();
-        let instance = Arc::clone(&version.instance);
-        let mut call_ctx = std::mem::take(&mut x.ctx);
-        let mut headers = std::mem::take(&mut rparts.headers);
-        let call = async move {
-            if kind.is_none() {
-                let result = instance
-                    .on_response(&summary, &head, &mut headers, &mut call_ctx)
-                    .await;
-                return (result, None, summary, head, headers, call_ctx);
-            }
-            match instance.lease().await {
-                Ok(mut lease) => {
-                    let result = lease
-                        .on_response(&summary, &head, &mut headers, &mut call_ctx)
-                        .await;
-                    (result, Some(lease), summary, head, headers, call_ctx)
-                }
-                Err(e) => (Err(e), None, summary, head, headers, call_ctx),
-            }
+        // One that streams keeps its instance for the body's chunks or events.
+        let call = head_call(
+            x,
+            entry,
+            version,
+            Phase::Response,
+            view,
+            &mut rparts.headers,
+            kind.is_some(),
+        );
+        let HeadCall {
+            result,
+            lease,
+            view: back,
+            took,
+        } = match call.await {
+            Ok(c) => c,
+            Err(lost) => return lost,
         };
-        let Some((result, lease, back_summary, back, back_headers, back_ctx)) =
-            slow_lane::run(call).await
-        else {
-            x.trail.mark(
-                &entry.name,
-                Phase::Response,
-                Verdict::FailedDeny,
-                started.elapsed(),
-            );
-            return lost_call(entry);
-        };
-        summary = back_summary;
-        head = back;
-        rparts.headers = back_headers;
-        x.ctx = back_ctx;
-        let took = started.elapsed();
-        version
-            .metrics
-            .record_call(Phase::Response, took.as_secs_f64());
-        version.stats.record_call(took, result.is_err());
+        view = back;
+        let head = &mut view.head;
         if hidden.is_some() {
             head.body = hidden;
         }
@@ -1056,19 +1193,13 @@ async fn response_phase(
                     if let Some(whole) = head.body.take() {
                         body.stream = Some(body::full(whole));
                     }
-                    body.stages.push(stream::Stage {
-                        lease,
-                        kind,
-                        name: entry.name.clone(),
-                        on_error: entry.on_error,
-                        version: Arc::clone(version),
-                        phase: Phase::Response,
-                    });
+                    body.stages
+                        .push(stage(entry, version, lease, kind, Phase::Response));
                 }
             }
         }
     }
-    let out = match head.body {
+    let out = match view.head.body {
         Some(b) => {
             rparts.headers.remove(header::TRANSFER_ENCODING);
             rparts
