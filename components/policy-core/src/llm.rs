@@ -88,7 +88,9 @@ fn content_len(v: Option<&Value>) -> usize {
 pub fn usage_tokens(body: &[u8]) -> Result<Option<u64>, ()> {
     match serde_json::from_slice::<Object<Answer>>(body) {
         Ok(Object(Some(a))) => Ok(a.tokens()),
-        _ => match serde_json::from_slice::<Value>(body) {
+        // JSON, but not an object: it states nothing.
+        Ok(Object(None)) => Ok(None),
+        Err(_) => match serde_json::from_slice::<Value>(body) {
             Ok(v) => Ok(usage_from_value(&v)),
             Err(_) => Err(()),
         },
@@ -182,7 +184,7 @@ impl<'de, T: Fields<'de>> Deserialize<'de> for Object<T> {
             type Value = Option<T>;
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields = T::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     if !fields.field(&key, &mut map)? {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -192,6 +194,29 @@ impl<'de, T: Fields<'de>> Deserialize<'de> for Object<T> {
             give!(None; expecting, bool, num, unit, str, seq);
         }
         d.deserialize_any(V(std::marker::PhantomData)).map(Object)
+    }
+}
+
+/// An object key: borrowed from the body, copied only when it has escapes
+/// (serde's own `Cow<str>` always copies).
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -263,7 +263,7 @@ impl Redaction {
         let Ok(last) = serde_json::from_str::<Value>(data) else {
             return Ok(Ok(None));
         };
-        let mut v = template(last);
+        let mut v = template(last, name.as_deref());
         set_text(&mut v, *path, &piece.out);
         Ok(Ok(Some(SseEvent {
             event: name.clone(),
@@ -416,8 +416,8 @@ fn set_text(v: &mut Value, path: TextPath, text: &str) {
 /// text field in it emptied, so that it carries only the text flushed into
 /// it (another choice's text, which went out with its own stream, is not
 /// sent twice).
-fn template(mut t: Value) -> Value {
-    let paths: Vec<TextPath> = text_streams(None, &t).iter().map(|s| s.path).collect();
+fn template(mut t: Value, event: Option<&str>) -> Value {
+    let paths: Vec<TextPath> = text_streams(event, &t).iter().map(|s| s.path).collect();
     for path in paths {
         set_text(&mut t, path, "");
     }
